@@ -1,0 +1,1 @@
+"""Unified 3D scene segmentation."""

@@ -1,0 +1,1 @@
+"""Metrics, leaderboards and speed benchmarks."""

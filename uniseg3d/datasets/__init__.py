@@ -1,0 +1,1 @@
+"""Raw dataset readers, superpoints, the scene cache and the `Scene` data model."""

@@ -1,0 +1,1 @@
+"""One function per DVC stage (synth, prepare, ...) and the Ray runners."""
