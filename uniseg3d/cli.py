@@ -84,14 +84,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default=str(DEFAULT_PARAMS),
+                        help="params.yaml holding the defaults (default: %(default)s)")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser = argparse.ArgumentParser(
         prog="uniseg3d",
         description="Unified 3D scene segmentation (UniSeg3D): data pipeline, benchmarks.",
         epilog="Run 'uniseg3d VERB --help' for the options of each verb.")
-    parser.add_argument("--params", default=str(DEFAULT_PARAMS),
-                        help="params.yaml holding the defaults (default: %(default)s)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB",
+                                  parser_class=lambda **kw: argparse.ArgumentParser(
+                                      parents=[common], **kw))
 
     prepare = verbs.add_parser(
         "prepare", help="raw ScanNet/Replica scenes -> per-scene caches (.npy + meta.json)",

@@ -39,13 +39,12 @@ def _open_ply(path: Path, face_lengths: tuple[int, ...]) -> PlyData:
         try:
             return PlyData.read(str(path), known_list_len={
                 "face": {name: length for name in FACE_INDEX_NAMES}})
-        except PlyElementParseError as error:
-            if "unexpected list length" not in str(error):
-                raise InputError(path, "data", "a complete binary PLY body", str(error)) from None
+        except PlyElementParseError:
+            continue  # other polygon sizes, or a truncated body: the general reader decides
         except errors as error:
             raise InputError(path, "header", "a PLY file ('ply' magic line and a valid header)",
                              str(error) or type(error).__name__) from None
-    try:  # polygons of mixed length: plyfile's general (slower) reader
+    try:  # polygons of mixed size (or a damaged body): plyfile's general, slower reader
         return PlyData.read(str(path))
     except errors as error:
         raise InputError(path, "data", "a complete PLY body", str(error)) from None
@@ -121,12 +120,16 @@ def read_mesh(path: str | Path, face_lengths: tuple[int, ...] = (3,)) -> Mesh:
     return Mesh(vertices=vertices, colors=colors, faces=faces, face_object_ids=face_object_ids)
 
 
-def _face_element(faces: np.ndarray, extra: dict[str, np.ndarray]) -> PlyElement:
-    faces = np.asarray(faces)
-    fields = [("vertex_indices", "i4", (faces.shape[1],))]
+def _face_element(faces, extra: dict[str, np.ndarray]) -> PlyElement:
+    """Faces as a PLY element; `faces` is an (F, L) array or a sequence of polygons of any size."""
+    fixed = isinstance(faces, np.ndarray) and faces.ndim == 2
+    fields = [("vertex_indices", "i4", (faces.shape[1],)) if fixed else ("vertex_indices", "O")]
     fields += [(name, "i4") for name in extra]
     data = np.empty(len(faces), dtype=fields)
-    data["vertex_indices"] = faces
+    if fixed:
+        data["vertex_indices"] = faces
+    else:
+        data["vertex_indices"] = [np.asarray(face, dtype=np.int32) for face in faces]
     for name, values in extra.items():
         data[name] = values
     return PlyElement.describe(data, "face", len_types={"vertex_indices": "u1"},
@@ -146,8 +149,10 @@ def write_scannet_mesh(path: str | Path, vertices: np.ndarray, colors: np.ndarra
 
 
 def write_replica_mesh(path: str | Path, vertices: np.ndarray, colors: np.ndarray,
-                       normals: np.ndarray, faces: np.ndarray, face_object_ids: np.ndarray) -> None:
-    """Write a mesh as Replica's `habitat/mesh_semantic.ply` (normals, RGB, per-face object_id)."""
+                       normals: np.ndarray, faces, face_object_ids: np.ndarray) -> None:
+    """Write a mesh as Replica's `habitat/mesh_semantic.ply` (normals, RGB, per-face object_id).
+
+    `faces` is an (F, 4) quad array, an (F, 3) triangle array or a sequence of polygons."""
     vertex = np.empty(len(vertices), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("nx", "f4"),
                                             ("ny", "f4"), ("nz", "f4"), ("red", "u1"),
                                             ("green", "u1"), ("blue", "u1")])
