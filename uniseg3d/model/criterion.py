@@ -1,0 +1,175 @@
+"""UniSeg3D losses: one matcher and one set of mask losses for every query type.
+
+Generic queries are matched to object and stuff segments by Hungarian matching
+(scipy's `linear_sum_assignment`) on class + BCE + Dice costs; click and text queries know their
+target. Per layer: CE (no-object weight 0.1), BCE, Dice and the IoU-head MSE; prompt losses are
+scaled by `prompt_weight`. Inter-task terms on the last layer, scaled by `lambda_inter`:
+distillation click -> generic on the top 10 % superpoints by click confidence, click -> referring
+on class probabilities, and a symmetric InfoNCE between click and text queries of the same
+object plus a ranking hinge.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+from uniseg3d.config import LossWeights
+from uniseg3d.model.decoder import QueryPredictions
+from uniseg3d.model.targets import SceneTargets
+from uniseg3d.model.uniseg3d import SceneOutput
+
+
+def pairwise_mask_costs(logits: torch.Tensor, targets: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Q, S) mean BCE and Dice costs between every predicted mask and every target mask."""
+    m = logits.shape[1]
+    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
+    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
+    bce = (pos @ targets.T + neg @ (1 - targets).T) / m
+    prob = logits.sigmoid()
+    dice = 1 - (2 * prob @ targets.T + 1) / (prob.sum(1)[:, None] + targets.sum(1)[None] + 1)
+    return bce, dice
+
+
+def mask_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean BCE and Dice over aligned rows (prediction i vs target i)."""
+    if len(logits) == 0:
+        zero = logits.sum() * 0
+        return zero, zero
+    bce = F.binary_cross_entropy_with_logits(logits, targets)
+    prob = logits.sigmoid()
+    dice = 1 - (2 * (prob * targets).sum(1) + 1) / (prob.sum(1) + targets.sum(1) + 1)
+    return bce, dice.mean()
+
+
+def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """IoU of each binarised predicted mask with its aligned target (no gradient)."""
+    pred = (logits.detach() > 0).float()
+    inter = (pred * targets).sum(1)
+    union = pred.sum(1) + targets.sum(1) - inter
+    return inter / union.clamp_min(1)
+
+
+@torch.no_grad()
+def hungarian_match(pred: QueryPredictions, class_logits: torch.Tensor, masks: torch.Tensor,
+                    labels: torch.Tensor, w: LossWeights) -> tuple[torch.Tensor, torch.Tensor]:
+    """Optimal (query rows, target rows) under class + BCE + Dice cost."""
+    if len(labels) == 0 or len(pred.masks) == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty
+    bce, dice = pairwise_mask_costs(pred.masks.float(), masks)
+    cls = -class_logits.softmax(-1)[:, labels]
+    cost = w.ce * cls + w.bce * bce + w.dice * dice
+    rows, cols = linear_sum_assignment(cost.cpu().numpy())
+    return torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)
+
+
+class Criterion:
+    def __init__(self, weights: LossWeights, num_classes: int):
+        self.w = weights
+        self.num_classes = num_classes
+
+    def _ce(self, class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        weight = torch.ones(self.num_classes + 1, device=class_logits.device)
+        weight[-1] = self.w.no_object
+        return F.cross_entropy(class_logits, labels, weight=weight, ignore_index=-1)
+
+    def _query_losses(self, pred: QueryPredictions, class_logits: torch.Tensor,
+                      masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """CE + BCE + Dice + IoU for queries aligned with their target masks/labels."""
+        bce, dice = mask_losses(pred.masks, masks)
+        iou = F.mse_loss(pred.iou.sigmoid(), mask_iou(pred.masks, masks)) if len(masks) else bce * 0
+        ce = self._ce(class_logits, labels) if (labels >= 0).any() else bce * 0
+        return self.w.ce * ce + self.w.bce * bce + self.w.dice * dice + self.w.iou * iou
+
+    def generic_loss(self, pred: QueryPredictions, class_logits: torch.Tensor,
+                     t: SceneTargets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        masks, labels = t.masks[t.generic], t.labels[t.generic]
+        rows, cols = hungarian_match(pred, class_logits, masks, labels, self.w)
+        class_target = torch.full((len(pred.masks),), self.num_classes, dtype=torch.long,
+                                  device=class_logits.device)
+        class_target[rows] = labels[cols]
+        bce, dice = mask_losses(pred.masks[rows], masks[cols])
+        iou = F.mse_loss(pred.iou[rows].sigmoid(), mask_iou(pred.masks[rows], masks[cols])) \
+            if len(rows) else bce * 0
+        loss = (self.w.ce * self._ce(class_logits, class_target) + self.w.bce * bce
+                + self.w.dice * dice + self.w.iou * iou)
+        return loss, rows, t.generic[cols]
+
+    def scene_losses(self, out: SceneOutput, t: SceneTargets, class_embeddings: torch.Tensor
+                     ) -> dict[str, torch.Tensor]:
+        losses = {"generic": 0.0, "click": 0.0, "text": 0.0}
+        for layer in range(len(out.layers)):
+            generic = out.part("generic", layer)
+            logits = generic.class_logits(class_embeddings)
+            loss, rows, segments = self.generic_loss(generic, logits, t)
+            losses["generic"] = losses["generic"] + loss
+            for kind, seg in (("click", t.click_segments), ("text", t.text_segments)):
+                if len(seg):
+                    pred = out.part(kind, layer)
+                    losses[kind] = losses[kind] + self.w.prompt_weight * self._query_losses(
+                        pred, pred.class_logits(class_embeddings), t.masks[seg], t.labels[seg])
+        losses = {k: torch.as_tensor(v) / len(out.layers) for k, v in losses.items()}
+        losses.update(self.inter_task_losses(out, t, class_embeddings, rows, segments))
+        return losses
+
+    def inter_task_losses(self, out: SceneOutput, t: SceneTargets, class_embeddings: torch.Tensor,
+                          generic_rows: torch.Tensor, generic_segments: torch.Tensor
+                          ) -> dict[str, torch.Tensor]:
+        """Distillation and contrastive terms on the last layer, scaled by lambda."""
+        generic, click, text = out.part("generic"), out.part("click"), out.part("text")
+        zero = generic.masks.sum() * 0
+        distill, referring, contrast = zero, zero, zero
+        # click -> generic: the generic query matched to the clicked object mimics the click
+        # mask on the superpoints where the click query is most confident
+        match = {int(s): int(r) for r, s in zip(generic_rows, generic_segments)}
+        pairs = [(c, match[int(s)]) for c, s in enumerate(t.click_segments) if int(s) in match]
+        if pairs:
+            c_idx, g_idx = (torch.tensor(x) for x in zip(*pairs))
+            teacher = click.masks[c_idx].detach().sigmoid()
+            confidence = (teacher - 0.5).abs()
+            top = max(1, int(self.w.distill_top * teacher.shape[1]))
+            chosen = confidence.topk(top, dim=1).indices
+            distill = F.binary_cross_entropy_with_logits(
+                generic.masks[g_idx].gather(1, chosen), teacher.gather(1, chosen))
+        # click <-> text of the same object
+        click_of = {int(s): c for c, s in enumerate(t.click_segments)}
+        pairs = [(click_of[int(s)], i) for i, s in enumerate(t.text_segments) if int(s) in click_of]
+        if pairs:
+            c_idx, t_idx = (torch.tensor(x) for x in zip(*pairs))
+            click_prob = click.class_logits(class_embeddings)[c_idx].detach().softmax(-1)
+            text_logp = text.class_logits(class_embeddings)[t_idx].log_softmax(-1)
+            referring = F.kl_div(text_logp, click_prob, reduction="batchmean")
+            contrast = self.contrastive(click.embeddings, text.embeddings[t_idx], c_idx)
+        return {"distill": self.w.lambda_inter * distill,
+                "referring_distill": self.w.lambda_inter * referring,
+                "contrastive": self.w.lambda_inter * contrast}
+
+    def contrastive(self, clicks: torch.Tensor, texts: torch.Tensor, positive: torch.Tensor
+                    ) -> torch.Tensor:
+        """Symmetric InfoNCE (text -> its object's click, click -> its paired text, other texts
+        of the same object masked out) plus a ranking hinge: each text must be closer to its
+        click than to any other click by `rank_margin`."""
+        sim = texts @ clicks.T  # (P, Kc)
+        nce_t = F.cross_entropy(sim / self.w.temperature, positive)
+        pair_sim = sim[:, positive].T  # (P, P): click of pair i vs text of pair j
+        same_object = positive[:, None] == positive[None, :]
+        eye = torch.eye(len(positive), dtype=torch.bool)
+        pair_sim = pair_sim.masked_fill(same_object & ~eye, float("-inf"))
+        nce_c = F.cross_entropy(pair_sim / self.w.temperature, torch.arange(len(positive)))
+        pos = sim.gather(1, positive[:, None])[:, 0]
+        negatives = sim.masked_fill(F.one_hot(positive, sim.shape[1]).bool(), float("-inf"))
+        hardest = negatives.max(1).values
+        rank = F.relu(self.w.rank_margin - pos + hardest).where(torch.isfinite(hardest),
+                                                                torch.zeros_like(pos)).mean()
+        return (nce_t + nce_c) / 2 + rank
+
+    def __call__(self, outputs: list[SceneOutput], targets: list[SceneTargets],
+                 class_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms averaged over scenes; 'total' is their sum."""
+        per_scene = [self.scene_losses(o, t, class_embeddings) for o, t in zip(outputs, targets)]
+        losses = {k: torch.stack([s[k] for s in per_scene]).mean() for k in per_scene[0]}
+        losses["total"] = sum(losses.values())
+        return losses

@@ -1,0 +1,123 @@
+"""The unified decoder: generic, click and text queries decoded together in one pass.
+
+Queries: generic ones from superpoint features (a random 50-100 % of the superpoints in
+training, all of them at test), one click query per prompted object (the feature of the
+superpoint holding the click), one text query per description (its projected text embedding),
+each plus a learned task embedding. Every layer runs masked cross-attention to the superpoint
+features (a query sees the superpoints its previous mask covers), then self-attention in which
+generic and prompt queries cannot see each other and each prompt query sees only itself, then a
+feed-forward block. Mask, class and IoU heads run before the first layer and after every layer.
+
+Classification is by cosine similarity between a query's projection into the text-embedding
+space and class-name text embeddings, so the same weights classify against any class list;
+"no object" has its own logit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GENERIC, CLICK, TEXT = 0, 1, 2
+
+
+@dataclass
+class QueryPredictions:
+    """Head outputs for all queries of one scene after one decoder layer."""
+
+    masks: torch.Tensor  # (Q, M) mask logits over superpoints
+    embeddings: torch.Tensor  # (Q, text_dim) unit query embeddings in the text space
+    no_object: torch.Tensor  # (Q,) "no object" logit
+    iou: torch.Tensor  # (Q,) predicted IoU of the mask with its object (logit)
+    logit_scale: torch.Tensor  # scalar temperature of the cosine classifier
+
+    def class_logits(self, class_embeddings: torch.Tensor) -> torch.Tensor:
+        """(Q, C + 1) logits against `class_embeddings` (C, text_dim, unit rows); last = none."""
+        cosine = self.embeddings @ class_embeddings.T
+        return torch.cat([cosine * self.logit_scale, self.no_object[:, None]], 1)
+
+    def select(self, rows: slice | torch.Tensor) -> "QueryPredictions":
+        return QueryPredictions(self.masks[rows], self.embeddings[rows], self.no_object[rows],
+                                self.iou[rows], self.logit_scale)
+
+
+class DecoderLayer(nn.Module):
+    """Masked cross-attention, self-attention and FFN, each with residual and post-norm."""
+
+    def __init__(self, d_model: int, heads: int, ffn: int, dropout: float = 0.0):
+        super().__init__()
+        self.cross = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
+        self.self_attn = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(d_model, ffn), nn.ReLU(), nn.Linear(ffn, d_model))
+        self.norms = nn.ModuleList([nn.LayerNorm(d_model) for _ in range(3)])
+
+    def forward(self, queries: torch.Tensor, memory: torch.Tensor, cross_mask: torch.Tensor,
+                self_mask: torch.Tensor) -> torch.Tensor:
+        q, m = queries[None], memory[None]
+        q = self.norms[0](q + self.cross(q, m, m, attn_mask=cross_mask)[0])
+        q = self.norms[1](q + self.self_attn(q, q, q, attn_mask=self_mask)[0])
+        return self.norms[2](q + self.ffn(q))[0]
+
+
+def prompt_isolation_mask(num_generic: int, num_prompts: int, device=None) -> torch.Tensor:
+    """Self-attention mask (True = blocked): generic queries see each other only; every prompt
+    query sees only itself."""
+    total = num_generic + num_prompts
+    blocked = torch.ones(total, total, dtype=torch.bool, device=device)
+    blocked[:num_generic, :num_generic] = False
+    index = torch.arange(num_generic, total, device=device)
+    blocked[index, index] = False
+    return blocked
+
+
+class UnifiedDecoder(nn.Module):
+    def __init__(self, in_channels: int, text_dim: int, d_model: int = 256, heads: int = 8,
+                 ffn: int = 1024, layers: int = 6):
+        super().__init__()
+        self.input_proj = nn.Sequential(nn.Linear(in_channels, d_model), nn.LayerNorm(d_model),
+                                        nn.ReLU())
+        self.text_proj = nn.Sequential(nn.Linear(text_dim, d_model), nn.ReLU(),
+                                       nn.Linear(d_model, d_model))
+        self.task_embedding = nn.Embedding(3, d_model)
+        self.layers = nn.ModuleList([DecoderLayer(d_model, heads, ffn) for _ in range(layers)])
+        self.out_norm = nn.LayerNorm(d_model)
+        self.mask_embed = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(),
+                                        nn.Linear(d_model, d_model))
+        self.class_proj = nn.Linear(d_model, text_dim)
+        self.no_object = nn.Linear(d_model, 1)
+        self.iou_head = nn.Linear(d_model, 1)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def heads(self, queries: torch.Tensor, memory: torch.Tensor) -> QueryPredictions:
+        q = self.out_norm(queries)
+        return QueryPredictions(
+            masks=self.mask_embed(q) @ memory.T,
+            embeddings=F.normalize(self.class_proj(q), dim=-1),
+            no_object=self.no_object(q)[:, 0], iou=self.iou_head(q)[:, 0],
+            logit_scale=self.logit_scale.exp().clamp(max=100.0))
+
+    def forward(self, superpoint_features: torch.Tensor, generic: torch.Tensor,
+                click_superpoints: torch.Tensor, text_embeddings: torch.Tensor
+                ) -> list[QueryPredictions]:
+        """Predictions of every layer (first = before any layer) for one scene.
+
+        Query order: generic (superpoint indices `generic`), then clicks (superpoint indices
+        holding each click), then texts (rows of `text_embeddings`)."""
+        memory = self.input_proj(superpoint_features)
+        task = self.task_embedding.weight
+        queries = torch.cat([memory[generic] + task[GENERIC],
+                             memory[click_superpoints] + task[CLICK],
+                             self.text_proj(text_embeddings) + task[TEXT]])
+        self_mask = prompt_isolation_mask(len(generic), len(queries) - len(generic),
+                                          queries.device)
+        predictions = [self.heads(queries, memory)]
+        for layer in self.layers:
+            cross_mask = predictions[-1].masks.detach().sigmoid() < 0.5
+            cross_mask[cross_mask.all(1)] = False  # a query with an empty mask sees everything
+            queries = layer(queries, memory, cross_mask, self_mask)
+            predictions.append(self.heads(queries, memory))
+        return predictions

@@ -1,0 +1,45 @@
+"""One forward, six tasks: run the model on a scene and post-process every task's output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from uniseg3d.model.postprocess import (Instances, PromptMasks, instances, panoptic,
+                                        prompt_masks, semantic_labels)
+from uniseg3d.model.targets import STUFF_IDS
+from uniseg3d.model.uniseg3d import SceneInput, UniSeg3D
+
+
+@dataclass
+class ScenePrediction:
+    semantic: np.ndarray  # (N,) ScanNet20 class per point
+    instances: Instances  # thing instances, ScanNet20 labels
+    panoptic_classes: np.ndarray  # (N,) class per point (-1 = none)
+    panoptic_ids: np.ndarray  # (N,) thing instance id per point (-1 = stuff or none)
+    clicks: PromptMasks  # one mask per click
+    texts: PromptMasks  # one mask per description
+    open_vocab: Instances | None  # instances labelled against the open-vocabulary class list
+
+
+@torch.no_grad()
+def predict_scene(model: UniSeg3D, scene: SceneInput, class_embeddings: torch.Tensor,
+                  open_vocab_embeddings: torch.Tensor | None = None,
+                  top_k: int = 100) -> ScenePrediction:
+    """All six tasks from a single forward pass of `model` (in eval mode)."""
+    model.eval()
+    out = model([scene])[0]
+    generic = out.part("generic")
+    sp = scene.superpoints
+    things = torch.ones(class_embeddings.shape[0], dtype=torch.bool)
+    things[list(STUFF_IDS)] = False
+    semantic = semantic_labels(generic, class_embeddings, sp)
+    inst = instances(generic, class_embeddings, sp, allowed=things.to(sp.device), top_k=top_k)
+    pan_classes, pan_ids = panoptic(semantic, inst)
+    open_vocab = None if open_vocab_embeddings is None else \
+        instances(generic, open_vocab_embeddings, sp, top_k=top_k)
+    return ScenePrediction(semantic, inst, pan_classes, pan_ids,
+                           prompt_masks(out.part("click"), class_embeddings, sp),
+                           prompt_masks(out.part("text"), class_embeddings, sp), open_vocab)

@@ -1,0 +1,26 @@
+"""Turn loader samples (numpy) into model inputs and training targets (torch)."""
+
+from __future__ import annotations
+
+import torch
+
+from uniseg3d.datasets.loader import Sample
+from uniseg3d.model.targets import SceneTargets, build_targets
+from uniseg3d.model.uniseg3d import SceneInput
+
+
+def scene_input(sample: Sample, text_embeddings: torch.Tensor, device: str | torch.device = "cpu"
+                ) -> SceneInput:
+    scene = sample.scene
+    return SceneInput(
+        coords=torch.as_tensor(scene.coords, dtype=torch.float32, device=device),
+        colors=torch.as_tensor(scene.colors, device=device),
+        superpoints=torch.as_tensor(scene.superpoints, dtype=torch.long, device=device),
+        click_points=torch.as_tensor(sample.click_points, dtype=torch.long, device=device),
+        text_embeddings=text_embeddings.to(device))
+
+
+def scene_targets(sample: Sample, device: str | torch.device = "cpu") -> SceneTargets:
+    scene = sample.scene
+    return build_targets(scene.superpoints, scene.semantic20, scene.instance, scene.num_instances,
+                         sample.click_instances, sample.text_instances, device)

@@ -1,0 +1,113 @@
+"""Per-task post-processing of one forward's last-layer predictions into point-level results.
+
+Semantic: per superpoint, the class maximising sum_q p(class | q) * sigmoid(mask_q).
+Instances: top-k (query, class) pairs scored by class probability x mean mask probability x
+predicted IoU, with per-class mask NMS. Panoptic: stuff points from the semantic result, things
+painted from confident instances in score order. Click and text queries: one mask each (click
+masks also carry class probabilities, used to rank them for interactive AP). Open vocabulary:
+the same instance path against any list of class-name embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from uniseg3d.model.decoder import QueryPredictions
+from uniseg3d.model.targets import STUFF_IDS
+
+
+@dataclass
+class Instances:
+    masks: np.ndarray  # (K, N) bool point masks
+    labels: np.ndarray  # (K,) class index into the class list used
+    scores: np.ndarray  # (K,)
+
+
+def to_points(superpoint_values: torch.Tensor, superpoints: torch.Tensor) -> np.ndarray:
+    """Index superpoint-level rows/values by each point's superpoint (last axis)."""
+    return superpoint_values[..., superpoints].cpu().numpy()
+
+
+def semantic_labels(pred: QueryPredictions, class_embeddings: torch.Tensor,
+                    superpoints: torch.Tensor) -> np.ndarray:
+    probs = pred.class_logits(class_embeddings).softmax(-1)[:, :-1]
+    scores = probs.T @ pred.masks.sigmoid()  # (C, M)
+    return to_points(scores.argmax(0), superpoints)
+
+
+def mask_nms(masks: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, threshold: float
+             ) -> torch.Tensor:
+    """Indices kept by greedy NMS within each class on binary masks (IoU > threshold drops)."""
+    order = scores.argsort(descending=True)
+    masks, labels = masks[order].float(), labels[order]
+    inter = masks @ masks.T
+    area = masks.sum(1)
+    iou = inter / (area[:, None] + area[None] - inter).clamp_min(1)
+    suppress = (iou > threshold) & (labels[:, None] == labels[None]) 
+    keep = torch.ones(len(order), dtype=torch.bool)
+    for i in range(len(order)):
+        if keep[i]:
+            later = suppress[i].clone()
+            later[: i + 1] = False
+            keep &= ~later
+    return order[keep]
+
+
+def instances(pred: QueryPredictions, class_embeddings: torch.Tensor, superpoints: torch.Tensor,
+              allowed: torch.Tensor | None = None, top_k: int = 100, nms: float = 0.75,
+              min_score: float = 0.0) -> Instances:
+    """Scored instance masks; `allowed` (bool per class) restricts the labels (e.g. things)."""
+    probs = pred.class_logits(class_embeddings).softmax(-1)[:, :-1]
+    if allowed is not None:
+        probs = probs * allowed[None].to(probs.dtype)
+    mask_prob = pred.masks.sigmoid()
+    binary = mask_prob > 0.5
+    mask_score = (mask_prob * binary).sum(1) / binary.sum(1).clamp_min(1)
+    quality = mask_score * pred.iou.sigmoid()
+    flat = (probs * quality[:, None]).flatten()
+    k = min(top_k, int((flat > 0).sum()))
+    scores, index = flat.topk(k)
+    queries, labels = index // probs.shape[1], index % probs.shape[1]
+    masks = binary[queries]
+    nonempty = masks.any(1) & (scores > min_score)
+    queries, labels, scores, masks = queries[nonempty], labels[nonempty], scores[nonempty], \
+        masks[nonempty]
+    keep = mask_nms(masks, scores, labels, nms)
+    return Instances(to_points(masks[keep], superpoints), labels[keep].cpu().numpy(),
+                     scores[keep].cpu().numpy())
+
+
+def panoptic(semantic: np.ndarray, things: Instances, min_score: float = 0.3
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(class, instance id) per point: stuff from `semantic`, things painted by score."""
+    stuff = np.isin(semantic, STUFF_IDS)
+    classes = np.where(stuff, semantic, -1)
+    ids = np.full(len(semantic), -1, dtype=np.int64)
+    next_id = 0
+    for k in np.argsort(-things.scores):
+        if things.scores[k] < min_score:
+            break
+        free = things.masks[k] & (classes < 0)
+        if free.sum() * 2 < things.masks[k].sum():  # mostly covered already: drop it
+            continue
+        classes[free] = things.labels[k]
+        ids[free] = next_id
+        next_id += 1
+    return classes, ids
+
+
+@dataclass
+class PromptMasks:
+    masks: np.ndarray  # (K, N) bool
+    class_probs: np.ndarray  # (K, C) class probabilities (no-object dropped)
+    iou: np.ndarray  # (K,) predicted IoU
+
+
+def prompt_masks(pred: QueryPredictions, class_embeddings: torch.Tensor,
+                 superpoints: torch.Tensor) -> PromptMasks:
+    probs = pred.class_logits(class_embeddings).softmax(-1)[:, :-1]
+    return PromptMasks(to_points(pred.masks > 0, superpoints), probs.cpu().numpy(),
+                       pred.iou.sigmoid().cpu().numpy())

@@ -1,0 +1,67 @@
+"""Training targets of one scene at superpoint level: object and stuff segments, prompt targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from uniseg3d.datasets.classes import STUFF_CLASSES20, scannet20
+
+STUFF_IDS = tuple(scannet20().names.index(name) for name in STUFF_CLASSES20)
+
+
+@dataclass
+class SceneTargets:
+    masks: torch.Tensor  # (S, M) float 0/1 superpoint masks; rows: instances, then stuff classes
+    labels: torch.Tensor  # (S,) ScanNet20 class of each segment, -1 where it has none
+    generic: torch.Tensor  # (G,) rows that generic queries must find: things and stuff
+    click_segments: torch.Tensor  # (Kc,) target row of each click query
+    text_segments: torch.Tensor  # (Kt,) target row of each text query
+
+
+def superpoint_majority(point_values: np.ndarray, superpoints: np.ndarray, num_values: int
+                        ) -> np.ndarray:
+    """(num_values, M) bool: superpoints more than half of whose points carry each value
+    (values < 0 are ignored)."""
+    num_sp = int(superpoints.max()) + 1
+    size = np.bincount(superpoints, minlength=num_sp)
+    keep = point_values >= 0
+    counts = np.zeros((num_values, num_sp), dtype=np.int64)
+    np.add.at(counts, (point_values[keep], superpoints[keep]), 1)
+    return counts * 2 > size[None, :]
+
+
+def instance_classes(instance: np.ndarray, semantic: np.ndarray, num_instances: int
+                     ) -> np.ndarray:
+    """Majority semantic class of each instance's points (-1 where none is labelled)."""
+    labels = np.full(num_instances, -1, dtype=np.int64)
+    keep = (instance >= 0) & (semantic >= 0)
+    if keep.any():
+        pairs, counts = np.unique(np.stack([instance[keep], semantic[keep]], 1), axis=0,
+                                  return_counts=True)
+        order = np.lexsort((-counts, pairs[:, 0]))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = pairs[order][1:, 0] != pairs[order][:-1, 0]
+        labels[pairs[order][first, 0]] = pairs[order][first, 1]
+    return labels
+
+
+def build_targets(superpoints: np.ndarray, semantic20: np.ndarray, instance: np.ndarray,
+                  num_instances: int, click_instances: np.ndarray, text_instances: np.ndarray,
+                  device: str | torch.device = "cpu") -> SceneTargets:
+    """Segments = every instance, then one segment per stuff class present (all its points)."""
+    inst_masks = superpoint_majority(instance, superpoints, num_instances)
+    stuff_points = np.where(np.isin(semantic20, STUFF_IDS), semantic20, -1)
+    stuff_masks = superpoint_majority(stuff_points, superpoints, max(STUFF_IDS) + 1)[list(STUFF_IDS)]
+    present = np.array([(semantic20 == c).any() for c in STUFF_IDS], dtype=bool)
+    labels = np.concatenate([instance_classes(instance, semantic20, num_instances),
+                             np.array(STUFF_IDS)[present]])
+    masks = np.concatenate([inst_masks, stuff_masks[present]])
+    is_thing = (labels >= 0) & ~np.isin(labels, STUFF_IDS)
+    is_generic = is_thing | (np.arange(len(labels)) >= num_instances)
+    is_generic &= masks.any(1)
+    tensor = lambda a, dtype=torch.long: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
+    return SceneTargets(tensor(masks, torch.float32), tensor(labels), tensor(np.flatnonzero(is_generic)),
+                        tensor(click_instances), tensor(text_instances))

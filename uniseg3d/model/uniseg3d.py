@@ -1,0 +1,76 @@
+"""UniSeg3D: the sparse UNet backbone and the unified decoder, one forward for all six tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from uniseg3d.config import ModelConfig
+from uniseg3d.model.backbone import SparseUNet
+from uniseg3d.model.decoder import QueryPredictions, UnifiedDecoder
+
+
+@dataclass
+class SceneInput:
+    """One scene as tensors: points, superpoints and prompts."""
+
+    coords: torch.Tensor  # (N, 3) float32
+    colors: torch.Tensor  # (N, 3) uint8
+    superpoints: torch.Tensor  # (N,) int64, contiguous
+    click_points: torch.Tensor  # (Kc,) int64 point index of each click
+    text_embeddings: torch.Tensor  # (Kt, text_dim) unit rows
+
+
+@dataclass
+class SceneOutput:
+    """Per-layer predictions of one scene, with the query layout."""
+
+    layers: list[QueryPredictions]
+    generic_superpoints: torch.Tensor  # superpoint each generic query started from
+    num_clicks: int
+    num_texts: int
+
+    @property
+    def num_generic(self) -> int:
+        return len(self.generic_superpoints)
+
+    def part(self, name: str, layer: int = -1) -> QueryPredictions:
+        """The generic, click or text queries of one layer."""
+        g, c = self.num_generic, self.num_clicks
+        rows = {"generic": slice(0, g), "click": slice(g, g + c), "text": slice(g + c, None)}
+        return self.layers[layer].select(rows[name])
+
+
+class UniSeg3D(nn.Module):
+    def __init__(self, config: ModelConfig, text_dim: int, device: str = "cpu"):
+        super().__init__()
+        self.config = config
+        self.backbone = SparseUNet(6, config.channels, config.blocks, config.voxel_size, device)
+        self.decoder = UnifiedDecoder(self.backbone.out_channels, text_dim, config.d_model,
+                                      config.heads, config.ffn, config.layers)
+
+    def generic_queries(self, num_superpoints: int, generator: torch.Generator | None
+                        ) -> torch.Tensor:
+        """Superpoints that seed generic queries: a random 50-100 % in training, all at test;
+        at most `max_queries` either way."""
+        cap = self.config.max_queries
+        if not self.training:
+            return torch.arange(min(num_superpoints, cap))
+        low = self.config.min_query_ratio
+        ratio = low + (1 - low) * torch.rand((), generator=generator).item()
+        count = max(1, min(cap, round(ratio * num_superpoints)))
+        return torch.randperm(num_superpoints, generator=generator)[:count].sort().values
+
+    def forward(self, scenes: list[SceneInput], generator: torch.Generator | None = None
+                ) -> list[SceneOutput]:
+        features = self.backbone([s.coords for s in scenes], [s.colors for s in scenes],
+                                 [s.superpoints for s in scenes])
+        outputs = []
+        for scene, sp_features in zip(scenes, features):
+            generic = self.generic_queries(len(sp_features), generator).to(sp_features.device)
+            clicks = scene.superpoints[scene.click_points]
+            layers = self.decoder(sp_features, generic, clicks, scene.text_embeddings)
+            outputs.append(SceneOutput(layers, generic, len(clicks), len(scene.text_embeddings)))
+        return outputs
