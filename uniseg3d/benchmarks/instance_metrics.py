@@ -1,0 +1,236 @@
+"""Instance segmentation AP, exactly as ScanNet's `evaluate_semantic_instance.py` computes it.
+
+The one AP engine of the package (instance, interactive and open-vocabulary tasks use it).
+Semantics of the official script, kept to the last digit:
+
+* overlaps `np.append(np.arange(0.5, 0.95, 0.05), 0.25)`: AP averages the first nine, AP50 and
+  AP25 are single columns; a match needs IoU strictly above the overlap;
+* predictions with fewer than 100 points, or a label that is not an evaluated class, are dropped;
+  ground-truth instances under 100 points are ignored: no false negative, and a prediction that
+  matches one is neither TP nor FP;
+* per ground-truth instance (in id order) its matching predictions (in input order), skipping
+  those already assigned: the first becomes the match, every further one a false positive with
+  the lower of the two scores (the match keeps the higher); only the first is marked as assigned;
+* an unmatched prediction is a false positive unless the share of its points on void (label not
+  evaluated) or on too-small instances of its class exceeds the overlap;
+* AP integrates the script's precision/recall curve (`np.convolve` step widths, `np.dot`); a
+  class without ground truth is NaN, one with ground truth but no prediction 0; the overall
+  numbers are `np.nanmean` over the class x overlap table, as the script indexes it.
+
+Where the script would crash (ground truth and predictions of a class, but every prediction
+ignored) the AP is 0, as in mmdet3d's port. Scenes are reduced to small per-scene tables one at a
+time, so `gts` / `preds` may be generators over a whole benchmark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from uniseg3d.benchmarks.semantic_metrics import class_index, nanmean
+from uniseg3d.datasets.classes import scannet20
+
+OVERLAPS = np.append(np.arange(0.5, 0.95, 0.05), 0.25)
+MIN_REGION_SIZE = 100
+
+
+@dataclass(frozen=True)
+class InstanceGT:
+    """Ground truth of one scene. A GT instance is a (label, instance id) pair with an evaluated
+    label and an id >= 0; points whose label is not evaluated are void."""
+
+    labels: np.ndarray  # (N,) label value per point
+    instances: np.ndarray  # (N,) instance id per point, -1 = none
+
+
+@dataclass(frozen=True)
+class InstancePredictions:
+    """Predicted instances of one scene (masks may overlap)."""
+
+    masks: np.ndarray  # (K, N), nonzero = in the mask
+    labels: np.ndarray  # (K,) label value
+    scores: np.ndarray  # (K,) confidence
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """Everything the AP needs from a set of scenes; pairs are (GT, prediction) of one class with
+    a non-empty intersection, sorted by GT then prediction."""
+
+    gt_class: np.ndarray
+    gt_size: np.ndarray
+    pred_class: np.ndarray
+    pred_size: np.ndarray
+    pred_score: np.ndarray
+    pred_ignore: np.ndarray  # points on void or on too-small GT instances of the class
+    pair_gt: np.ndarray
+    pair_pred: np.ndarray
+    pair_inter: np.ndarray
+
+
+def _compact(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(keys, return_inverse=True)` for non-negative keys, by counting when it can."""
+    if keys.size and keys.max() <= 4 * keys.size + 1024:
+        present = np.bincount(keys) > 0
+        return np.flatnonzero(present), (np.cumsum(present) - 1)[keys]
+    return np.unique(keys, return_inverse=True)
+
+
+def _scene_tables(gt: InstanceGT, pred: InstancePredictions, class_ids: Sequence[int],
+                  min_region_size: int) -> _Tables:
+    labels = class_index(gt.labels, class_ids)
+    instances = np.asarray(gt.instances, dtype=np.int64)
+    num_points = labels.size
+    in_instance = (labels >= 0) & (instances >= 0)
+    span = int(instances.max(initial=0)) + 1
+    keys, point_gt = _compact(labels[in_instance] * span + instances[in_instance])
+    num_gt = len(keys)
+    column = np.full(num_points, num_gt, dtype=np.int64)  # num_gt: evaluated label, no instance
+    column[in_instance] = point_gt
+    column[labels < 0] = num_gt + 1  # void
+    gt_class = keys // span
+
+    masks = np.asarray(pred.masks).reshape(-1, num_points)
+    pred_class = class_index(np.asarray(pred.labels).reshape(-1), class_ids)
+    flat = np.flatnonzero(masks)
+    row = flat // num_points
+    counts = np.bincount(row * (num_gt + 2) + column[flat - row * num_points],
+                         minlength=len(masks) * (num_gt + 2)).reshape(len(masks), num_gt + 2)
+    pred_size = counts.sum(axis=1)
+    keep = (pred_class >= 0) & (pred_size >= min_region_size)
+    counts, pred_class = counts[keep], pred_class[keep]
+    inter = counts[:, :num_gt] * (pred_class[:, None] == gt_class[None, :])
+    gt_size = np.bincount(point_gt, minlength=num_gt)
+    pair_gt, pair_pred = np.nonzero(inter.T)
+    pair_inter = inter[pair_pred, pair_gt]
+    small = gt_size[pair_gt] < min_region_size
+    ignore = counts[:, num_gt + 1] + np.bincount(pair_pred[small], weights=pair_inter[small],
+                                                 minlength=len(counts)).astype(np.int64)
+    return _Tables(gt_class, gt_size, pred_class, pred_size[keep],
+                   np.asarray(pred.scores, dtype=np.float64).reshape(-1)[keep], ignore,
+                   pair_gt, pair_pred, pair_inter)
+
+
+def _concatenate(scenes: list[_Tables]) -> _Tables:
+    gt_offset = np.cumsum([0] + [len(s.gt_class) for s in scenes[:-1]])
+    pred_offset = np.cumsum([0] + [len(s.pred_class) for s in scenes[:-1]])
+
+    def join(name: str, offsets: np.ndarray | None = None) -> np.ndarray:
+        parts = [getattr(s, name) + (0 if offsets is None else offsets[i])
+                 for i, s in enumerate(scenes)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    return _Tables(join("gt_class"), join("gt_size"), join("pred_class"), join("pred_size"),
+                   join("pred_score"), join("pred_ignore"),
+                   join("pair_gt", gt_offset), join("pair_pred", pred_offset), join("pair_inter"))
+
+
+def _greedy(pair_gt: np.ndarray, pair_pred: np.ndarray, scores: np.ndarray
+            ) -> tuple[list[int], list[float], list[int], list[float]]:
+    """The script's assignment over matching (GT, prediction) pairs in (GT, prediction) order:
+    matched GTs with their scores, and the duplicate false positives (GT, score)."""
+    assigned: set[int] = set()
+    tp_gt: list[int] = []
+    tp_score: list[float] = []
+    dup_gt: list[int] = []
+    dup_score: list[float] = []
+    for g, p, score in zip(pair_gt.tolist(), pair_pred.tolist(), scores[pair_pred].tolist()):
+        if p in assigned:
+            continue
+        if tp_gt and tp_gt[-1] == g:
+            dup_gt.append(g)
+            dup_score.append(min(tp_score[-1], score))
+            tp_score[-1] = max(tp_score[-1], score)
+        else:
+            assigned.add(p)
+            tp_gt.append(g)
+            tp_score.append(score)
+    return tp_gt, tp_score, dup_gt, dup_score
+
+
+def average_precision(y_true: np.ndarray, y_score: np.ndarray, hard_false_negatives: int
+                      ) -> float:
+    """The script's area under the precision/recall curve of scored detections (1 = TP)."""
+    order = np.argsort(y_score)
+    cumsum = np.cumsum(np.asarray(y_true, dtype=np.float64)[order])
+    _, first = np.unique(y_score[order], return_index=True)
+    num_true = cumsum[-1] if cumsum.size else 0
+    before = np.append(cumsum, 0)[first - 1]  # true detections scored below each threshold
+    tp = num_true - before
+    fp = len(order) - first - tp
+    fn = before + hard_false_negatives
+    precision = np.append(tp / (tp + fp), 1.0)
+    recall = np.append(tp / (tp + fn), 0.0)
+    recall_for_conv = np.append(np.append(recall[0], recall), 0.0)
+    return float(np.dot(precision, np.convolve(recall_for_conv, [-0.5, 0, 0.5], "valid")))
+
+
+def _ap_table(t: _Tables, num_classes: int, min_region_size: int) -> np.ndarray:
+    gt_ok = t.gt_size >= min_region_size
+    num_gt = np.bincount(t.gt_class[gt_ok], minlength=num_classes)
+    has_pred = np.bincount(t.pred_class, minlength=num_classes) > 0
+    iou = t.pair_inter / (t.gt_size[t.pair_gt] + t.pred_size[t.pair_pred] - t.pair_inter)
+    proportion_ignore = t.pred_ignore / np.maximum(t.pred_size, 1)
+    aps = np.where(num_gt > 0, 0.0, np.nan)[:, None].repeat(len(OVERLAPS), axis=1)
+    for o, overlap in enumerate(OVERLAPS):
+        hit = iou > overlap
+        found = np.zeros(len(t.pred_class), dtype=bool)
+        found[t.pair_pred[hit]] = True
+        false_pos = ~found & (proportion_ignore <= overlap)
+        take = hit & gt_ok[t.pair_gt]
+        tp_gt, tp_score, dup_gt, dup_score = _greedy(t.pair_gt[take], t.pair_pred[take],
+                                                     t.pred_score)
+        cls = np.concatenate([t.gt_class[tp_gt + dup_gt], t.pred_class[false_pos]])
+        true = np.concatenate([np.ones(len(tp_gt)), np.zeros(len(dup_gt) + false_pos.sum())])
+        score = np.concatenate([tp_score, dup_score, t.pred_score[false_pos]])
+        hard_fn = num_gt - np.bincount(t.gt_class[tp_gt], minlength=num_classes)
+        order = np.argsort(cls, kind="stable")
+        bounds = np.searchsorted(cls[order], np.arange(num_classes + 1))
+        for c in np.flatnonzero((num_gt > 0) & has_pred):
+            members = order[bounds[c]:bounds[c + 1]]
+            aps[c, o] = average_precision(true[members], score[members], int(hard_fn[c]))
+    return aps
+
+
+def instance_ap_table(gts: Iterable[InstanceGT], preds: Iterable[InstancePredictions],
+                      class_ids: Sequence[int], min_region_size: int = MIN_REGION_SIZE
+                      ) -> np.ndarray:
+    """AP per class (rows, `class_ids` order) and overlap (columns, `OVERLAPS` order)."""
+    scenes = [_scene_tables(gt, pred, class_ids, min_region_size)
+              for gt, pred in zip(gts, preds, strict=True)]
+    return _ap_table(_concatenate(scenes), len(class_ids), min_region_size)
+
+
+def summarize_ap(aps: np.ndarray, class_names: Sequence[str]) -> dict:
+    """AP / AP50 / AP25 overall and per class from an `instance_ap_table`, averaged with the
+    script's own indexing (so the summation order, hence the digits, are the same)."""
+    table = aps[None]
+    o50 = np.where(np.isclose(OVERLAPS, 0.5))
+    o25 = np.where(np.isclose(OVERLAPS, 0.25))
+    all_but_25 = np.where(np.logical_not(np.isclose(OVERLAPS, 0.25)))
+    classes = {name: {"ap": float(np.average(table[0, i, all_but_25])),
+                      "ap50": float(np.average(table[0, i, o50])),
+                      "ap25": float(np.average(table[0, i, o25]))}
+               for i, name in enumerate(class_names)}
+    return {"ap": nanmean(table[0, :, all_but_25]), "ap50": nanmean(table[0, :, o50]),
+            "ap25": nanmean(table[0, :, o25]), "classes": classes}
+
+
+def evaluate_instances(gts: Iterable[InstanceGT], preds: Iterable[InstancePredictions],
+                       class_ids: Sequence[int], class_names: Sequence[str],
+                       min_region_size: int = MIN_REGION_SIZE) -> dict:
+    """AP, AP50, AP25 overall and per class. `class_ids[i]` is the label value of
+    `class_names[i]` (as the script's VALID_CLASS_IDS); other labels are void / not evaluated."""
+    if len(class_ids) != len(class_names):
+        raise ValueError("class_ids and class_names differ in length")
+    return summarize_ap(instance_ap_table(gts, preds, class_ids, min_region_size), class_names)
+
+
+def evaluate_scannet20_instances(gts: Iterable[InstanceGT],
+                                 preds: Iterable[InstancePredictions]) -> dict:
+    """ScanNet20 instance AP on `semantic20` class indices: the 18 thing classes are evaluated,
+    wall and floor are void."""
+    names = scannet20().names
+    return evaluate_instances(gts, preds, range(2, len(names)), names[2:])

@@ -1,0 +1,54 @@
+"""Open-vocabulary instance segmentation: ScanNet200 (with its class subsets) and free-text
+class lists such as Replica's, through the ScanNet AP engine of `instance_metrics`.
+
+Labels (GT and predictions) are indices into the class list. Excluded classes (ScanNet200:
+wall and floor, as the ScanNet200 instance benchmark) are void for the ground truth and not
+evaluated for predictions. A subset's AP is the mean of its classes' APs, NaN classes skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from uniseg3d.benchmarks.instance_metrics import (
+    InstanceGT, InstancePredictions, instance_ap_table, summarize_ap)
+from uniseg3d.benchmarks.semantic_metrics import nanmean
+from uniseg3d.datasets.classes import scannet200
+
+SCANNET200_EXCLUDED = ("wall", "floor")
+
+
+def scannet200_subsets() -> dict[str, tuple[str, ...]]:
+    """Class names of ScanNet200's base / novel and head / common / tail subsets."""
+    table = scannet200()
+    subsets: dict[str, list[str]] = {}
+    for name, split, frequency in zip(table.names, table.open_vocab_split, table.frequency):
+        for subset in (split, frequency):
+            subsets.setdefault(subset, []).append(name)
+    return {key: tuple(subsets[key]) for key in ("base", "novel", "head", "common", "tail")}
+
+
+def evaluate_open_vocab(gts: Iterable[InstanceGT], preds: Iterable[InstancePredictions],
+                        class_names: Sequence[str],
+                        subsets: Mapping[str, Sequence[str]] | None = None,
+                        excluded: Sequence[str] = ()) -> dict:
+    """AP / AP50 / AP25 overall and per class over `class_names` minus `excluded`, plus
+    `subsets[key]` -> {"ap", "ap50", "ap25"} means over the named classes."""
+    evaluated = [i for i, name in enumerate(class_names) if name not in excluded]
+    names = [class_names[i] for i in evaluated]
+    result = summarize_ap(instance_ap_table(gts, preds, evaluated), names)
+    for key, members in (subsets or {}).items():
+        chosen = [result["classes"][name] for name in members if name in result["classes"]]
+        result[key] = {metric: nanmean(np.array([c[metric] for c in chosen], dtype=float))
+                       for metric in ("ap", "ap50", "ap25")}
+    return result
+
+
+def evaluate_scannet200_instances(gts: Iterable[InstanceGT],
+                                  preds: Iterable[InstancePredictions],
+                                  excluded: Sequence[str] = SCANNET200_EXCLUDED) -> dict:
+    """ScanNet200 instance AP on `semantic200` class indices with base / novel / head / common /
+    tail subset means."""
+    return evaluate_open_vocab(gts, preds, scannet200().names, scannet200_subsets(), excluded)
