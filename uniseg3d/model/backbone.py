@@ -11,11 +11,15 @@ spconv's default (implicit GEMM) algorithm needs CUDA; on CPU every conv uses
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
-import spconv.pytorch as spconv
 import torch
 from torch import nn
+
+with warnings.catch_warnings():  # spconv 2.3 still uses the deprecated torch.cuda.amp decorators
+    warnings.simplefilter("ignore", FutureWarning)
+    import spconv.pytorch as spconv
 
 
 def conv_algorithm(device: str | torch.device) -> spconv.ConvAlgo:

@@ -176,6 +176,7 @@ def train(params: Params, resume: bool = False, progress: bool = True, device: s
         raise ValueError(f"no training scenes found in {cfg.cache}")
     encoder = make_text_encoder(params, device)
     classes = class_embeddings(encoder, class_prompt_names(scannet20().names)).to(device)
+    torch.manual_seed(cfg.seed)
     model = build_model(params, classes.shape[1], device)
     criterion = Criterion(params.loss, len(scannet20()))
     history: list[dict] = []
@@ -203,10 +204,10 @@ def train(params: Params, resume: bool = False, progress: bool = True, device: s
             model.load_state_dict(load_checkpoint(out / CHECKPOINT_BEST)["model"])
         first = start_epoch - epoch_offset if stage == start_stage else 0
         for epoch in range(epoch_offset + max(first, 0), epoch_offset + epochs):
-            begin = time.perf_counter()
+            begin, lr_at_start = time.perf_counter(), scheduler.get_last_lr()[0]
             losses = run_epoch(model, criterion, optimizer, scheduler, train_scenes, params,
                                epoch, encoder, classes, device, progress)
-            record = {"epoch": epoch, "stage": stage, "lr": scheduler.get_last_lr()[0],
+            record = {"epoch": epoch, "stage": stage, "lr": lr_at_start,
                       "seconds": time.perf_counter() - begin,
                       **{f"train_{k}": v for k, v in losses.items()}}
             if val_scenes:

@@ -1,0 +1,150 @@
+"""The UniSeg3D model: one forward for six tasks, gradients, attention isolation, losses,
+checkpoints and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scannet_files import write_label_map, write_scannet_scene
+from uniseg3d.config import TINY_MODEL, LossWeights, Params
+from uniseg3d.datasets.labels import read_label_map
+from uniseg3d.datasets.loader import make_sample
+from uniseg3d.datasets.scannet import read_scannet_scene
+from uniseg3d.datasets.scene import Description
+from uniseg3d.model.criterion import Criterion, hungarian_match, mask_losses
+from uniseg3d.model.decoder import QueryPredictions, prompt_isolation_mask
+from uniseg3d.model.inference import predict_scene
+from uniseg3d.model.inputs import scene_input, scene_targets
+from uniseg3d.model.uniseg3d import UniSeg3D
+
+TEXT_DIM = 16
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    label_map = read_label_map(write_label_map(root / "labels.tsv"))
+    loaded = read_scannet_scene(write_scannet_scene(root), label_map)
+    return dataclasses.replace(loaded, referring=(Description(2, "the chair", 0),
+                                                  Description(3, "the table", 1)))
+
+
+@pytest.fixture
+def classes():
+    torch.manual_seed(1)
+    return F.normalize(torch.randn(20, TEXT_DIM), dim=1)
+
+
+def texts_of(sample) -> torch.Tensor:
+    torch.manual_seed(2)
+    return F.normalize(torch.randn(len(sample.texts), TEXT_DIM), dim=1)
+
+
+def tiny_model() -> UniSeg3D:
+    torch.manual_seed(0)
+    return UniSeg3D(TINY_MODEL, TEXT_DIM)
+
+
+def test_one_forward_gives_all_six_outputs(scene, classes):
+    sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
+    assert len(sample.click_points) == 2 and sample.texts == ["the chair", "the table"]
+    model = tiny_model().eval()
+    inputs = scene_input(sample, texts_of(sample))
+    with torch.no_grad():
+        out = model([inputs])[0]
+    assert len(out.layers) == TINY_MODEL.layers + 1
+    assert out.num_generic == scene.num_superpoints  # all superpoints seed queries at test
+    last = out.layers[-1]
+    assert last.masks.shape == (scene.num_superpoints + 2 + 2, scene.num_superpoints)
+    assert last.class_logits(classes).shape == (len(last.masks), 21)
+    prediction = predict_scene(model, inputs, classes, open_vocab_embeddings=classes[:5])
+    n = scene.num_points
+    assert prediction.semantic.shape == (n,) and prediction.panoptic_classes.shape == (n,)
+    assert prediction.instances.masks.shape[1] == n
+    assert prediction.clicks.masks.shape == (2, n) and prediction.texts.masks.shape == (2, n)
+    assert prediction.clicks.class_probs.shape == (2, 20)
+    assert prediction.open_vocab.labels.max(initial=0) < 5
+
+
+def test_training_queries_are_a_random_half_or_more(scene):
+    model = tiny_model().train()
+    counts = {len(model.generic_queries(scene.num_superpoints, torch.Generator().manual_seed(s)))
+              for s in range(20)}
+    assert min(counts) >= scene.num_superpoints // 2 and len(counts) > 1
+
+
+def test_gradients_reach_every_trainable_parameter(scene, classes):
+    model = tiny_model().train()
+    sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=True)
+    out = model([scene_input(sample, texts_of(sample))], torch.Generator().manual_seed(0))
+    criterion = Criterion(LossWeights(), 20)
+    losses = criterion(out, [scene_targets(sample)], classes)
+    losses["total"].backward()
+    missing = [name for name, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert missing == []
+    assert set(losses) >= {"generic", "click", "text", "distill", "referring_distill",
+                           "contrastive", "total"}
+
+
+def test_prompts_cannot_see_each_other_or_the_generic_queries(scene, classes):
+    mask = prompt_isolation_mask(3, 2)
+    assert mask.tolist() == [[False, False, False, True, True], [False, False, False, True, True],
+                             [False, False, False, True, True], [True, True, True, False, True],
+                             [True, True, True, True, False]]
+    model = tiny_model().eval()
+    sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
+    texts = texts_of(sample)
+    base = scene_input(sample, texts)
+    changed_texts = texts.clone()
+    changed_texts[0] = F.normalize(torch.randn(TEXT_DIM), dim=0)
+    changed = scene_input(sample, changed_texts)
+    with torch.no_grad():
+        a, b = model([base])[0], model([changed])[0]
+    for layer in range(len(a.layers)):
+        for part in ("generic", "click"):
+            torch.testing.assert_close(a.part(part, layer).masks, b.part(part, layer).masks)
+        torch.testing.assert_close(a.part("text", layer).masks[1], b.part("text", layer).masks[1])
+    assert not torch.allclose(a.part("text").masks[0], b.part("text").masks[0])
+
+
+def predictions(masks: torch.Tensor) -> QueryPredictions:
+    q = len(masks)
+    return QueryPredictions(masks, F.normalize(torch.ones(q, TEXT_DIM), dim=1),
+                            torch.zeros(q), torch.zeros(q), torch.tensor(1.0))
+
+
+def test_perfect_masks_give_near_zero_mask_loss():
+    targets = (torch.rand(4, 50) > 0.5).float()
+    bce, dice = mask_losses((targets * 2 - 1) * 30, targets)
+    assert bce < 1e-6 and dice < 1e-6
+    bce_wrong, dice_wrong = mask_losses((1 - targets * 2) * 30, targets)
+    assert bce_wrong > 10 and dice_wrong > 0.9
+
+
+def test_matching_recovers_a_known_permutation():
+    torch.manual_seed(0)
+    targets = (torch.rand(5, 60) > 0.5).float()
+    permutation = torch.tensor([3, 0, 4, 1, 2])
+    logits = (targets[permutation] * 2 - 1) * 5  # query i predicts target permutation[i]
+    logits = torch.cat([logits, torch.randn(3, 60)])  # three extra queries match nothing
+    class_logits = torch.zeros(8, 21)
+    rows, cols = hungarian_match(predictions(logits), class_logits, targets,
+                                 torch.zeros(5, dtype=torch.long), LossWeights())
+    assert dict(zip(rows.tolist(), cols.tolist())) == {i: int(p) for i, p in
+                                                       enumerate(permutation)}
+
+
+def test_contrastive_loss_prefers_aligned_pairs():
+    criterion = Criterion(LossWeights(), 20)
+    clicks = F.normalize(torch.randn(3, TEXT_DIM), dim=1)
+    positive = torch.tensor([0, 1, 2, 2])
+    aligned = criterion.contrastive(clicks, clicks[positive], positive)
+    shuffled = criterion.contrastive(clicks, clicks[torch.tensor([1, 2, 0, 0])], positive)
+    assert aligned < shuffled
+    assert aligned >= 0
