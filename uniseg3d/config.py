@@ -152,6 +152,18 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """The `evaluate` stage: a checkpoint on the validation caches (+ Replica, zero-shot)."""
+
+    checkpoint: str = "runs/train/best.pt"
+    cache: str = "data/cache/scannet"
+    scenes: str | None = "data/raw/synthetic/scannetv2_val.txt"
+    replica_cache: str | None = "data/cache/replica"  # None: skip the Replica evaluation
+    out: str = "reports"  # metrics.json, per-class CSVs, predictions/ in the submission format
+    dataset_label: str = "synthetic"  # names the dataset of our leaderboard rows
+
+
+@dataclass(frozen=True)
 class Params:
     """Everything in `params.yaml`."""
 
@@ -162,6 +174,7 @@ class Params:
     loss: LossWeights = field(default_factory=LossWeights)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 def _build(cls: type, data: object, where: str):
