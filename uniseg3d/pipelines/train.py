@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from uniseg3d.config import Params
+from uniseg3d.config import ModelConfig, Params, TextConfig
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import make_sample, read_scene_list, read_split
 from uniseg3d.datasets.scene import Scene
@@ -133,6 +133,24 @@ def load_checkpoint(path: str | Path) -> dict:
     state = torch.load(path, map_location="cpu", weights_only=True)
     state["history"] = json.loads(state["history"])
     return state
+
+
+def load_trained_model(checkpoint: str | Path, device: str = "cpu"
+                       ) -> tuple[UniSeg3D, CachedTextEncoder, torch.Tensor]:
+    """Rebuild a trained model from its checkpoint, with its text encoder and the ScanNet20
+    class-name embeddings; the model is in eval mode."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint (train first: uniseg3d train)")
+    state = load_checkpoint(path)
+    model_config = json.loads(state["model_config"])
+    model_config["channels"] = tuple(model_config["channels"])
+    text = TextConfig(**json.loads(state["text_encoder"]))
+    encoder = make_text_encoder(replace(Params(), text=text), device)
+    classes = class_embeddings(encoder, class_prompt_names(scannet20().names)).to(device)
+    model = UniSeg3D(ModelConfig(**model_config), classes.shape[1], device).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval(), encoder, classes
 
 
 @dataclass
