@@ -171,3 +171,13 @@ def test_cli_writes_scannet_segs_json(tmp_path):
     assert set(document["params"]) >= {"kThresh", "segMinVerts"}
     assert len(document["segIndices"]) == len(vertices)
     assert len(set(document["segIndices"])) == 6
+
+
+def test_degenerate_faces_and_zero_length_edges_do_not_crash():
+    # a triangle stored as a quad (a, b, c, c) fan-triangulates into a zero-area face whose
+    # edge (c, c) has zero length; coincident vertices give zero-length edges too
+    vertices, faces = grid_patch([0, 0, 0], [1, 0, 0], [0, 1, 0], 6, 6)
+    vertices = np.concatenate([vertices, vertices[:1]])  # a duplicate of vertex 0
+    faces = np.concatenate([faces, [[3, 4, 4], [0, len(vertices) - 1, 1]]])
+    segments = segment_mesh(vertices, faces)
+    assert segments.shape == (len(vertices),) and segments.max() == 0

@@ -136,6 +136,26 @@ def _face_element(faces, extra: dict[str, np.ndarray]) -> PlyElement:
                                val_types={"vertex_indices": "i4"})
 
 
+def _write(path: str | Path, vertex: np.ndarray, faces, extra: dict[str, np.ndarray]) -> None:
+    """Write a binary little-endian PLY. Fixed-size faces are written as one block of bytes
+    (plyfile serialises list properties row by row in Python, ~100x slower)."""
+    ply = PlyData([PlyElement.describe(vertex, "vertex"), _face_element(faces, extra)],
+                  text=False, byte_order="<")
+    if not (isinstance(faces, np.ndarray) and faces.ndim == 2):
+        ply.write(str(path))
+        return
+    rows = np.empty(len(faces), dtype=[("n", "u1"), ("v", "<i4", (faces.shape[1],))]
+                    + [(name, "<i4") for name in extra])
+    rows["n"] = faces.shape[1]
+    rows["v"] = faces
+    for name, values in extra.items():
+        rows[name] = values
+    with open(path, "wb") as handle:
+        handle.write(ply.header.encode("ascii") + b"\n")
+        handle.write(vertex.astype(vertex.dtype.newbyteorder("<")).tobytes())
+        handle.write(rows.tobytes())
+
+
 def write_scannet_mesh(path: str | Path, vertices: np.ndarray, colors: np.ndarray,
                        faces: np.ndarray) -> None:
     """Write a mesh exactly as ScanNet's `*_vh_clean_2.ply` (binary little-endian, RGBA)."""
@@ -144,8 +164,7 @@ def write_scannet_mesh(path: str | Path, vertices: np.ndarray, colors: np.ndarra
     vertex["x"], vertex["y"], vertex["z"] = np.asarray(vertices, dtype=np.float32).T
     vertex["red"], vertex["green"], vertex["blue"] = np.asarray(colors, dtype=np.uint8).T
     vertex["alpha"] = 255
-    PlyData([PlyElement.describe(vertex, "vertex"), _face_element(faces, {})],
-            text=False, byte_order="<").write(str(path))
+    _write(path, vertex, np.asarray(faces), {})
 
 
 def write_replica_mesh(path: str | Path, vertices: np.ndarray, colors: np.ndarray,
@@ -159,6 +178,4 @@ def write_replica_mesh(path: str | Path, vertices: np.ndarray, colors: np.ndarra
     vertex["x"], vertex["y"], vertex["z"] = np.asarray(vertices, dtype=np.float32).T
     vertex["nx"], vertex["ny"], vertex["nz"] = np.asarray(normals, dtype=np.float32).T
     vertex["red"], vertex["green"], vertex["blue"] = np.asarray(colors, dtype=np.uint8).T
-    PlyData([PlyElement.describe(vertex, "vertex"),
-             _face_element(faces, {"object_id": face_object_ids})],
-            text=False, byte_order="<").write(str(path))
+    _write(path, vertex, faces, {"object_id": face_object_ids})

@@ -48,7 +48,7 @@ def _vertex_normals_kernel(vertices, faces):
     return normals
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # 0/0 -> NaN, as the C++ reference
 def _edge_weights_kernel(vertices, normals, edges):
     weights = np.empty(edges.shape[0], dtype=np.float32)
     one = np.float32(1.0)
