@@ -80,3 +80,17 @@ def bench_prepare(raw: str, jobs: int = 2, scenes: str | None = None,
             "peak_rss_mb_per_worker": max(r.peak_rss_mb for r in written),
             "parent_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "machine": machine()}
+
+
+def bench_synth(scenes: int = 100, jobs: int = 2, seed: int = 0) -> dict:
+    """Scenes per second and vertices per scene of a cold `synth` run into a fresh folder
+    (ScanNet-format scenes, 4/5 train and 1/5 val, with their descriptions)."""
+    from uniseg3d.pipelines.synth import run_synth
+
+    val = scenes // 5
+    with tempfile.TemporaryDirectory(prefix="uniseg3d-bench-") as out:
+        summary = run_synth(Path(out), scenes - val, val, 0, seed, jobs=jobs, progress=False)
+    return {"benchmark": "synth", "scenes": scenes, "jobs": jobs, "seed": seed,
+            "seconds": summary["seconds"], "scenes_per_second": summary["scenes_per_second"],
+            "vertices_per_scene": summary["vertices_per_scene"],
+            "descriptions": summary["descriptions"], "machine": machine()}

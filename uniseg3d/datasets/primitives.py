@@ -79,3 +79,27 @@ def cylinder_surface(center, radius: float, height: float, spacing: float
             np.stack([np.full(segments, hub), rim_next, rim], 1)
         faces.append(fan)
     return np.concatenate(vertices), np.concatenate(faces)
+
+
+def ellipsoid_surface(center, radii, spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """A closed ellipsoid: the grid of `box_surface` projected radially onto it (no poles, so
+    every face pairs into a quad), outward normals."""
+    radii = np.asarray(radii, dtype=np.float64)
+    vertices, faces = box_surface(-radii, radii, spacing)
+    direction = vertices / radii
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    return np.asarray(center, dtype=np.float64) + direction * radii, faces
+
+
+def wavy_panel(origin, u, v, spacing: float, amplitude: float, period: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """A `grid_patch` folded like a curtain: displaced along its normal (u x v) by
+    amplitude * sin(2 pi s / period), s the distance along u."""
+    origin, u, v = (np.asarray(a, dtype=np.float64) for a in (origin, u, v))
+    nu = max(1, int(np.ceil(np.linalg.norm(u) / spacing)))
+    nv = max(1, int(np.ceil(np.linalg.norm(v) / spacing)))
+    vertices, faces = grid_patch(origin, u, v, nu, nv)
+    normal = np.cross(u, v)
+    normal /= np.linalg.norm(normal)
+    along = (vertices - origin) @ (u / np.linalg.norm(u))
+    return vertices + amplitude * np.sin(2 * np.pi * along / period)[:, None] * normal, faces
