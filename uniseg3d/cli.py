@@ -70,15 +70,85 @@ def cmd_superpoints(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from uniseg3d.pipelines.synth import run_synth
+
+    cfg = load_params(args.params).synth
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    summary = run_synth(Path(pick(args.out, cfg.out)), pick(args.train, cfg.train),
+                        pick(args.val, cfg.val), pick(args.replica, cfg.replica),
+                        pick(args.seed, cfg.seed), pick(args.jobs, cfg.jobs),
+                        pick(args.spacing, cfg.spacing))
+    log.info("synth: %s", json.dumps({k: summary[k] for k in ("seconds", "vertices_per_scene",
+                                                               "descriptions")}))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from uniseg3d.pipelines.train import train, with_overrides
+
+    params = load_params(args.params)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("out", args.out),
+                                   ("fine_tune_epochs", args.fine_tune_epochs)) if v is not None}
+    params = with_overrides(params, **overrides)
+    if args.config:
+        import dataclasses
+
+        params = dataclasses.replace(params, model=dataclasses.replace(params.model,
+                                                                       config=args.config))
+    result = train(params, resume=args.resume, device=args.device)
+    log.info("checkpoints: %s (last), %s (best)", result.last, result.best)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from uniseg3d.pipelines.predict import PredictRequest, PromptError, parse_click, run_predict
+
+    try:
+        request = PredictRequest(
+            mesh=Path(args.scan), checkpoint=Path(args.checkpoint), out=Path(args.out),
+            clicks=tuple(parse_click(c) for c in args.click), texts=tuple(args.text),
+            classes=tuple(c.strip() for c in args.classes.split(",") if c.strip())
+            if args.classes else ())
+        summary = run_predict(request, device=args.device)
+    except PromptError as error:
+        log.error("%s", error)
+        return 2
+    print(json.dumps({k: summary[k] for k in ("points", "superpoints", "files")}, indent=2))
+    return 0
+
+
+def cmd_evaluate_predictions(args: argparse.Namespace) -> int:
+    from uniseg3d.benchmarks.submission import evaluate_submission, format_table
+
+    result = evaluate_submission(args.task, args.gt, args.pred)
+    print(format_table(result))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+        log.info("wrote %s", args.out)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from uniseg3d.benchmarks import data_bench
 
+    params = load_params(args.params)
     if args.target == "superpoints":
         result = data_bench.bench_superpoints(args.mesh, args.vertices, args.repeats)
-    else:
-        params = load_params(args.params)
+    elif args.target == "prepare":
         result = data_bench.bench_prepare(args.raw or params.prepare.scannet.raw,
                                           args.jobs or params.prepare.jobs, args.scenes)
+    elif args.target == "synth":
+        result = data_bench.bench_synth(args.scenes_count, args.jobs or params.synth.jobs)
+    elif args.target == "instance-ap":
+        from uniseg3d.benchmarks.metrics_bench import bench_instance_ap
+
+        result = bench_instance_ap()
+    else:
+        from uniseg3d.benchmarks.model_bench import bench_model
+
+        result = bench_model(params, args.points, args.repeats, args.train_steps)
     _write_json(result, args.out or f"benchmarks/{args.target}.json")
     return 0
 
@@ -90,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser = argparse.ArgumentParser(
         prog="uniseg3d",
-        description="Unified 3D scene segmentation (UniSeg3D): data pipeline, benchmarks.",
+        description="Unified 3D scene segmentation (UniSeg3D): panoptic, semantic, instance, "
+                    "interactive, referring and open-vocabulary segmentation of indoor scans.",
         epilog="Run 'uniseg3d VERB --help' for the options of each verb.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB",
                                   parser_class=lambda **kw: argparse.ArgumentParser(
@@ -131,21 +202,92 @@ def build_parser() -> argparse.ArgumentParser:
                              help="segMinVerts (default: %(default)s)")
     superpoints.set_defaults(func=cmd_superpoints)
 
+    synth = verbs.add_parser(
+        "synth", help="generate the synthetic benchmark in raw ScanNet/ScanRefer/Replica layouts",
+        description="Write rooms as ScanNet scans (mesh, segs.json, aggregation), the label map, "
+                    "split lists, ScanRefer descriptions and Replica zero-shot scenes. The same "
+                    "seed gives byte-identical files. Unset options come from params.yaml "
+                    "(section 'synth').")
+    synth.add_argument("--out", help="output folder (default: params synth.out)")
+    synth.add_argument("--train", type=int, help="ScanNet-format training scenes")
+    synth.add_argument("--val", type=int, help="ScanNet-format validation scenes")
+    synth.add_argument("--replica", type=int, help="Replica-format zero-shot scenes")
+    synth.add_argument("--seed", type=int, help="random seed")
+    synth.add_argument("--jobs", type=_positive_int, help="worker processes")
+    synth.add_argument("--spacing", type=_positive_float, help="mean vertex spacing (m)")
+    synth.set_defaults(func=cmd_synth)
+
+    train = verbs.add_parser(
+        "train", help="train UniSeg3D on the prepared caches",
+        description="Train the model (params.yaml sections model, text, loss, prompts, train): "
+                    "AdamW with a poly schedule, gradient clipping and augmentations; a "
+                    "checkpoint per epoch (last.pt, best.pt) and history.json in train.out.")
+    train.add_argument("--config", choices=["tiny", "paper"], help="model configuration")
+    train.add_argument("--epochs", type=_positive_int, help="training epochs")
+    train.add_argument("--fine-tune-epochs", type=int,
+                       help="second stage from best.pt at lr and weight decay x 0.001")
+    train.add_argument("--out", help="run folder (default: params train.out)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from <out>/last.pt (same parameters)")
+    train.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    train.set_defaults(func=cmd_train)
+
+    predict = verbs.add_parser(
+        "predict", help="run all six tasks on one mesh or point cloud",
+        description="One forward pass on a PLY scan: semantic, instance, panoptic, interactive "
+                    "(one mask per --click), referring (one mask per --text) and "
+                    "open-vocabulary instances (against --classes). Writes a coloured PLY per "
+                    "task and summary.json to --out.")
+    predict.add_argument("scan", help="PLY mesh (superpoints by the segmentator) or point cloud")
+    predict.add_argument("--checkpoint", required=True, help="a checkpoint from uniseg3d train")
+    predict.add_argument("--click", action="append", default=[], metavar="X,Y,Z",
+                         help="a click on the object to segment (repeatable)")
+    predict.add_argument("--text", action="append", default=[], metavar="DESCRIPTION",
+                         help="a description of one object (repeatable)")
+    predict.add_argument("--classes", help="comma-separated class names for open vocabulary "
+                         "(default: the 20 ScanNet classes)")
+    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    predict.set_defaults(func=cmd_predict)
+
+    evaluate_predictions = verbs.add_parser(
+        "evaluate-predictions", help="score predictions in the ScanNet benchmark format",
+        description="instance: per scene <scene>.txt listing 'mask.txt label_id confidence' "
+                    "lines against GT <scene>.txt of label_id*1000+instance per vertex; "
+                    "semantic: one label id per vertex for both. Prints a table; --out writes "
+                    "JSON.")
+    evaluate_predictions.add_argument("--task", required=True, choices=["instance", "semantic"])
+    evaluate_predictions.add_argument("--gt", required=True, help="ground-truth folder")
+    evaluate_predictions.add_argument("--pred", required=True, help="predictions folder")
+    evaluate_predictions.add_argument("--out", help="JSON output file")
+    evaluate_predictions.set_defaults(func=cmd_evaluate_predictions)
+
     bench = verbs.add_parser(
         "bench", help="speed and memory benchmarks, written as JSON",
         description="superpoints: vertices per second of the segmentator on one mesh. "
-                    "prepare: scenes per second and peak memory per worker of a cold prepare.")
-    bench.add_argument("target", choices=["superpoints", "prepare"], help="what to measure")
+                    "prepare: scenes per second and peak memory per worker of a cold prepare. "
+                    "synth: scenes per second of the generator. instance-ap: evaluation time of "
+                    "20 scenes x 100k points x 50 predictions. model: forward latency of the "
+                    "tiny and paper configurations and training steps per second of tiny.")
+    bench.add_argument("target", choices=["superpoints", "prepare", "synth", "instance-ap",
+                                          "model"], help="what to measure")
     bench.add_argument("--out", help="JSON file (default: benchmarks/TARGET.json)")
     bench.add_argument("--mesh", help="superpoints: PLY mesh (default: a generated room)")
     bench.add_argument("--vertices", type=_positive_int, default=100_000,
                        help="superpoints: size of the generated mesh (default: %(default)s)")
     bench.add_argument("--repeats", type=_positive_int, default=5,
-                       help="superpoints: timed runs after a warm-up (default: %(default)s)")
+                       help="superpoints, model: timed runs after a warm-up "
+                            "(default: %(default)s)")
     bench.add_argument("--raw", help="prepare: raw ScanNet-layout folder "
                        "(default: params.yaml prepare.scannet.raw)")
     bench.add_argument("--scenes", help="prepare: text file of scene ids")
-    bench.add_argument("--jobs", type=_positive_int, help="prepare: worker processes")
+    bench.add_argument("--jobs", type=_positive_int, help="prepare, synth: worker processes")
+    bench.add_argument("--scenes-count", type=_positive_int, default=100,
+                       help="synth: scenes to generate (default: %(default)s)")
+    bench.add_argument("--points", type=_positive_int, default=100_000,
+                       help="model: points of the generated scene (default: %(default)s)")
+    bench.add_argument("--train-steps", type=_positive_int, default=10,
+                       help="model: timed training steps of tiny (default: %(default)s)")
     bench.set_defaults(func=cmd_bench)
     return parser
 
@@ -156,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (InputError, ConfigError) as error:
+    except (InputError, ConfigError, FileNotFoundError) as error:
         log.error("%s", error)
         return 2
     except KeyboardInterrupt:

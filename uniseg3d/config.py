@@ -30,6 +30,19 @@ class SuperpointConfig:
 
 
 @dataclass(frozen=True)
+class SynthConfig:
+    """The `synth` stage: the synthetic benchmark in raw ScanNet / ScanRefer / Replica layouts."""
+
+    out: str = "data/raw/synthetic"
+    train: int = 40
+    val: int = 10
+    replica: int = 3
+    seed: int = 0
+    jobs: int = 2
+    spacing: float = 0.05  # mean vertex spacing in metres (varies per object, like a scan)
+
+
+@dataclass(frozen=True)
 class DatasetPaths:
     """Where one dataset's raw files are read and its cache is written."""
 
@@ -168,6 +181,7 @@ class Params:
     """Everything in `params.yaml`."""
 
     superpoints: SuperpointConfig = field(default_factory=SuperpointConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     model: ModelSection = field(default_factory=ModelSection)
     text: TextConfig = field(default_factory=TextConfig)

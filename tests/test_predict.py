@@ -1,0 +1,89 @@
+"""`uniseg3d predict`: six coloured PLYs and a summary from one scan, and clear prompt errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from plyfile import PlyData
+
+from scannet_files import write_label_map, write_scannet_scene
+from uniseg3d.cli import main
+from uniseg3d.config import Params
+from uniseg3d.datasets.labels import read_label_map
+from uniseg3d.datasets.ply import write_scannet_mesh
+from uniseg3d.datasets.scannet import read_scannet_scene, scene_files
+from uniseg3d.pipelines.train import train
+
+TASKS = ("semantic", "instance", "panoptic", "interactive", "referring", "open_vocabulary")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    label_map = read_label_map(write_label_map(root / "labels.tsv"))
+    scene_dir = write_scannet_scene(root)
+    scene = read_scannet_scene(scene_dir, label_map)
+    params = Params()
+    params = dataclasses.replace(
+        params, text=dataclasses.replace(params.text, cache_file=str(root / "text.pt")),
+        train=dataclasses.replace(params.train, out=str(root / "run"), epochs=1, val_scenes=None))
+    result = train(params, train_scenes=[scene], progress=False)
+    return scene_files(scene_dir)["mesh"], result.last
+
+
+def test_predict_writes_every_task(tmp_path, trained):
+    mesh, checkpoint = trained
+    out = tmp_path / "out"
+    code = main(["predict", str(mesh), "--checkpoint", str(checkpoint), "--click",
+                 "0.75,0.75,0.9", "--click", "2.0,1.6,0.75", "--text", "the chair",
+                 "--classes", "chair, table ,lamp", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["files"] == sorted(f"{t}.ply" for t in TASKS)
+    assert len(summary["clicks"]) == 2 and len(summary["texts"]) == 1
+    assert summary["open_vocabulary"]["classes"] == ["chair", "table", "lamp"]
+    source = PlyData.read(str(mesh))
+    for task in TASKS:
+        ply = PlyData.read(str(out / f"{task}.ply"))
+        assert ply["vertex"].count == source["vertex"].count
+        assert ply["face"].count == source["face"].count
+    # a click on the chair box's top lands on a vertex of the chair
+    assert summary["clicks"][0]["point"] >= 0
+
+
+def test_point_cloud_without_faces(tmp_path, trained):
+    mesh, checkpoint = trained
+    ply = PlyData.read(str(mesh))
+    vertex = ply["vertex"].data
+    cloud = tmp_path / "cloud.ply"
+    coords = np.stack([vertex["x"], vertex["y"], vertex["z"]], 1)
+    colors = np.stack([vertex["red"], vertex["green"], vertex["blue"]], 1)
+    write_scannet_mesh(cloud, coords, colors, np.zeros((0, 3), dtype=np.int64))
+    assert main(["predict", str(cloud), "--checkpoint", str(checkpoint), "--out",
+                 str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out/summary.json").read_text())["superpoints"] > 1
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--click", "9,9,9"], "from the nearest point of the scan"),
+    (["--click", "1,2"], "three comma-separated numbers"),
+    (["--text", "   "], "is empty"),
+    (["--text", "word " * 200], "200 words"),
+])
+def test_bad_prompts_are_clear_errors(tmp_path, trained, caplog, arguments, message):
+    mesh, checkpoint = trained
+    code = main(["predict", str(mesh), "--checkpoint", str(checkpoint), "--out",
+                 str(tmp_path / "out"), *arguments])
+    assert code == 2
+    assert any(message in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_checkpoint(tmp_path, trained, caplog):
+    mesh, _ = trained
+    assert main(["predict", str(mesh), "--checkpoint", str(tmp_path / "nope.pt"), "--out",
+                 str(tmp_path / "out")]) == 2
+    assert any("no such checkpoint" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,1 @@
+"""Tables, plots, the HTML/Markdown report, prediction renders and PLY exports."""
