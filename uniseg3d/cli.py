@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)  # spconv import noise
     try:
         return args.func(args)
     except (InputError, ConfigError, FileNotFoundError) as error:
