@@ -171,3 +171,12 @@ def test_repeated_mask_path_keeps_the_last_line(tmp_path):
     np.testing.assert_array_equal(pred.labels, [3, 7])
     np.testing.assert_array_equal(pred.scores, [0.4, 0.1])
     np.testing.assert_array_equal(pred.masks, [[1, 0, 1], [0, 1, 0]])
+
+
+def test_a_scene_without_predictions_writes_an_empty_list(tmp_path):
+    from uniseg3d.benchmarks.instance_metrics import InstancePredictions
+    from uniseg3d.benchmarks.submission import write_instance_submission
+
+    path = write_instance_submission(tmp_path, "scene0000_00", InstancePredictions(
+        np.zeros((0, 50), dtype=bool), np.zeros(0, dtype=np.int64), np.zeros(0)))
+    assert path.read_text() == ""

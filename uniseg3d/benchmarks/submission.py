@@ -80,7 +80,9 @@ def write_instance_submission(pred_dir: str | Path, scene_id: str,
     pred_dir = Path(pred_dir)
     (pred_dir / MASK_FOLDER).mkdir(parents=True, exist_ok=True)
     masks = np.asarray(predictions.masks)
-    masks = masks.reshape(len(masks), -1) != 0
+    if masks.ndim != 2:  # a flat list of masks; an (0, N) array of no predictions stays as is
+        masks = masks.reshape(len(masks), -1)
+    masks = masks != 0
     lines = []
     for k, (label, score) in enumerate(zip(_nyu40(predictions.labels).tolist(),
                                            np.asarray(predictions.scores).reshape(-1).tolist())):

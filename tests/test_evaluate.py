@@ -1,0 +1,218 @@
+"""The evaluate stage: a tiny trained checkpoint end to end (every section, file and leaderboard),
+the submission files reproducing the in-memory numbers, and ground-truth predictions scoring 1."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scannet_files import (write_label_map, write_replica_scene, write_scannet_scene,
+                           write_scanrefer)
+from uniseg3d.benchmarks.evaluate_bench import bench_evaluate
+from uniseg3d.benchmarks.leaderboard import TASKS
+from uniseg3d.benchmarks.submission import evaluate_submission
+from uniseg3d.benchmarks.task_metrics import (
+    REPLICA_EXCLUDED, OpenVocabTask, ScanNetTasks, instance_labels, replica_gt, replica_subsets,
+    replica_vocabulary)
+from uniseg3d.config import EvaluateConfig, Params
+from uniseg3d.datasets.classes import scannet20
+from uniseg3d.datasets.labels import LABEL_MAP_FILE
+from uniseg3d.datasets.loader import read_split
+from uniseg3d.model.inference import ScenePrediction
+from uniseg3d.model.postprocess import Instances, PromptMasks
+from uniseg3d.pipelines.evaluate import (
+    METRICS_FILE, evaluation_sample, run_evaluate, write_scene_files)
+from uniseg3d.pipelines.prepare import prepare_dataset
+from uniseg3d.pipelines.train import class_prompt_names, train
+
+SCENES = ("scene0000_00", "scene0001_00")
+SECTIONS = {
+    "semantic": {"miou"},
+    "instance": {"ap", "ap50", "ap25"},
+    "panoptic": {f"{m}{g}" for m in ("pq", "sq", "rq") for g in ("", "_things", "_stuff")},
+    "interactive": {"miou", "ap", "ap50", "ap25", "click_ap", "click_ap50", "click_ap25"},
+    "referring": {"miou", "acc25", "acc50", "unique", "multiple"},
+    "open_vocab": {"ap", "ap50", "ap25", "base", "novel", "head", "common", "tail"},
+    "replica": {"ap", "ap50", "ap25", "seen", "unseen"},
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Two ScanNet-layout scenes with descriptions and one Replica scene, prepared."""
+    root = tmp_path_factory.mktemp("evaluate")
+    raw = root / "raw"
+    for seed, scene in enumerate(SCENES):
+        write_scannet_scene(raw, scene, seed=seed)
+    write_label_map(raw / LABEL_MAP_FILE)
+    write_scanrefer(raw / "ScanRefer_filtered_val.json",
+                    [record for scene in SCENES for record in (
+                        (scene, 2, "chair", 0, "the chair next to the table"),
+                        (scene, 3, "table", 1, "the large table in the middle"))])
+    prepare_dataset("scannet", raw, root / "cache", jobs=1, progress=False)
+    write_replica_scene(root / "replica_raw", "room_0")
+    prepare_dataset("replica", root / "replica_raw", root / "replica", jobs=1, progress=False)
+    (root / "val.txt").write_text("\n".join(SCENES) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def evaluated(data: Path) -> tuple[dict, Params]:
+    """A one-epoch tiny checkpoint evaluated on the two scenes and the Replica scene."""
+    params = Params()
+    params = dataclasses.replace(
+        params, text=dataclasses.replace(params.text, cache_file=str(data / "text.pt")),
+        train=dataclasses.replace(
+            params.train, cache=str(data / "cache"), train_scenes=str(data / "val.txt"),
+            val_scenes=None, epochs=1, out=str(data / "run"),
+            augment=dataclasses.replace(params.train.augment, elastic=())),
+        evaluate=EvaluateConfig(checkpoint=str(data / "run" / "best.pt"),
+                                cache=str(data / "cache"), scenes=str(data / "val.txt"),
+                                replica_cache=str(data / "replica"), out=str(data / "reports"),
+                                dataset_label="unit-test"))
+    train(params, progress=False)
+    return run_evaluate(params, progress=False), params
+
+
+def gt_prediction(sample, rng: np.random.Generator | None = None) -> ScenePrediction:
+    """The scene's ground truth as a prediction; with `rng`, degraded (relabelled points, masks
+    missing points, random scores, one spurious instance)."""
+    scene = sample.scene
+    masks = scene.instance[None, :] == np.arange(scene.num_instances)[:, None]
+    classes = instance_labels(scene.semantic20, scene.instance, scene.num_instances)
+    things = classes >= 2
+    semantic = scene.semantic20.copy()
+    instance_masks, labels, scores = masks[things], classes[things], np.ones(things.sum())
+    if rng is not None:
+        relabel = rng.random(scene.num_points) < 0.3
+        semantic[relabel] = rng.integers(0, 20, relabel.sum())
+        instance_masks = np.concatenate([instance_masks & (rng.random(instance_masks.shape) > 0.4),
+                                         rng.random((1, scene.num_points)) < 0.2])
+        labels, scores = np.append(labels, labels[0]), rng.random(len(instance_masks))
+    stuff = np.isin(scene.semantic20, (0, 1))
+    one_hot = np.eye(20)[np.maximum(classes, 0)]
+    per_200 = instance_labels(scene.semantic200, scene.instance, scene.num_instances)
+    return ScenePrediction(
+        semantic=semantic, instances=Instances(instance_masks, labels, scores),
+        panoptic_classes=scene.semantic20.copy(),
+        panoptic_ids=np.where(stuff, -1, scene.instance),
+        clicks=PromptMasks(masks[sample.click_instances], one_hot[sample.click_instances],
+                           np.ones(len(sample.click_instances))),
+        texts=PromptMasks(masks[sample.text_instances], one_hot[sample.text_instances],
+                          np.ones(len(sample.text_instances))),
+        open_vocab=Instances(masks[per_200 >= 0], per_200[per_200 >= 0],
+                             np.ones((per_200 >= 0).sum())))
+
+
+def test_every_section_metric_and_file_is_written(evaluated, data):
+    metrics, params = evaluated
+    out = Path(params.evaluate.out)
+    assert json.loads((out / METRICS_FILE).read_text()) == metrics
+    assert metrics["dataset"] == "unit-test"
+    assert metrics["counts"]["scannet_scenes"] == 2 and metrics["counts"]["replica_scenes"] == 1
+    assert metrics["counts"]["descriptions"] == 4 and metrics["counts"]["clicks"] == 4
+    assert metrics["counts"]["replica_unseen_classes"] == 1  # "table lamp"
+    assert metrics["timing"]["total_s"] > metrics["timing"]["forward_s"] > 0
+    for section, keys in SECTIONS.items():
+        assert set(metrics[section]) == keys, section
+        values = [v for value in metrics[section].values()
+                  for v in (value.values() if isinstance(value, dict) else [value])]
+        assert all(v is None or 0.0 <= v <= 1.0 for v in values), (section, values)
+    for task in ("semantic", "instance", "panoptic", "open_vocab"):
+        table = pd.read_csv(out / f"per_class_{task}.csv")
+        assert len(table) and "class" in table.columns
+    open_vocab = pd.read_csv(out / "per_class_open_vocab.csv")
+    assert set(open_vocab["benchmark"]) == {"scannet200", "replica"}
+    assert len(pd.read_csv(out / "per_class_instance.csv")) == 18
+    for task in TASKS:
+        for suffix in (".md", ".csv", ".tex", ".html"):
+            assert (out / "leaderboards" / f"{task}{suffix}").is_file()
+        board = pd.read_csv(out / "leaderboards" / f"{task}.csv")
+        assert "uniseg3d (ours, unit-test)" in set(board["method"])
+
+
+def test_submission_files_reproduce_the_in_memory_numbers(evaluated):
+    metrics, params = evaluated
+    predictions = Path(params.evaluate.out) / "predictions"
+    instance = evaluate_submission("instance", predictions / "gt_instance",
+                                   predictions / "instance")
+    semantic = evaluate_submission("semantic", predictions / "gt_semantic",
+                                   predictions / "semantic")
+    assert instance["scenes"] == semantic["scenes"] == 2
+    assert {k: instance[k] for k in ("ap", "ap50", "ap25")} == metrics["instance"]
+    assert semantic["miou"] == metrics["semantic"]["miou"]
+
+
+def test_degraded_predictions_through_files_equal_in_memory(data, tmp_path):
+    params, tasks = Params(), ScanNetTasks()
+    rng = np.random.default_rng(0)
+    for index, scene in enumerate(read_split(data / "cache", list(SCENES))):
+        sample = evaluation_sample(scene, params, index)
+        prediction = gt_prediction(sample, rng)
+        tasks.add(sample, prediction)
+        write_scene_files(tmp_path, scene, prediction)
+    results = tasks.evaluate()
+    instance = evaluate_submission("instance", tmp_path / "gt_instance", tmp_path / "instance")
+    semantic = evaluate_submission("semantic", tmp_path / "gt_semantic", tmp_path / "semantic")
+    assert 0 < results["instance"]["ap"] < 1 and 0 < results["semantic"]["miou"] < 1
+    for key in ("ap", "ap50", "ap25"):
+        assert instance[key] == results["instance"][key]
+    assert semantic["miou"] == results["semantic"]["miou"]
+    for name, values in results["instance"]["classes"].items():
+        assert instance["classes"][name] == {k: None if np.isnan(v) else v
+                                             for k, v in values.items()}
+
+
+def test_ground_truth_predictions_score_one(data):
+    params, tasks = Params(), ScanNetTasks()
+    for index, scene in enumerate(read_split(data / "cache", list(SCENES))):
+        sample = evaluation_sample(scene, params, index)
+        tasks.add(sample, gt_prediction(sample))
+    results = tasks.evaluate()
+    assert results["semantic"]["miou"] == 1.0
+    assert results["instance"]["ap"] == results["instance"]["ap25"] == 1.0
+    assert results["panoptic"]["pq"] == pytest.approx(1.0)
+    interactive = results["interactive"]
+    assert interactive["miou"] == pytest.approx(1.0)
+    assert interactive["ap"] == interactive["click_ap"] == interactive["click_ap25"] == 1.0
+    referring = results["referring"]
+    assert referring["count"] == 4 and referring["unique"]["count"] == 4
+    assert referring["miou"] == pytest.approx(1.0) and referring["acc50"] == 1.0
+    assert results["open_vocab"]["ap"] == results["open_vocab"]["head"]["ap"] == 1.0
+
+    scenes = read_split(data / "replica")
+    names = replica_vocabulary(scenes)
+    subsets = replica_subsets(names, class_prompt_names(scannet20().names))
+    assert subsets == {"seen": ("floor",), "unseen": ("table lamp",)}
+    replica = OpenVocabTask(names, subsets, REPLICA_EXCLUDED)
+    for scene in scenes:
+        gt = replica_gt(scene, names)
+        masks = scene.instance[None, :] == np.arange(scene.num_instances)[:, None]
+        labels = instance_labels(gt.labels, gt.instances, scene.num_instances)
+        replica.add(gt, Instances(masks, labels, np.ones(len(labels))))
+    result = replica.evaluate()
+    assert result["ap"] == result["unseen"]["ap"] == 1.0
+    assert np.isnan(result["seen"]["ap"])  # floor is background, not evaluated
+
+
+def test_without_replica_scenes_the_section_is_left_out(evaluated, data):
+    _, params = evaluated
+    params = dataclasses.replace(params, evaluate=dataclasses.replace(
+        params.evaluate, replica_cache=str(data / "missing"), out=str(data / "no_replica")))
+    metrics = run_evaluate(params, progress=False)
+    assert "replica" not in metrics and metrics["counts"]["replica_scenes"] == 0
+    board = pd.read_csv(data / "no_replica" / "leaderboards" / "open_vocab_replica.csv")
+    assert list(board["method"]) == ["UniSeg3D"]
+
+
+def test_bench_evaluate_leaves_the_stage_outputs_alone(evaluated):
+    metrics, params = evaluated
+    before = (Path(params.evaluate.out) / METRICS_FILE).read_text()
+    result = bench_evaluate(params)
+    assert result["scannet_scenes"] == 2 and result["seconds"] >= result["total_s"] > 0
+    assert (Path(params.evaluate.out) / METRICS_FILE).read_text() == before

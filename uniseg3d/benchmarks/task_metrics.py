@@ -1,0 +1,235 @@
+"""The six tasks' metrics from per-scene predictions: gather scene by scene, evaluate at the end.
+
+`ScanNetTasks.add(sample, prediction)` takes one ScanNet-layout scene's evaluation `Sample` (its
+clicks and descriptions) and anything with `ScenePrediction`'s fields; `evaluate()` runs the
+metric modules over every scene added. `OpenVocabTask` does the same for open-vocabulary
+instances alone (ScanNet200, and the zero-shot Replica evaluation against free-text names).
+Predicted masks stay bit-packed between `add` and `evaluate`.
+
+Ground-truth conventions:
+
+* instances (ScanNet20, ScanNet200, Replica): a point's label counts only where the point
+  belongs to an instance; labelled points outside every instance are void, as in ScanNet's
+  exported ground truth (`label_id * 1000 + instance`, 0 = void), so submission files written
+  from the same arrays (`instance_gt_ids`) reproduce the in-memory numbers exactly;
+* an instance's class is the label of its first point;
+* referring: a description is "unique" when its target's ScanNet20 class occurs once among the
+  scene's instances (every instance outside the 20 classes counts as one class, as ScanRefer's
+  "others").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from uniseg3d.benchmarks.instance_metrics import (
+    InstanceGT, InstancePredictions, evaluate_scannet20_instances)
+from uniseg3d.benchmarks.open_vocab_metrics import (
+    SCANNET200_EXCLUDED, evaluate_open_vocab, scannet200_subsets)
+from uniseg3d.benchmarks.panoptic_metrics import PanopticSegmentation, evaluate_panoptic
+from uniseg3d.benchmarks.prompt_metrics import (
+    Clicks, evaluate_interactive, evaluate_referring, unique_targets)
+from uniseg3d.benchmarks.semantic_metrics import evaluate_semantic
+from uniseg3d.datasets.classes import STUFF_CLASSES20, scannet20, scannet200
+from uniseg3d.datasets.loader import Sample
+from uniseg3d.datasets.scene import IGNORE_INDEX, Scene
+
+if TYPE_CHECKING:
+    from uniseg3d.model.inference import ScenePrediction
+    from uniseg3d.model.postprocess import Instances
+
+REPLICA_EXCLUDED = ("undefined", "wall", "floor", "ceiling")
+"""Background classes left out of the Replica benchmark (OpenMask3D / Open3DIS use 48 object
+classes); ScanNet200 leaves out wall and floor (`SCANNET200_EXCLUDED`)."""
+INSTANCE_ID_BASE = 1000  # ScanNet's label_id * 1000 + instance encoding
+
+
+@dataclass(frozen=True)
+class PackedMasks:
+    """(K, N) boolean masks stored as bits."""
+
+    bits: np.ndarray
+    points: int
+
+    @classmethod
+    def pack(cls, masks: np.ndarray) -> PackedMasks:
+        masks = np.asarray(masks, dtype=bool)
+        return cls(np.packbits(masks, axis=1), masks.shape[1])
+
+    def unpack(self) -> np.ndarray:
+        return np.unpackbits(self.bits, axis=1, count=self.points).astype(bool)
+
+
+@dataclass(frozen=True)
+class _PackedInstances:
+    masks: PackedMasks
+    labels: np.ndarray
+    scores: np.ndarray
+
+    def unpack(self) -> InstancePredictions:
+        return InstancePredictions(self.masks.unpack(), self.labels, self.scores)
+
+
+def _pack(instances: Instances) -> _PackedInstances:
+    return _PackedInstances(PackedMasks.pack(instances.masks), np.asarray(instances.labels),
+                            np.asarray(instances.scores))
+
+
+def instance_gt(labels: np.ndarray, instance: np.ndarray) -> InstanceGT:
+    """Instance ground truth; labelled points outside every instance become void."""
+    instance = np.asarray(instance)
+    return InstanceGT(np.where(instance >= 0, labels, IGNORE_INDEX), instance)
+
+
+def instance_gt_ids(scene: Scene) -> np.ndarray:
+    """ScanNet's instance GT file values: nyu40 id * 1000 + instance number (from 1), 0 = void."""
+    if scene.num_instances >= INSTANCE_ID_BASE:
+        raise ValueError(f"{scene.scene_id}: {scene.num_instances} instances do not fit the "
+                         f"label_id * {INSTANCE_ID_BASE} + instance encoding")
+    gt = instance_gt(scene.semantic20, scene.instance)
+    nyu40 = scannet20().source_ids[np.maximum(gt.labels, 0)]
+    return np.where(gt.labels >= 0, nyu40 * INSTANCE_ID_BASE + gt.instances + 1, 0)
+
+
+def instance_labels(labels: np.ndarray, instance: np.ndarray, count: int) -> np.ndarray:
+    """(count,) label of each instance's first point (IGNORE_INDEX for an empty instance)."""
+    ids, first = np.unique(instance, return_index=True)
+    result = np.full(count, IGNORE_INDEX, dtype=np.int64)
+    result[ids[ids >= 0]] = np.asarray(labels)[first[ids >= 0]]
+    return result
+
+
+def instance_masks(instance: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """(M, N) point masks of the `chosen` instance indices, given each point's instance."""
+    return np.asarray(instance)[None, :] == np.asarray(chosen).reshape(-1, 1)
+
+
+def free_text(name: str) -> str:
+    """A raw class name as plain words ('wall-plug', 'table_lamp' -> 'wall plug', 'table lamp')."""
+    return " ".join(name.replace("-", " ").replace("_", " ").lower().split())
+
+
+def replica_vocabulary(scenes: Sequence[Scene]) -> tuple[str, ...]:
+    """The sorted union of the scenes' instance names: Replica's free-text class list."""
+    return tuple(sorted({name for scene in scenes for name in scene.instance_names}))
+
+
+def replica_subsets(names: Sequence[str], training_names: Sequence[str]
+                    ) -> dict[str, tuple[str, ...]]:
+    """The "seen" names (one of `training_names`, compared as `free_text`) and the "unseen"."""
+    seen = {free_text(name) for name in training_names}
+    return {"seen": tuple(n for n in names if free_text(n) in seen),
+            "unseen": tuple(n for n in names if free_text(n) not in seen)}
+
+
+def replica_gt(scene: Scene, names: Sequence[str]) -> InstanceGT:
+    """Instance ground truth labelled by position in `names` (the scene's instance names)."""
+    position = {name: i for i, name in enumerate(names)}
+    per_instance = np.array([position[name] for name in scene.instance_names] + [IGNORE_INDEX],
+                            dtype=np.int64)
+    return instance_gt(per_instance[scene.instance], scene.instance)
+
+
+class OpenVocabTask:
+    """Open-vocabulary instances against one class list (labels index `class_names`)."""
+
+    def __init__(self, class_names: Sequence[str],
+                 subsets: Mapping[str, Sequence[str]] | None = None,
+                 excluded: Sequence[str] = ()) -> None:
+        self.class_names = tuple(class_names)
+        self.subsets = subsets
+        self.excluded = tuple(excluded)
+        self._gts: list[InstanceGT] = []
+        self._predictions: list[_PackedInstances] = []
+
+    def __len__(self) -> int:
+        return len(self._gts)
+
+    @property
+    def evaluated_classes(self) -> tuple[str, ...]:
+        return tuple(name for name in self.class_names if name not in self.excluded)
+
+    def add(self, gt: InstanceGT, prediction: Instances) -> None:
+        self._gts.append(gt)
+        self._predictions.append(_pack(prediction))
+
+    def evaluate(self) -> dict:
+        """`evaluate_open_vocab` over every scene added."""
+        return evaluate_open_vocab(self._gts, (p.unpack() for p in self._predictions),
+                                   self.class_names, self.subsets, self.excluded)
+
+
+@dataclass(frozen=True)
+class _SceneRecord:
+    semantic20: np.ndarray  # ground truth
+    instance: np.ndarray  # ground truth
+    clicked: np.ndarray  # (Kc,) instance per click
+    described: np.ndarray  # (Kt,) instance per description
+    unique: np.ndarray  # (Kt,) whether the described instance's class is unique in the scene
+    semantic: np.ndarray
+    instances: _PackedInstances
+    panoptic: PanopticSegmentation
+    click_masks: PackedMasks
+    click_probs: np.ndarray  # (Kc,) predicted probability of the clicked object's GT class
+    text_masks: PackedMasks
+
+
+class ScanNetTasks:
+    """All six tasks on ScanNet-layout scenes (open vocabulary: the ScanNet200 classes)."""
+
+    def __init__(self) -> None:
+        self._scenes: list[_SceneRecord] = []
+        self.open_vocab = OpenVocabTask(scannet200().names, scannet200_subsets(),
+                                        SCANNET200_EXCLUDED)
+
+    def __len__(self) -> int:
+        return len(self._scenes)
+
+    def add(self, sample: Sample, prediction: ScenePrediction) -> None:
+        """One scene's evaluation sample and its prediction (ScanNet20 class indices; the
+        open-vocabulary instances labelled with ScanNet200 class indices)."""
+        scene = sample.scene
+        classes = instance_labels(scene.semantic20, scene.instance, scene.num_instances)
+        click_class = classes[sample.click_instances]
+        probs = prediction.clicks.class_probs[np.arange(len(click_class)),
+                                              np.maximum(click_class, 0)]
+        self._scenes.append(_SceneRecord(
+            semantic20=scene.semantic20, instance=scene.instance,
+            clicked=sample.click_instances, described=sample.text_instances,
+            unique=unique_targets(classes, sample.text_instances), semantic=prediction.semantic,
+            instances=_pack(prediction.instances),
+            panoptic=PanopticSegmentation(prediction.panoptic_classes, prediction.panoptic_ids),
+            click_masks=PackedMasks.pack(prediction.clicks.masks),
+            click_probs=np.where(click_class >= 0, probs, 0.0),
+            text_masks=PackedMasks.pack(prediction.texts.masks)))
+        self.open_vocab.add(instance_gt(scene.semantic200, scene.instance),
+                            prediction.open_vocab)
+
+    def evaluate(self) -> dict[str, dict]:
+        """Each task's full result (with per-class tables), keyed by task."""
+        if not self._scenes:
+            raise ValueError("no scenes to evaluate")
+        records = self._scenes
+        names = scannet20().names
+        stuff = [names.index(name) for name in STUFF_CLASSES20]
+        things = [i for i in range(len(names)) if i not in stuff]
+        gts = [instance_gt(r.semantic20, r.instance) for r in records]
+        return {
+            "semantic": evaluate_semantic((r.semantic20 for r in records),
+                                          (r.semantic for r in records), range(len(names)), names),
+            "instance": evaluate_scannet20_instances(gts, (r.instances.unpack() for r in records)),
+            "panoptic": evaluate_panoptic(
+                (PanopticSegmentation(r.semantic20, r.instance) for r in records),
+                (r.panoptic for r in records), names, stuff),
+            "interactive": evaluate_interactive(
+                (Clicks(gt, r.clicked, r.click_masks.unpack(), r.click_probs)
+                 for gt, r in zip(gts, records)), things, [names[i] for i in things]),
+            "referring": evaluate_referring(
+                (instance_masks(r.instance, r.described) for r in records),
+                (r.text_masks.unpack() for r in records), (r.unique for r in records)),
+            "open_vocab": self.open_vocab.evaluate(),
+        }
