@@ -101,6 +101,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from uniseg3d.pipelines.evaluate import run_evaluate
+
+    metrics = run_evaluate(load_params(args.params), device=args.device)
+    headline = {task: {k: v for k, v in section.items() if not isinstance(v, dict)}
+                for task, section in metrics.items() if isinstance(section, dict)
+                and task not in ("counts", "timing")}
+    print(json.dumps(headline, indent=2))
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from uniseg3d.pipelines.predict import PredictRequest, PromptError, parse_click, run_predict
 
@@ -141,6 +152,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                           args.jobs or params.prepare.jobs, args.scenes)
     elif args.target == "synth":
         result = data_bench.bench_synth(args.scenes_count, args.jobs or params.synth.jobs)
+    elif args.target == "evaluate":
+        from uniseg3d.benchmarks.evaluate_bench import bench_evaluate
+
+        result = bench_evaluate(params)
     elif args.target == "instance-ap":
         from uniseg3d.benchmarks.metrics_bench import bench_instance_ap
 
@@ -232,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     train.set_defaults(func=cmd_train)
 
+    evaluate = verbs.add_parser(
+        "evaluate", help="evaluate the trained checkpoint on all six tasks",
+        description="Run evaluate.checkpoint on the validation caches (and zero-shot on the "
+                    "Replica caches) and write metrics.json, per-class CSVs, leaderboards "
+                    "against the paper's numbers and the predictions in the ScanNet "
+                    "submission format to evaluate.out.")
+    evaluate.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
     predict = verbs.add_parser(
         "predict", help="run all six tasks on one mesh or point cloud",
         description="One forward pass on a PLY scan: semantic, instance, panoptic, interactive "
@@ -267,10 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="superpoints: vertices per second of the segmentator on one mesh. "
                     "prepare: scenes per second and peak memory per worker of a cold prepare. "
                     "synth: scenes per second of the generator. instance-ap: evaluation time of "
-                    "20 scenes x 100k points x 50 predictions. model: forward latency of the "
+                    "20 scenes x 100k points x 50 predictions. evaluate: time of the whole "
+                    "evaluate stage on the validation split. model: forward latency of the "
                     "tiny and paper configurations and training steps per second of tiny.")
     bench.add_argument("target", choices=["superpoints", "prepare", "synth", "instance-ap",
-                                          "model"], help="what to measure")
+                                          "evaluate", "model"], help="what to measure")
     bench.add_argument("--out", help="JSON file (default: benchmarks/TARGET.json)")
     bench.add_argument("--mesh", help="superpoints: PLY mesh (default: a generated room)")
     bench.add_argument("--vertices", type=_positive_int, default=100_000,
