@@ -152,6 +152,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                           args.jobs or params.prepare.jobs, args.scenes)
     elif args.target == "synth":
         result = data_bench.bench_synth(args.scenes_count, args.jobs or params.synth.jobs)
+    elif args.target == "latency":
+        from uniseg3d.benchmarks.latency import bench_latency, latency_table
+
+        result = bench_latency(params, args.config, args.points, args.scenes, args.repeats,
+                               args.device)
+        out = Path(args.out or "benchmarks/latency.json")
+        out.with_suffix(".md").parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(latency_table(result))
     elif args.target == "evaluate":
         from uniseg3d.benchmarks.evaluate_bench import bench_evaluate
 
@@ -293,9 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "synth: scenes per second of the generator. instance-ap: evaluation time of "
                     "20 scenes x 100k points x 50 predictions. evaluate: time of the whole "
                     "evaluate stage on the validation split. model: forward latency of the "
-                    "tiny and paper configurations and training steps per second of tiny.")
+                    "tiny and paper configurations and training steps per second of tiny. latency: "
+                    "per-component inference time of one scene beside the paper's table "
+                    "(JSON plus a Markdown table next to it).")
     bench.add_argument("target", choices=["superpoints", "prepare", "synth", "instance-ap",
-                                          "evaluate", "model"], help="what to measure")
+                                          "evaluate", "model", "latency"],
+                       help="what to measure")
     bench.add_argument("--out", help="JSON file (default: benchmarks/TARGET.json)")
     bench.add_argument("--mesh", help="superpoints: PLY mesh (default: a generated room)")
     bench.add_argument("--vertices", type=_positive_int, default=100_000,
@@ -305,7 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)s)")
     bench.add_argument("--raw", help="prepare: raw ScanNet-layout folder "
                        "(default: params.yaml prepare.scannet.raw)")
-    bench.add_argument("--scenes", help="prepare: text file of scene ids")
+    bench.add_argument("--scenes", help="prepare: text file of scene ids; latency: a raw "
+                       "ScanNet-layout folder whose first scene is timed (default: a "
+                       "generated room)")
+    bench.add_argument("--config", choices=["tiny", "paper"], default="tiny",
+                       help="latency: model configuration (default: %(default)s)")
+    bench.add_argument("--device", default="cpu", help="latency: cpu or cuda")
     bench.add_argument("--jobs", type=_positive_int, help="prepare, synth: worker processes")
     bench.add_argument("--scenes-count", type=_positive_int, default=100,
                        help="synth: scenes to generate (default: %(default)s)")

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from uniseg3d.model.stopwatch import NO_TIMING
+
 with warnings.catch_warnings():  # spconv 2.3 still uses the deprecated torch.cuda.amp decorators
     warnings.simplefilter("ignore", FutureWarning)
     import spconv.pytorch as spconv
@@ -139,14 +141,18 @@ class SparseUNet(nn.Module):
         return self.head(self.unet(self.stem(x)).features)
 
     def forward(self, coords: list[torch.Tensor], colors: list[torch.Tensor],
-                superpoints: list[torch.Tensor]) -> list[torch.Tensor]:
+                superpoints: list[torch.Tensor], stopwatch=NO_TIMING) -> list[torch.Tensor]:
         """Mean feature per superpoint for each scene: a list of (M_b, channels[0]) tensors."""
-        features = [point_features(c, rgb) for c, rgb in zip(coords, colors)]
-        voxels = voxelize(coords, features, self.voxel_size)
-        per_point = self.forward_voxels(voxels)[voxels.point_to_voxel]
-        pooled, start = [], 0
-        for sp in superpoints:
-            pooled.append(scatter_mean(per_point[start:start + len(sp)], sp,
-                                       int(sp.max()) + 1))
-            start += len(sp)
+        with stopwatch("voxelisation"):
+            features = [point_features(c, rgb) for c, rgb in zip(coords, colors)]
+            voxels = voxelize(coords, features, self.voxel_size)
+        with stopwatch("backbone"):
+            per_voxel = self.forward_voxels(voxels)
+        with stopwatch("superpoint pooling"):
+            per_point = per_voxel[voxels.point_to_voxel]
+            pooled, start = [], 0
+            for sp in superpoints:
+                pooled.append(scatter_mean(per_point[start:start + len(sp)], sp,
+                                           int(sp.max()) + 1))
+                start += len(sp)
         return pooled

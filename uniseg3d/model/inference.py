@@ -9,6 +9,7 @@ import torch
 
 from uniseg3d.model.postprocess import (Instances, PromptMasks, instances, panoptic,
                                         prompt_masks, semantic_labels)
+from uniseg3d.model.stopwatch import NO_TIMING
 from uniseg3d.model.targets import STUFF_IDS
 from uniseg3d.model.uniseg3d import SceneInput, UniSeg3D
 
@@ -26,20 +27,27 @@ class ScenePrediction:
 
 @torch.no_grad()
 def predict_scene(model: UniSeg3D, scene: SceneInput, class_embeddings: torch.Tensor,
-                  open_vocab_embeddings: torch.Tensor | None = None,
-                  top_k: int = 100) -> ScenePrediction:
-    """All six tasks from a single forward pass of `model` (in eval mode)."""
+                  open_vocab_embeddings: torch.Tensor | None = None, top_k: int = 100,
+                  stopwatch=NO_TIMING) -> ScenePrediction:
+    """All six tasks from a single forward pass of `model` (in eval mode); `stopwatch` times
+    each component and each task's post-processing."""
     model.eval()
-    out = model([scene])[0]
+    out = model([scene], stopwatch=stopwatch)[0]
     generic = out.part("generic")
     sp = scene.superpoints
-    things = torch.ones(class_embeddings.shape[0], dtype=torch.bool)
+    things = torch.ones(class_embeddings.shape[0], dtype=torch.bool, device=sp.device)
     things[list(STUFF_IDS)] = False
-    semantic = semantic_labels(generic, class_embeddings, sp)
-    inst = instances(generic, class_embeddings, sp, allowed=things.to(sp.device), top_k=top_k)
-    pan_classes, pan_ids = panoptic(semantic, inst)
-    open_vocab = None if open_vocab_embeddings is None else \
-        instances(generic, open_vocab_embeddings, sp, top_k=top_k)
-    return ScenePrediction(semantic, inst, pan_classes, pan_ids,
-                           prompt_masks(out.part("click"), class_embeddings, sp),
-                           prompt_masks(out.part("text"), class_embeddings, sp), open_vocab)
+    with stopwatch("post-processing: semantic"):
+        semantic = semantic_labels(generic, class_embeddings, sp)
+    with stopwatch("post-processing: instance"):
+        inst = instances(generic, class_embeddings, sp, allowed=things, top_k=top_k)
+    with stopwatch("post-processing: panoptic"):
+        pan_classes, pan_ids = panoptic(semantic, inst)
+    with stopwatch("post-processing: interactive"):
+        clicks = prompt_masks(out.part("click"), class_embeddings, sp)
+    with stopwatch("post-processing: referring"):
+        texts = prompt_masks(out.part("text"), class_embeddings, sp)
+    with stopwatch("post-processing: open vocabulary"):
+        open_vocab = None if open_vocab_embeddings is None else \
+            instances(generic, open_vocab_embeddings, sp, top_k=top_k)
+    return ScenePrediction(semantic, inst, pan_classes, pan_ids, clicks, texts, open_vocab)

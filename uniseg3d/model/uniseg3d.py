@@ -10,6 +10,7 @@ from torch import nn
 from uniseg3d.config import ModelConfig
 from uniseg3d.model.backbone import SparseUNet
 from uniseg3d.model.decoder import QueryPredictions, UnifiedDecoder
+from uniseg3d.model.stopwatch import NO_TIMING
 
 
 @dataclass
@@ -63,14 +64,16 @@ class UniSeg3D(nn.Module):
         count = max(1, min(cap, round(ratio * num_superpoints)))
         return torch.randperm(num_superpoints, generator=generator)[:count].sort().values
 
-    def forward(self, scenes: list[SceneInput], generator: torch.Generator | None = None
-                ) -> list[SceneOutput]:
+    def forward(self, scenes: list[SceneInput], generator: torch.Generator | None = None,
+                stopwatch=NO_TIMING) -> list[SceneOutput]:
         features = self.backbone([s.coords for s in scenes], [s.colors for s in scenes],
-                                 [s.superpoints for s in scenes])
+                                 [s.superpoints for s in scenes], stopwatch)
         outputs = []
-        for scene, sp_features in zip(scenes, features):
-            generic = self.generic_queries(len(sp_features), generator).to(sp_features.device)
-            clicks = scene.superpoints[scene.click_points]
-            layers = self.decoder(sp_features, generic, clicks, scene.text_embeddings)
-            outputs.append(SceneOutput(layers, generic, len(clicks), len(scene.text_embeddings)))
+        with stopwatch("decoder"):
+            for scene, sp_features in zip(scenes, features):
+                generic = self.generic_queries(len(sp_features), generator).to(sp_features.device)
+                clicks = scene.superpoints[scene.click_points]
+                layers = self.decoder(sp_features, generic, clicks, scene.text_embeddings)
+                outputs.append(SceneOutput(layers, generic, len(clicks),
+                                           len(scene.text_embeddings)))
         return outputs
