@@ -25,7 +25,8 @@ from uniseg3d.model.inference import predict_scene
 from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.text_encoder import class_embeddings
 from uniseg3d.pipelines.train import load_trained_model
-from uniseg3d.reports.palette import SCANNET20_COLORS, color_labels, color_masks, distinct_colors
+from uniseg3d.reports.palette import (SCANNET20_COLORS, color_labels, color_masks,
+                                      distinct_colors, panoptic_colors)
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,7 @@ def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
         "semantic": color_labels(prediction.semantic, SCANNET20_COLORS),
         "instance": color_labels(instance_ids, distinct_colors(max(1, len(
             prediction.instances.masks)))),
-        "panoptic": np.where((prediction.panoptic_ids >= 0)[:, None],
-                             color_labels(prediction.panoptic_ids, distinct_colors(64, seed=3)),
-                             color_labels(prediction.panoptic_classes, SCANNET20_COLORS)),
+        "panoptic": panoptic_colors(prediction.panoptic_classes, prediction.panoptic_ids),
         "interactive": color_masks(prediction.clicks.masks, mesh.colors),
         "referring": color_masks(prediction.texts.masks, mesh.colors),
         "open_vocabulary": color_masks(prediction.open_vocab.masks, mesh.colors),

@@ -34,6 +34,15 @@ def color_labels(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return colors
 
 
+THING_COLORS = distinct_colors(64, seed=3)
+
+
+def panoptic_colors(classes: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Things (id >= 0) in one colour per instance, stuff in its ScanNet20 class colour."""
+    return np.where((ids >= 0)[:, None], color_labels(ids, THING_COLORS),
+                    color_labels(classes, SCANNET20_COLORS))
+
+
 def color_masks(masks: np.ndarray, base: np.ndarray) -> np.ndarray:
     """Paint each (K, N) mask in its own colour over a dimmed copy of `base` colours; later
     masks win where masks overlap."""
