@@ -85,9 +85,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from uniseg3d.pipelines.train import train, with_overrides
+    from uniseg3d.pipelines.ray_train import RayError, run_ray_train
+    from uniseg3d.pipelines.train import with_overrides
 
-    params = load_params(args.params)
+    params = _with_ray_overrides(load_params(args.params), args)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("out", args.out),
                                    ("fine_tune_epochs", args.fine_tune_epochs)) if v is not None}
     params = with_overrides(params, **overrides)
@@ -96,8 +97,38 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         params = dataclasses.replace(params, model=dataclasses.replace(params.model,
                                                                        config=args.config))
-    result = train(params, resume=args.resume, device=args.device)
+    try:
+        result = run_ray_train(params, params.ray, resume=args.resume)
+    except RayError as error:
+        log.error("%s", error)
+        return 2
     log.info("checkpoints: %s (last), %s (best)", result.last, result.best)
+    return 0
+
+
+def _with_ray_overrides(params, args: argparse.Namespace):
+    import dataclasses
+
+    changes = {k: v for k, v in (("address", args.address),
+                                 ("num_workers", getattr(args, "workers", None)))
+               if v is not None}
+    return dataclasses.replace(params, ray=dataclasses.replace(params.ray, **changes))
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from uniseg3d.pipelines.ray_train import RayError
+    from uniseg3d.pipelines.sweep import run_sweep
+
+    params = _with_ray_overrides(load_params(args.params), args)
+    sweep = params.sweep if args.out is None else dataclasses.replace(params.sweep, out=args.out)
+    try:
+        summary = run_sweep(params, sweep, params.ray)
+    except RayError as error:
+        log.error("%s", error)
+        return 2
+    print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
@@ -109,6 +140,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 for task, section in metrics.items() if isinstance(section, dict)
                 and task not in ("counts", "timing")}
     print(json.dumps(headline, indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from uniseg3d.reports.report import build_report
+
+    result = build_report(load_params(args.params), Path(args.out), args.scenes,
+                          sweep_dir=Path(args.sweep), latency_file=Path(args.latency),
+                          device=args.device)
+    for what in result["missing"]:
+        log.warning("report: missing %s", what)
+    log.info("wrote %s and %s", result["html"], result["markdown"])
     return 0
 
 
@@ -242,18 +285,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = verbs.add_parser(
         "train", help="train UniSeg3D on the prepared caches",
-        description="Train the model (params.yaml sections model, text, loss, prompts, train): "
-                    "AdamW with a poly schedule, gradient clipping and augmentations; a "
-                    "checkpoint per epoch (last.pt, best.pt) and history.json in train.out.")
+        description="Train the model through Ray Train (params.yaml sections model, text, "
+                    "loss, prompts, train, ray): AdamW with a poly schedule, gradient clipping "
+                    "and augmentations; one or more DDP workers (gloo on CPU, NCCL on GPU); a "
+                    "checkpoint per epoch; a crashed worker resumes from the last one. Writes "
+                    "last.pt, best.pt and history.json to train.out.")
     train.add_argument("--config", choices=["tiny", "paper"], help="model configuration")
     train.add_argument("--epochs", type=_positive_int, help="training epochs")
     train.add_argument("--fine-tune-epochs", type=int,
                        help="second stage from best.pt at lr and weight decay x 0.001")
     train.add_argument("--out", help="run folder (default: params train.out)")
     train.add_argument("--resume", action="store_true",
-                       help="continue from <out>/last.pt (same parameters)")
-    train.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+                       help="continue the interrupted run from its last epoch")
+    train.add_argument("--address", help="join this Ray cluster ('auto' or HOST:PORT; default: "
+                       "params ray.address, null = a local Ray)")
+    train.add_argument("--workers", type=_positive_int,
+                       help="Ray Train workers (default: params ray.num_workers)")
     train.set_defaults(func=cmd_train)
+
+    sweep = verbs.add_parser(
+        "sweep", help="Ray Tune sweep of lambda and the click strategies",
+        description="Train and evaluate one model per point of the search space in params.yaml "
+                    "(section 'sweep': lambdas, train_clicks, eval_clicks; grid or random "
+                    "search; optional ASHA early stopping). Writes results.csv (one row per "
+                    "trial, every task metric), best.json and sweep_plot_data.json.")
+    sweep.add_argument("--address", help="join this Ray cluster (default: params ray.address)")
+    sweep.add_argument("--out", help="output folder (default: params sweep.out)")
+    sweep.set_defaults(func=cmd_sweep)
 
     evaluate = verbs.add_parser(
         "evaluate", help="evaluate the trained checkpoint on all six tasks",
@@ -263,6 +321,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "submission format to evaluate.out.")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    report = verbs.add_parser(
+        "report", help="the HTML/Markdown report of every stage's results",
+        description="Write OUT/index.html and OUT/report.md: headline numbers beside the "
+                    "paper's, leaderboards, per-task and per-class metrics, training curves, the "
+                    "sweep, the latency breakdown, and ground truth beside prediction (PNG + "
+                    "PLY) for a few validation scenes. A section whose input is missing names "
+                    "the command that writes it.")
+    report.add_argument("--out", default="reports", help="report folder (default: %(default)s)")
+    report.add_argument("--scenes", type=int, default=3,
+                        help="validation scenes to render (0: none; default: %(default)s)")
+    report.add_argument("--sweep", default="reports/sweep",
+                        help="the sweep's output folder (default: %(default)s)")
+    report.add_argument("--latency", default="benchmarks/latency.json",
+                        help="bench latency JSON (default: %(default)s)")
+    report.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    report.set_defaults(func=cmd_report)
 
     predict = verbs.add_parser(
         "predict", help="run all six tasks on one mesh or point cloud",

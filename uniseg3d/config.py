@@ -177,6 +177,33 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """Where and how widely Ray runs (params.yaml section `ray`)."""
+
+    address: str | None = None  # None: a local Ray on this machine; "auto" / "HOST:PORT": join
+    num_workers: int = 1  # training workers (one process each; one GPU each with use_gpu)
+    cpus_per_worker: int = 2  # CPUs reserved per worker, also its torch thread count
+    use_gpu: bool = False  # True: one GPU per worker and NCCL; False: CPU and gloo
+    max_failures: int = 1  # worker crashes survived per run, each resumed from the last epoch
+    storage: str = "runs/ray"  # Ray's run folders (checkpoints per epoch, trial folders)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The search space and how it is searched (params.yaml section `sweep`)."""
+
+    lambdas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)  # loss.lambda_inter values
+    train_clicks: tuple[str, ...] = ("center", "rd0.5", "rd1.0", "random", "agile")
+    eval_clicks: tuple[str, ...] = ("center",)  # center | random | agile | rd | rd<value>
+    search: str = "grid"  # grid: every combination | random: num_samples draws
+    num_samples: int = 4  # random search: trials
+    scheduler: str = "none"  # none | asha (stops trials early on the validation loss)
+    epochs: int = 2  # training epochs per trial
+    cpus_per_trial: int = 1  # CPUs (torch threads) per trial; trials in parallel = CPUs // this
+    out: str = "reports/sweep"
+
+
+@dataclass(frozen=True)
 class Params:
     """Everything in `params.yaml`."""
 
@@ -189,6 +216,8 @@ class Params:
     prompts: PromptConfig = field(default_factory=PromptConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def _build(cls: type, data: object, where: str):

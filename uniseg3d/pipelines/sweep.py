@@ -1,0 +1,270 @@
+"""The `sweep` stage: the paper's ablations as a Ray Tune experiment.
+
+The search space (params.yaml section `sweep`) spans lambda (`loss.lambda_inter`, the weight of
+the distillation and contrastive terms), the training click strategy and the evaluation click
+strategy; a strategy is `center`, `random`, `agile`, `rd` (at `prompts.rd`) or `rd<value>`
+(`rd0.5`: rd at 0.5). `grid` tries every combination, `random` draws `num_samples` of them
+(seeded by `train.seed`). Each trial trains one worker in its own process for `sweep.epochs`
+epochs (the epoch loop of `ray_train.fit`, reporting every epoch, so the optional ASHA
+scheduler can stop weak trials early on the validation loss), then evaluates its `best.pt` on
+every task (`run_evaluate`, with the trial's evaluation clicks) and reports every metric and
+the paper's "Overall": the mean of the six headline metrics. As many trials run at once as
+`sweep.cpus_per_trial` fits into Ray's CPUs.
+
+Outputs in `sweep.out`: `results.csv` (one row per trial: its configuration, status, final
+losses, Overall and every task metric), `best.json` (the configuration with the best Overall)
+and `sweep_plot_data.json` (each headline metric and Overall against each axis, for the
+report's plots). Trial folders (checkpoints, evaluation outputs) stay in `<ray.storage>/sweep`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from uniseg3d.config import ConfigError, Params, RayConfig, SweepConfig
+from uniseg3d.datasets.clicks import STRATEGIES
+from uniseg3d.pipelines.ray_train import (
+    Request, SceneSet, WorkerSession, absolute_paths, epoch_score, fit, ray_session, scene_sets,
+    worker_logging)
+
+if TYPE_CHECKING:
+    from ray.tune import ResultGrid
+
+log = logging.getLogger(__name__)
+
+SWEEP_NAME = "sweep"
+RESULTS_FILE = "results.csv"
+BEST_FILE = "best.json"
+PLOT_DATA_FILE = "sweep_plot_data.json"
+AXES = ("lambda_inter", "train_click", "eval_click")
+# The paper's six headline numbers (the first column of each task's leaderboard): their mean is
+# its "Overall".
+HEADLINE = ("panoptic_pq", "semantic_miou", "instance_ap", "interactive_click_ap",
+            "referring_miou", "open_vocab_ap")
+NOT_METRICS = ("dataset", "counts", "timing")  # sections of metrics.json that are not tasks
+
+
+def click_prompts(params: Params, spec: str, training: bool) -> Params:
+    """`params` with the training (or evaluation) click strategy set from `spec`."""
+    strategy, value = (spec[:2], spec[2:]) if spec.startswith("rd") else (spec, "")
+    if strategy not in STRATEGIES or (value and strategy != "rd"):
+        raise ConfigError(f"sweep: unknown click strategy {spec!r}: expected one of "
+                          f"{', '.join(STRATEGIES)} or rd<value> such as rd0.5")
+    try:
+        rd = float(value) if value else params.prompts.rd
+    except ValueError:
+        raise ConfigError(f"sweep: click strategy {spec!r}: {value!r} is not a number") from None
+    field = "train_click" if training else "eval_click"
+    return replace(params, prompts=replace(params.prompts, rd=rd, **{field: strategy}))
+
+
+def flatten_metrics(metrics: dict) -> dict[str, float]:
+    """The numbers of `run_evaluate`'s result as flat `task_metric` keys (nested subsets
+    joined by '_'; null as NaN), with `overall`."""
+    flat: dict[str, float] = {}
+
+    def walk(prefix: str, node: dict) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}_{key}", value)
+            elif value is None or isinstance(value, (int, float)):
+                flat[f"{prefix}_{key}"] = math.nan if value is None else float(value)
+
+    for task, section in metrics.items():
+        if task not in NOT_METRICS and isinstance(section, dict):
+            walk(task, section)
+    flat["overall"] = float(np.mean([flat.get(key, math.nan) for key in HEADLINE]))
+    return flat
+
+
+def trial_params(params: Params, config: dict, sweep_cfg: SweepConfig, trial_dir: Path
+                 ) -> tuple[Params, Params]:
+    """The trial's training parameters and its evaluation parameters."""
+    params = replace(
+        params, loss=replace(params.loss, lambda_inter=float(config["lambda_inter"])),
+        train=replace(params.train, epochs=sweep_cfg.epochs, fine_tune_epochs=0,
+                      threads=sweep_cfg.cpus_per_trial, out=str(trial_dir / "train")))
+    trained = click_prompts(params, config["train_click"], training=True)
+    evaluated = click_prompts(params, config["eval_click"], training=False)
+    evaluated = replace(evaluated, evaluate=replace(
+        evaluated.evaluate, checkpoint=str(trial_dir / "train" / "best.pt"),
+        out=str(trial_dir / "eval")))
+    return trained, evaluated
+
+
+def run_trial(config: dict, params: Params, sweep_cfg: SweepConfig, train_set: SceneSet,
+              val_set: SceneSet, trials: str) -> None:
+    """One Tune trial: train (reporting every epoch), evaluate, report every metric; its
+    checkpoints and evaluation outputs go to `<trials>/<trial id>/{train,eval}`."""
+    from ray import tune
+
+    from uniseg3d.pipelines.evaluate import run_evaluate
+
+    worker_logging()
+    trial_dir = Path(trials) / tune.get_context().get_trial_id()
+    train_params, eval_params = trial_params(params, config, sweep_cfg, trial_dir)
+    workdir = Path(train_params.train.out)
+    workdir.mkdir(parents=True, exist_ok=True)
+    session = WorkerSession(
+        report=lambda metrics, folder: tune.report(
+            metrics, checkpoint=tune.Checkpoint.from_directory(folder)),
+        checkpoint=tune.get_checkpoint(), threads=sweep_cfg.cpus_per_trial)
+    history = fit(train_params, session, train_set, val_set, workdir)
+    metrics = flatten_metrics(run_evaluate(eval_params, progress=False))
+    tune.report({**history[-1], "score": epoch_score(history[-1]), "evaluation": metrics})
+
+
+def search_space(sweep_cfg: SweepConfig) -> dict:
+    """Tune's param_space: every axis a grid_search (grid) or a uniform choice (random)."""
+    from ray import tune
+
+    draw = tune.grid_search if sweep_cfg.search == "grid" else tune.choice
+    return {name: draw(list(values)) for name, values in _axes(sweep_cfg).items()}
+
+
+def _axes(sweep_cfg: SweepConfig) -> dict[str, tuple]:
+    return dict(zip(AXES, (sweep_cfg.lambdas, sweep_cfg.train_clicks, sweep_cfg.eval_clicks)))
+
+
+def _check(params: Params, sweep_cfg: SweepConfig) -> None:
+    """Refuse a malformed sweep before Ray starts."""
+    if sweep_cfg.search not in ("grid", "random"):
+        raise ConfigError(f"sweep.search: expected grid or random, found {sweep_cfg.search!r}")
+    if sweep_cfg.scheduler not in ("none", "asha"):
+        raise ConfigError(f"sweep.scheduler: expected none or asha, found "
+                          f"{sweep_cfg.scheduler!r}")
+    if sweep_cfg.epochs < 1 or sweep_cfg.cpus_per_trial < 1 or sweep_cfg.num_samples < 1:
+        raise ConfigError("sweep.epochs, sweep.cpus_per_trial and sweep.num_samples must be "
+                          ">= 1")
+    for name, values in _axes(sweep_cfg).items():
+        if not values:
+            raise ConfigError(f"sweep: no values for {name}")
+    for spec in {*sweep_cfg.train_clicks, *sweep_cfg.eval_clicks}:
+        click_prompts(params, spec, training=True)
+
+
+def results_table(results: ResultGrid, trials: Path) -> pd.DataFrame:
+    """One row per trial of a Tune `ResultGrid`: configuration, status, final losses, Overall,
+    every task metric and the trial's folder (under `trials`)."""
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        evaluation = metrics.get("evaluation", {})
+        status = "error" if result.error is not None else \
+            "completed" if evaluation else "stopped"
+        trial = metrics.get("trial_id", Path(result.path).name)
+        rows.append({"trial": trial, "status": status,
+                     **{axis: result.config[axis] for axis in AXES},
+                     "epochs": metrics.get("epoch", -1) + 1,
+                     **{key: metrics[key] for key in ("train_total", "val_total")
+                        if key in metrics},
+                     "overall": evaluation.get("overall", math.nan),
+                     **{key: value for key, value in evaluation.items() if key != "overall"},
+                     "folder": str(trials / trial),
+                     "error": "" if result.error is None else
+                     str(result.error).strip().partition("\n")[0]})
+    return pd.DataFrame(rows).sort_values(list(AXES), kind="stable").reset_index(drop=True)
+
+
+def best_configuration(table: pd.DataFrame) -> dict:
+    """The trial with the best Overall (NaN never wins)."""
+    scored = table[np.isfinite(table["overall"].astype(float))]
+    if scored.empty:
+        return {"trial": None, "reason": "no trial finished its evaluation with a finite Overall"}
+    row = scored.loc[scored["overall"].astype(float).idxmax()]
+    return {"trial": row["trial"], **{axis: _plain(row[axis]) for axis in AXES},
+            "overall": float(row["overall"]),
+            **{key: _json_number(row.get(key)) for key in HEADLINE},
+            "checkpoint": str(Path(row["folder"]) / "train" / "best.pt")}
+
+
+def _plain(value):
+    """A numpy scalar as the Python value (for JSON)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _json_number(value) -> float | None:
+    return None if value is None or not np.isfinite(float(value)) else float(value)
+
+
+def plot_data(table: pd.DataFrame) -> dict:
+    """For each axis: its values and, per headline metric and Overall, the mean over the
+    finished trials at each value (null where none)."""
+    done = table[table["status"] == "completed"]
+    data = {}
+    for axis in AXES:
+        values = sorted(table[axis].unique().tolist())  # plain Python values
+        data[axis] = {"x": values, "series": {
+            metric: [_json_number(done.loc[done[axis] == value, metric].astype(float).mean())
+                     if metric in done and (done[axis] == value).any() else None
+                     for value in values]
+            for metric in (*HEADLINE, "overall")}}
+    return data
+
+
+def write_outputs(table: pd.DataFrame, out: Path) -> dict:
+    """`results.csv`, `best.json` and `sweep_plot_data.json` in `out`; returns the best."""
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / RESULTS_FILE, index=False)
+    best = best_configuration(table)
+    (out / BEST_FILE).write_text(json.dumps(best, indent=2) + "\n", encoding="utf-8")
+    (out / PLOT_DATA_FILE).write_text(json.dumps(plot_data(table), indent=2) + "\n",
+                                      encoding="utf-8")
+    return best
+
+
+def run_sweep(params: Params, sweep_cfg: SweepConfig, ray_cfg: RayConfig) -> dict:
+    """Run the sweep; write `results.csv`, `best.json` and `sweep_plot_data.json` to
+    `sweep.out`. Returns {"trials", "completed", "best", "out"}."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    _check(params, sweep_cfg)
+    train_set, val_set = scene_sets(params)
+    storage = Path(ray_cfg.storage).resolve()
+    shutil.rmtree(storage / SWEEP_NAME, ignore_errors=True)
+    trials = storage / SWEEP_NAME / "trials"
+    cpus = sweep_cfg.cpus_per_trial
+    with ray_session(ray_cfg.address, Request("sweep trials", 1, cpus, 0,
+                                              "sweep.cpus_per_trial")):
+        import ray
+
+        parallel = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus)
+        scheduler = ASHAScheduler(max_t=sweep_cfg.epochs + 1, grace_period=1) \
+            if sweep_cfg.scheduler == "asha" else None  # + 1: the evaluation's report
+        trainable = tune.with_parameters(run_trial, params=absolute_paths(params),
+                                         sweep_cfg=sweep_cfg, train_set=train_set,
+                                         val_set=val_set, trials=str(trials))
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": cpus}),
+            param_space=search_space(sweep_cfg),
+            tune_config=tune.TuneConfig(
+                metric="score", mode="min", scheduler=scheduler,
+                num_samples=sweep_cfg.num_samples if sweep_cfg.search == "random" else 1,
+                max_concurrent_trials=parallel,
+                search_alg=BasicVariantGenerator(random_state=params.train.seed)),
+            run_config=tune.RunConfig(
+                name=SWEEP_NAME, storage_path=str(storage), verbose=0,
+                failure_config=tune.FailureConfig(max_failures=ray_cfg.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+        log.info("sweep: up to %d trials at once, %d CPU(s) each", parallel, cpus)
+        results = tuner.fit()
+    table = results_table(results, trials)
+    best = write_outputs(table, Path(sweep_cfg.out))
+    completed = int((table["status"] == "completed").sum())
+    for _, row in table[table["status"] == "error"].iterrows():
+        log.warning("trial %s (%s) failed: %s", row["trial"],
+                    ", ".join(f"{axis}={row[axis]}" for axis in AXES), row["error"])
+    log.info("sweep: %d trials, %d completed; best %s -> %s", len(table), completed, best,
+             sweep_cfg.out)
+    return {"trials": len(table), "completed": completed, "best": best, "out": sweep_cfg.out}
