@@ -102,3 +102,21 @@ def test_unet_pools_per_superpoint_and_is_deterministic():
         b = net([coords], [colors], [sp])[0]
     assert a.shape == (40, 8)
     assert torch.equal(a, b)
+
+
+def test_no_voxel_is_lost_at_odd_grid_boundaries():
+    # a scene whose grid is 3 voxels wide: an unpadded 3-wide grid would drop the last row in
+    # the stride-2 convolution, so a scene alone and the same scene beside a larger one differ
+    torch.manual_seed(0)
+    net = SparseUNet(channels=(4, 8, 8), blocks=1).eval()
+    small = torch.tensor([[0.0, 0, 0], [0.02, 0, 0], [0.045, 0, 0], [0.045, 0.01, 0.0]])
+    large = torch.rand(200, 3) * 1.0
+    colors = [torch.randint(0, 256, (len(small), 3), dtype=torch.uint8),
+              torch.randint(0, 256, (len(large), 3), dtype=torch.uint8)]
+    sp = [torch.arange(len(small)), torch.zeros(len(large), dtype=torch.long)]
+    voxels = voxelize([small], [point_features(small, colors[0])], 0.02)
+    assert all(s % 32 == 0 for s in voxels.spatial_shape)
+    with torch.no_grad():
+        alone = net([small], colors[:1], sp[:1])[0]
+        batched = net([small, large], colors, sp)[0]
+    torch.testing.assert_close(alone, batched, rtol=1e-5, atol=1e-6)

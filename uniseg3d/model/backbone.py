@@ -30,6 +30,9 @@ def conv_algorithm(device: str | torch.device) -> spconv.ConvAlgo:
         else spconv.ConvAlgo.Native
 
 
+GRID_MULTIPLE = 32
+
+
 @dataclass
 class Voxels:
     """A batch of voxelised point clouds."""
@@ -60,6 +63,9 @@ def voxelize(coords: list[torch.Tensor], features: list[torch.Tensor], voxel_siz
     keys = []
     grid = [torch.floor((c - c.min(0).values) / voxel_size).long() for c in coords]
     shape = torch.stack([g.max(0).values for g in grid]).max(0).values + 1
+    # a stride-2 convolution drops the last row of an odd-sized grid: pad the grid to a multiple
+    # of 2^5 (enough for six levels) so that no voxel is lost however many scenes share a batch
+    shape = (shape + GRID_MULTIPLE - 1) // GRID_MULTIPLE * GRID_MULTIPLE
     for b, g in enumerate(grid):
         keys.append(torch.cat([torch.full((len(g), 1), b, dtype=torch.long), g], 1))
     keys = torch.cat(keys)
