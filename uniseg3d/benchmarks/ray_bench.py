@@ -10,6 +10,7 @@ import dataclasses
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from uniseg3d.benchmarks.data_bench import machine
@@ -17,14 +18,14 @@ from uniseg3d.config import Params, RayConfig, SweepConfig
 from uniseg3d.datasets.loader import read_scene_list, read_split
 from uniseg3d.pipelines.ray_train import Request, available_cores, ray_session, run_ray_train
 from uniseg3d.pipelines.sweep import run_sweep
-from uniseg3d.pipelines.train import train, with_overrides
+from uniseg3d.pipelines.train import TrainResult, train, with_overrides
 
 
 def _epoch_seconds(history: list[dict]) -> float:
     return sum(record["seconds"] for record in history)
 
 
-def _timed(run) -> tuple[float, list[dict]]:
+def _timed(run: Callable[[], TrainResult]) -> tuple[float, list[dict]]:
     start = time.perf_counter()
     history = run().history
     return time.perf_counter() - start, history

@@ -179,6 +179,7 @@ class SceneSet:
 
     @classmethod
     def of(cls, scenes: list[Scene]) -> SceneSet:
+        """Scenes already in memory (they travel to the workers with the run's config)."""
         return cls(ids=tuple(s.scene_id for s in scenes), scenes=dict(enumerate(scenes)))
 
     @classmethod
