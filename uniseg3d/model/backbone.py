@@ -59,19 +59,23 @@ def point_features(coords: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
 
 def voxelize(coords: list[torch.Tensor], features: list[torch.Tensor], voxel_size: float
              ) -> Voxels:
-    """Voxelise several scenes into one sparse batch (voxel grid anchored at each scene's min)."""
-    keys = []
+    """Voxelise several scenes into one sparse batch (voxel grid anchored at each scene's min).
+
+    Voxels are found by one 1-D `torch.unique` over linear keys ((b * X + x) * Y + y) * Z + z,
+    whose numeric order is the lexicographic order of (b, x, y, z)."""
     grid = [torch.floor((c - c.min(0).values) / voxel_size).long() for c in coords]
     shape = torch.stack([g.max(0).values for g in grid]).max(0).values + 1
     # a stride-2 convolution drops the last row of an odd-sized grid: pad the grid to a multiple
     # of 2^5 (enough for six levels) so that no voxel is lost however many scenes share a batch
     shape = (shape + GRID_MULTIPLE - 1) // GRID_MULTIPLE * GRID_MULTIPLE
-    for b, g in enumerate(grid):
-        keys.append(torch.cat([torch.full((len(g), 1), b, dtype=torch.long), g], 1))
-    keys = torch.cat(keys)
-    unique, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    sx, sy, sz = (int(v) for v in shape.tolist())
+    keys = torch.cat([((b * sx + g[:, 0]) * sy + g[:, 1]) * sz + g[:, 2]
+                      for b, g in enumerate(grid)])
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    indices = torch.stack([unique // (sx * sy * sz), unique // (sy * sz) % sx,
+                           unique // sz % sy, unique % sz], 1)
     feats = scatter_mean(torch.cat(features), inverse, len(unique))
-    return Voxels(feats, unique.int(), inverse, [int(s) for s in shape.tolist()], len(coords))
+    return Voxels(feats, indices.int(), inverse, [sx, sy, sz], len(coords))
 
 
 class ResidualBlock(spconv.SparseModule):
