@@ -27,12 +27,12 @@ from uniseg3d.model.criterion import Criterion
 from uniseg3d.model.text_encoder import class_embeddings
 from uniseg3d.pipelines import ray_train
 from uniseg3d.pipelines.prepare import prepare_dataset
-from uniseg3d.pipelines.ray_train import DDP_KWARGS, RayError, epoch_shard, run_ray_train
+from uniseg3d.pipelines.ray_train import DDP_KWARGS, RayError, run_ray_train
 from uniseg3d.pipelines.sweep import HEADLINE, click_prompts, flatten_metrics, run_sweep
 from uniseg3d.pipelines.synth import run_synth
 from uniseg3d.pipelines.train import (
-    build_model, class_prompt_names, forward_losses, load_trained_model, make_text_encoder,
-    train)
+    build_model, class_prompt_names, epoch_shard, forward_losses, load_trained_model,
+    make_text_encoder, train)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 
@@ -111,7 +111,8 @@ def crash_once_at_epoch_1(marker: Path, calls: Path):
     """A train_loop_per_worker whose run_epoch logs each epoch to `calls` and raises at epoch 1
     while `marker` exists (deleting it: once)."""
     def loop(config):
-        from uniseg3d.pipelines import ray_train as module
+        from uniseg3d.pipelines import ray_train
+        from uniseg3d.pipelines import train as module
 
         real_run_epoch = module.run_epoch
 
@@ -125,7 +126,7 @@ def crash_once_at_epoch_1(marker: Path, calls: Path):
 
         module.run_epoch = run_epoch
         try:
-            module.train_loop_per_worker(config)
+            ray_train.train_loop_per_worker(config)
         finally:
             module.run_epoch = real_run_epoch
 

@@ -5,16 +5,12 @@
 via Ray's `prepare_model`) and copies the final checkpoints to `train.out` (`last.pt`, `best.pt`,
 `history.json`: the files `train()` writes), so downstream stages do not see a difference.
 
-`fit` is the epoch loop of a worker. It calls `train.run_epoch` on the worker's shard of the
-training scenes: every epoch a permutation seeded by (seed, epoch), padded to a multiple of the
-world size and dealt out like torch's `DistributedSampler`, so the shards together hold every
-scene (a few twice when the count does not divide); with one worker the shard is every scene in
-order and the run repeats `train()` exactly. Training losses and the validation loss are averaged
-over the workers. After every epoch the worker writes `last.pt` / `best.pt` (the `save_checkpoint`
-format, so `load_trained_model` reads them) to its own folder and reports the epoch's metrics
-with that folder as a `ray.train.Checkpoint`. A restarted worker (`FailureConfig.max_failures`)
-or a resumed run (`resume=True`: the same run name and storage, which Ray Train restores from)
-starts from the latest reported checkpoint, history included.
+Each worker runs `train.fit`, the one epoch loop, on its shard of the training scenes (with one
+worker: every scene, so the run repeats `train.train()` exactly). After every epoch the worker
+writes `last.pt` / `best.pt` to its own folder and reports the epoch's metrics with that folder
+as a `ray.train.Checkpoint`. A restarted worker (`FailureConfig.max_failures`) or a resumed run
+(`resume=True`: the same run name and storage, which Ray Train restores from) starts from the
+latest reported checkpoint, history included.
 
 Ray is always shut down when `run_ray_train` started it, on success, error or Ctrl-C. Resource
 problems are reported before anything starts, naming the params.yaml keys to change.
@@ -29,27 +25,16 @@ import os
 import shutil
 import socket
 import tempfile
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-import torch.distributed as dist
-
 from uniseg3d.config import Params, RayConfig
-from uniseg3d.datasets.cache import cached_scene_ids
-from uniseg3d.datasets.classes import scannet20
-from uniseg3d.datasets.loader import read_scene_list, read_split
 from uniseg3d.datasets.scene import Scene
-from uniseg3d.model.criterion import Criterion
-from uniseg3d.model.text_encoder import class_embeddings
 from uniseg3d.pipelines.train import (
-    CHECKPOINT_BEST, CHECKPOINT_LAST, HISTORY_FILE, TrainResult, _stages, build_model,
-    class_prompt_names, load_checkpoint, make_text_encoder, poly_schedule, run_epoch,
-    save_checkpoint, validation_loss)
+    CHECKPOINT_BEST, CHECKPOINT_LAST, HISTORY_FILE, TrainResult, WorkerSession, fit,
+    load_checkpoint, scene_sets)
 
 if TYPE_CHECKING:
     from ray.train import Checkpoint
@@ -165,64 +150,7 @@ def ray_session(address: str | None, request: Request) -> Iterator[None]:
             ray.shutdown()
 
 
-# ----------------------------------------------------------------------- scenes and sharding
-
-
-@dataclass
-class SceneSet:
-    """Training or validation scenes: held in memory, or read from a cache folder when a worker
-    first needs them (so a worker reads its shards, not the whole split)."""
-
-    cache: str | None = None
-    ids: tuple[str, ...] = ()
-    scenes: dict[int, Scene] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, scenes: list[Scene]) -> SceneSet:
-        """Scenes already in memory (they travel to the workers with the run's config)."""
-        return cls(ids=tuple(s.scene_id for s in scenes), scenes=dict(enumerate(scenes)))
-
-    @classmethod
-    def listed(cls, cache: str, scene_list: str | None) -> SceneSet:
-        """The scenes of `scene_list` (every cached scene when None) under `cache`."""
-        ids = read_scene_list(scene_list) if scene_list else cached_scene_ids(cache)
-        return cls(cache=str(Path(cache).resolve()), ids=tuple(ids))
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def load(self, indices: np.ndarray) -> list[Scene]:
-        missing = sorted({int(i) for i in indices} - set(self.scenes))
-        if missing:
-            self.scenes.update(zip(missing, read_split(self.cache, [self.ids[i] for i in missing]),
-                                   strict=True))
-        return [self.scenes[int(i)] for i in indices]
-
-
-def scene_sets(params: Params, train_scenes: list[Scene] | None = None,
-               val_scenes: list[Scene] | None = None) -> tuple[SceneSet, SceneSet]:
-    """The training and validation scenes of `params.train` (or the given ones, as `train()`
-    takes them); an empty training split is an error here, before Ray starts."""
-    cfg = params.train
-    train_set = SceneSet.of(train_scenes) if train_scenes is not None else \
-        SceneSet.listed(cfg.cache, cfg.train_scenes)
-    if val_scenes is not None:
-        val_set = SceneSet.of(val_scenes)
-    else:
-        val_set = SceneSet.listed(cfg.cache, cfg.val_scenes) if cfg.val_scenes else SceneSet()
-    if not len(train_set):
-        raise ValueError(f"no training scenes found in {cfg.cache}")
-    return train_set, val_set
-
-
-def epoch_shard(size: int, rank: int, world_size: int, seed: int, epoch: int) -> np.ndarray:
-    """Indices of the scenes worker `rank` trains on in `epoch` (a DistributedSampler): a
-    permutation seeded by (seed, epoch), cyclically padded to a multiple of `world_size`, every
-    `world_size`-th entry from `rank`, sorted (`run_epoch` shuffles them). Every worker gets the
-    same count; one worker gets every scene in order."""
-    order = np.random.default_rng([seed, epoch, 2]).permutation(size)
-    padded = np.resize(order, -(-size // world_size) * world_size)
-    return np.sort(padded[rank::world_size])
+# ----------------------------------------------------------------------------- Ray Train
 
 
 def absolute_paths(params: Params) -> Params:
@@ -237,120 +165,10 @@ def absolute_paths(params: Params) -> Params:
     return replace(params, **sections)
 
 
-# ------------------------------------------------------------------------- the epoch loop
-
-
-@dataclass
-class WorkerSession:
-    """What `fit` needs from whoever runs it: a Ray Train worker, a Tune trial."""
-
-    report: Callable[[dict, Path], None]  # an epoch's metrics and the folder of its checkpoint
-    checkpoint: Checkpoint | None = None  # to resume from
-    rank: int = 0
-    world_size: int = 1
-    device: str = "cpu"
-    threads: int = 1
-    prepare: Callable[[torch.nn.Module], torch.nn.Module] = lambda model: model  # DDP wrapper
-
-
-def epoch_score(record: dict) -> float:
-    """What "best" minimises: the validation loss, else the training loss."""
-    return record.get("val_total", record["train_total"])
-
-
 def worker_logging() -> None:
     """Our INFO lines in a Ray worker process (they reach the driver's console)."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("uniseg3d").setLevel(logging.INFO)
-
-
-def _worker_sum(values: dict[str, float], session: WorkerSession) -> dict[str, float]:
-    """The sum of each value over the workers."""
-    if session.world_size == 1:
-        return values
-    keys = sorted(values)
-    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=session.device)
-    dist.all_reduce(tensor)
-    return dict(zip(keys, tensor.tolist()))
-
-
-def _restore(session: WorkerSession, workdir: Path) -> dict | None:
-    """Copy the session's checkpoint files into `workdir`; the state of its `last.pt`."""
-    if session.checkpoint is None:
-        return None
-    with session.checkpoint.as_directory() as folder:
-        for name in CHECKPOINT_FILES:
-            if (Path(folder) / name).is_file():
-                shutil.copy2(Path(folder) / name, workdir / name)
-    state = load_checkpoint(workdir / CHECKPOINT_LAST)
-    log.info("worker %d resumes after epoch %d (stage %d)", session.rank, state["epoch"],
-             state["stage"])
-    return state
-
-
-def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: SceneSet,
-        workdir: Path) -> list[dict]:
-    """Train per `params` (stages and epochs as `train()`), on this worker's shards; after
-    every epoch save `last.pt` / `best.pt` in `workdir` and `session.report` the epoch record
-    (plus `score`: the validation loss, else the training loss). Returns the history."""
-    cfg = params.train
-    torch.set_num_threads(session.threads)
-    device = session.device
-    encoder = make_text_encoder(params, device)
-    classes = class_embeddings(encoder, class_prompt_names(scannet20().names)).to(device)
-    torch.manual_seed(cfg.seed)
-    model = build_model(params, classes.shape[1], device)
-    criterion = Criterion(params.loss, len(scannet20()))
-    state = _restore(session, workdir)
-    history: list[dict] = state["history"] if state is not None else []
-    resume_epoch = state["epoch"] + 1 if state is not None else 0
-    wrapped = session.prepare(model)
-    shard_size = -(-len(train_set) // session.world_size)  # epoch_shard's length
-    val_shard = val_set.load(np.arange(session.rank, len(val_set), session.world_size))
-    stages = _stages(params)
-    for stage, (epochs, lr, weight_decay) in enumerate(stages):
-        stage_start = sum(e for e, _, _ in stages[:stage])
-        if stage_start + epochs <= resume_epoch:
-            continue
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        scheduler = poly_schedule(optimizer, epochs * -(-shard_size // cfg.batch_size),
-                                  cfg.poly_power)
-        if state is not None and state["stage"] == stage:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-        elif stage > 0:  # fine-tuning continues from the best checkpoint of the first stage
-            model.load_state_dict(load_checkpoint(workdir / CHECKPOINT_BEST)["model"])
-        for epoch in range(max(stage_start, resume_epoch), stage_start + epochs):
-            begin, lr_at_start = time.perf_counter(), scheduler.get_last_lr()[0]
-            shard = epoch_shard(len(train_set), session.rank, session.world_size, cfg.seed,
-                                epoch)
-            losses = run_epoch(wrapped, criterion, optimizer, scheduler, train_set.load(shard),
-                               params, epoch, encoder, classes, device, False)
-            record = {"epoch": epoch, "stage": stage, "lr": lr_at_start,
-                      "seconds": time.perf_counter() - begin,
-                      **{f"train_{k}": v / session.world_size
-                         for k, v in _worker_sum(losses, session).items()}}
-            if len(val_set):
-                total = validation_loss(model, criterion, val_shard, params, encoder, classes,
-                                        device) * len(val_shard) if val_shard else 0.0
-                record["val_total"] = _worker_sum({"val": total}, session)["val"] / len(val_set)
-            history.append(record)
-            score = epoch_score(record)
-            save_checkpoint(workdir / CHECKPOINT_LAST, model, optimizer, scheduler, epoch, stage,
-                            history, params)
-            if score <= min(map(epoch_score, history)):
-                save_checkpoint(workdir / CHECKPOINT_BEST, model, optimizer, scheduler, epoch,
-                                stage, history, params)
-            if session.rank == 0:
-                log.info("epoch %d (stage %d): loss %.4f%s, %.1f s", epoch, stage,
-                         record["train_total"], f", val {record['val_total']:.4f}"
-                         if "val_total" in record else "", record["seconds"])
-            session.report({**record, "score": score}, workdir)
-    return history
-
-
-# ------------------------------------------------------------------------- Ray Train
 
 
 def _report_to_ray_train(metrics: dict, workdir: Path) -> None:
@@ -364,6 +182,16 @@ def _report_to_ray_train(metrics: dict, workdir: Path) -> None:
         ray.train.report(metrics)
 
 
+@contextlib.contextmanager
+def checkpoint_folder(checkpoint: Checkpoint | None) -> Iterator[Path | None]:
+    """The local folder of a Ray (Train or Tune) checkpoint, None without one."""
+    if checkpoint is None:
+        yield None
+    else:
+        with checkpoint.as_directory() as folder:
+            yield Path(folder)
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train's worker function: `fit` on this worker's shards, DDP across workers.
     `config`: params (absolute paths), ray (RayConfig), train / val (SceneSet)."""
@@ -372,13 +200,14 @@ def train_loop_per_worker(config: dict) -> None:
 
     worker_logging()
     context = ray.train.get_context()
-    session = WorkerSession(
-        report=_report_to_ray_train, checkpoint=ray.train.get_checkpoint(),
-        rank=context.get_world_rank(), world_size=context.get_world_size(),
-        device=str(ray.train.torch.get_device()), threads=config["ray"].cpus_per_worker,
-        prepare=lambda model: ray.train.torch.prepare_model(
-            model, parallel_strategy_kwargs=DDP_KWARGS))
-    with tempfile.TemporaryDirectory(prefix="uniseg3d-worker-") as workdir:
+    with checkpoint_folder(ray.train.get_checkpoint()) as resume_from, \
+            tempfile.TemporaryDirectory(prefix="uniseg3d-worker-") as workdir:
+        session = WorkerSession(
+            report=_report_to_ray_train, resume_from=resume_from,
+            rank=context.get_world_rank(), world_size=context.get_world_size(),
+            device=str(ray.train.torch.get_device()), threads=config["ray"].cpus_per_worker,
+            prepare=lambda model: ray.train.torch.prepare_model(
+                model, parallel_strategy_kwargs=DDP_KWARGS))
         fit(config["params"], session, config["train"], config["val"], Path(workdir))
 
 

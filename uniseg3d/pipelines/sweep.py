@@ -5,7 +5,7 @@ the distillation and contrastive terms), the training click strategy and the eva
 strategy; a strategy is `center`, `random`, `agile`, `rd` (at `prompts.rd`) or `rd<value>`
 (`rd0.5`: rd at 0.5). `grid` tries every combination, `random` draws `num_samples` of them
 (seeded by `train.seed`). Each trial trains one worker in its own process for `sweep.epochs`
-epochs (the epoch loop of `ray_train.fit`, reporting every epoch, so the optional ASHA
+epochs (`train.fit`, the epoch loop, reporting every epoch, so the optional ASHA
 scheduler can stop weak trials early on the validation loss), then evaluates its `best.pt` on
 every task (`run_evaluate`, with the trial's evaluation clicks) and reports every metric and
 the paper's "Overall": the mean of the six headline metrics. As many trials run at once as
@@ -33,8 +33,8 @@ import pandas as pd
 from uniseg3d.config import ConfigError, Params, RayConfig, SweepConfig
 from uniseg3d.datasets.clicks import STRATEGIES
 from uniseg3d.pipelines.ray_train import (
-    Request, SceneSet, WorkerSession, absolute_paths, epoch_score, fit, ray_session, scene_sets,
-    worker_logging)
+    Request, absolute_paths, checkpoint_folder, ray_session, worker_logging)
+from uniseg3d.pipelines.train import SceneSet, WorkerSession, epoch_score, fit, scene_sets
 
 if TYPE_CHECKING:
     from ray.tune import ResultGrid
@@ -114,11 +114,12 @@ def run_trial(config: dict, params: Params, sweep_cfg: SweepConfig, train_set: S
     train_params, eval_params = trial_params(params, config, sweep_cfg, trial_dir)
     workdir = Path(train_params.train.out)
     workdir.mkdir(parents=True, exist_ok=True)
-    session = WorkerSession(
-        report=lambda metrics, folder: tune.report(
-            metrics, checkpoint=tune.Checkpoint.from_directory(folder)),
-        checkpoint=tune.get_checkpoint(), threads=sweep_cfg.cpus_per_trial)
-    history = fit(train_params, session, train_set, val_set, workdir)
+    with checkpoint_folder(tune.get_checkpoint()) as resume_from:
+        session = WorkerSession(
+            report=lambda metrics, folder: tune.report(
+                metrics, checkpoint=tune.Checkpoint.from_directory(folder)),
+            resume_from=resume_from, threads=sweep_cfg.cpus_per_trial)
+        history = fit(train_params, session, train_set, val_set, workdir)
     metrics = flatten_metrics(run_evaluate(eval_params, progress=False))
     tune.report({**history[-1], "score": epoch_score(history[-1]), "evaluation": metrics})
 

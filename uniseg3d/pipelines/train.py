@@ -1,10 +1,11 @@
-"""The `train` stage: the epoch loop, checkpoints, resume and two-stage fine-tuning.
+"""The training loop: epochs, checkpoints, resume, two-stage fine-tuning, worker shards.
 
-`run_epoch` is a plain function over a list of cached scenes so that the distributed runner can
-call it per worker. Each epoch's randomness (scene order, augmentation, query subsets, clicks)
-derives from (seed, epoch), so a resumed run repeats exactly what an uninterrupted one does.
-Checkpoints are written atomically (temporary file + rename) and loaded with
-`weights_only=True`.
+`fit` is the one epoch loop, whoever runs it: `train()` in this process, a Ray Train worker
+(`ray_train`), a Ray Tune trial (`sweep`); a `WorkerSession` says which. Every epoch a worker
+trains on its shard of the scenes (`epoch_shard`: a DistributedSampler; one worker gets every
+scene). Each epoch's randomness (scene order, augmentation, query subsets, clicks) derives from
+(seed, epoch), so a resumed run repeats exactly what an uninterrupted one does. Checkpoints are
+written atomically (temporary file + rename) and loaded with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from uniseg3d.config import ModelConfig, Params, TextConfig
+from uniseg3d.datasets.cache import cached_scene_ids
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import make_sample, read_scene_list, read_split
 from uniseg3d.datasets.scene import Scene
@@ -167,82 +172,203 @@ class TrainResult:
         return self.out / CHECKPOINT_LAST
 
 
-def _stages(params: Params) -> list[tuple[int, float, float]]:
+# ----------------------------------------------------------------------- scenes and sharding
+
+
+@dataclass
+class SceneSet:
+    """Training or validation scenes: held in memory, or read from a cache folder when a worker
+    first needs them (so a worker reads its shards, not the whole split)."""
+
+    cache: str | None = None
+    ids: tuple[str, ...] = ()
+    scenes: dict[int, Scene] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, scenes: list[Scene]) -> SceneSet:
+        """Scenes already in memory (they travel to Ray workers with the run's config)."""
+        return cls(ids=tuple(s.scene_id for s in scenes), scenes=dict(enumerate(scenes)))
+
+    @classmethod
+    def listed(cls, cache: str, scene_list: str | None) -> SceneSet:
+        """The scenes of `scene_list` (every cached scene when None) under `cache`."""
+        ids = read_scene_list(scene_list) if scene_list else cached_scene_ids(cache)
+        return cls(cache=str(Path(cache).resolve()), ids=tuple(ids))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, indices: np.ndarray) -> list[Scene]:
+        missing = sorted({int(i) for i in indices} - set(self.scenes))
+        if missing:
+            self.scenes.update(zip(missing, read_split(self.cache, [self.ids[i] for i in missing]),
+                                   strict=True))
+        return [self.scenes[int(i)] for i in indices]
+
+
+def scene_sets(params: Params, train_scenes: list[Scene] | None = None,
+               val_scenes: list[Scene] | None = None) -> tuple[SceneSet, SceneSet]:
+    """The training and validation scenes of `params.train` (or the given ones); an empty
+    training split is an error here, before anything starts."""
+    cfg = params.train
+    train_set = SceneSet.of(train_scenes) if train_scenes is not None else \
+        SceneSet.listed(cfg.cache, cfg.train_scenes)
+    if val_scenes is not None:
+        val_set = SceneSet.of(val_scenes)
+    else:
+        val_set = SceneSet.listed(cfg.cache, cfg.val_scenes) if cfg.val_scenes else SceneSet()
+    if not len(train_set):
+        raise ValueError(f"no training scenes found in {cfg.cache}")
+    return train_set, val_set
+
+
+def epoch_shard(size: int, rank: int, world_size: int, seed: int, epoch: int) -> np.ndarray:
+    """Indices of the scenes worker `rank` trains on in `epoch` (a DistributedSampler): a
+    permutation seeded by (seed, epoch), cyclically padded to a multiple of `world_size`, every
+    `world_size`-th entry from `rank`, sorted (`run_epoch` shuffles them). Every worker gets the
+    same count; one worker gets every scene in order."""
+    order = np.random.default_rng([seed, epoch, 2]).permutation(size)
+    padded = np.resize(order, -(-size // world_size) * world_size)
+    return np.sort(padded[rank::world_size])
+
+
+# ------------------------------------------------------------------------- the epoch loop
+
+
+@dataclass
+class WorkerSession:
+    """What `fit` needs from whoever runs it: this process alone (`train`), a Ray Train worker,
+    a Tune trial."""
+
+    report: Callable[[dict, Path], None] = lambda metrics, folder: None  # after every epoch
+    resume_from: Path | None = None  # a folder holding the last.pt / best.pt to continue from
+    rank: int = 0
+    world_size: int = 1
+    device: str = "cpu"
+    threads: int = 1
+    prepare: Callable[[torch.nn.Module], torch.nn.Module] = lambda model: model  # DDP wrapper
+    progress: bool = False  # a progress bar per epoch
+
+
+def stages(params: Params) -> list[tuple[int, float, float]]:
     """(epochs, lr, weight decay) of each stage: training, then optional fine-tuning."""
     cfg = params.train
-    stages = [(cfg.epochs, cfg.lr, cfg.weight_decay)]
+    result = [(cfg.epochs, cfg.lr, cfg.weight_decay)]
     if cfg.fine_tune_epochs > 0:
-        stages.append((cfg.fine_tune_epochs, cfg.lr * 1e-3, cfg.weight_decay * 1e-3))
-    return stages
+        result.append((cfg.fine_tune_epochs, cfg.lr * 1e-3, cfg.weight_decay * 1e-3))
+    return result
 
 
-def train(params: Params, resume: bool = False, progress: bool = True, device: str = "cpu",
-          train_scenes: list[Scene] | None = None, val_scenes: list[Scene] | None = None
-          ) -> TrainResult:
-    """Train (and optionally fine-tune) the model; checkpoints and history go to train.out."""
+def epoch_score(record: dict) -> float:
+    """What "best" minimises: the validation loss, else the training loss."""
+    return record.get("val_total", record["train_total"])
+
+
+def _worker_sum(values: dict[str, float], session: WorkerSession) -> dict[str, float]:
+    """The sum of each value over the workers."""
+    if session.world_size == 1:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=session.device)
+    dist.all_reduce(tensor)
+    return dict(zip(keys, tensor.tolist()))
+
+
+def _restore(session: WorkerSession, workdir: Path) -> dict | None:
+    """Bring the checkpoint files of `session.resume_from` into `workdir`; the state of its
+    `last.pt` (None: a fresh start)."""
+    if session.resume_from is None:
+        return None
+    source = Path(session.resume_from)
+    if source.resolve() != workdir.resolve():
+        for name in (CHECKPOINT_LAST, CHECKPOINT_BEST):
+            if (source / name).is_file():
+                shutil.copy2(source / name, workdir / name)
+    state = load_checkpoint(workdir / CHECKPOINT_LAST)
+    log.info("worker %d resumes after epoch %d (stage %d)", session.rank, state["epoch"],
+             state["stage"])
+    return state
+
+
+def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: SceneSet,
+        workdir: Path) -> list[dict]:
+    """Train (and optionally fine-tune) per `params` on this worker's shards; after every epoch
+    save `last.pt` / `best.pt` in `workdir` and `session.report` the epoch record (plus
+    `score`: the validation loss, else the training loss). Returns the history.
+
+    Each epoch's randomness derives from (seed, epoch), so a resumed run repeats exactly what an
+    uninterrupted one does. Training and validation losses are averaged over the workers."""
     cfg = params.train
-    torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if train_scenes is None:
-        train_scenes = read_split(cfg.cache, read_scene_list(cfg.train_scenes)
-                                  if cfg.train_scenes else None)
-    if val_scenes is None:
-        val_scenes = read_split(cfg.cache, read_scene_list(cfg.val_scenes)) \
-            if cfg.val_scenes else []
-    if not train_scenes:
-        raise ValueError(f"no training scenes found in {cfg.cache}")
+    torch.set_num_threads(session.threads)
+    device = session.device
     encoder = make_text_encoder(params, device)
     classes = class_embeddings(encoder, class_prompt_names(scannet20().names)).to(device)
     torch.manual_seed(cfg.seed)
     model = build_model(params, classes.shape[1], device)
     criterion = Criterion(params.loss, len(scannet20()))
-    history: list[dict] = []
-    start_stage, start_epoch = 0, 0
-    resume_state = load_checkpoint(out / CHECKPOINT_LAST) if resume and \
-        (out / CHECKPOINT_LAST).is_file() else None
-    if resume_state is not None:
-        history = resume_state["history"]
-        start_stage, start_epoch = resume_state["stage"], resume_state["epoch"] + 1
-        log.info("resuming stage %d at epoch %d from %s", start_stage, start_epoch,
-                 out / CHECKPOINT_LAST)
-    steps_per_epoch = -(-len(train_scenes) // cfg.batch_size)
-    epoch_offset = 0
-    for stage, (epochs, lr, weight_decay) in enumerate(_stages(params)):
-        if stage < start_stage:
-            epoch_offset += epochs
+    state = _restore(session, workdir)
+    history: list[dict] = state["history"] if state is not None else []
+    resume_epoch = state["epoch"] + 1 if state is not None else 0
+    wrapped = session.prepare(model)
+    shard_size = -(-len(train_set) // session.world_size)  # epoch_shard's length
+    val_shard = val_set.load(np.arange(session.rank, len(val_set), session.world_size))
+    schedule = stages(params)
+    for stage, (epochs, lr, weight_decay) in enumerate(schedule):
+        stage_start = sum(e for e, _, _ in schedule[:stage])
+        if stage_start + epochs <= resume_epoch:
             continue
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        scheduler = poly_schedule(optimizer, epochs * steps_per_epoch, cfg.poly_power)
-        if resume_state is not None and stage == start_stage:
-            model.load_state_dict(resume_state["model"])
-            optimizer.load_state_dict(resume_state["optimizer"])
-            scheduler.load_state_dict(resume_state["scheduler"])
+        scheduler = poly_schedule(optimizer, epochs * -(-shard_size // cfg.batch_size),
+                                  cfg.poly_power)
+        if state is not None and state["stage"] == stage:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
         elif stage > 0:  # fine-tuning continues from the best checkpoint of the first stage
-            model.load_state_dict(load_checkpoint(out / CHECKPOINT_BEST)["model"])
-        first = start_epoch - epoch_offset if stage == start_stage else 0
-        for epoch in range(epoch_offset + max(first, 0), epoch_offset + epochs):
+            model.load_state_dict(load_checkpoint(workdir / CHECKPOINT_BEST)["model"])
+        for epoch in range(max(stage_start, resume_epoch), stage_start + epochs):
             begin, lr_at_start = time.perf_counter(), scheduler.get_last_lr()[0]
-            losses = run_epoch(model, criterion, optimizer, scheduler, train_scenes, params,
-                               epoch, encoder, classes, device, progress)
+            shard = epoch_shard(len(train_set), session.rank, session.world_size, cfg.seed,
+                                epoch)
+            losses = run_epoch(wrapped, criterion, optimizer, scheduler, train_set.load(shard),
+                               params, epoch, encoder, classes, device, session.progress)
             record = {"epoch": epoch, "stage": stage, "lr": lr_at_start,
                       "seconds": time.perf_counter() - begin,
-                      **{f"train_{k}": v for k, v in losses.items()}}
-            if val_scenes:
-                record["val_total"] = validation_loss(model, criterion, val_scenes, params,
-                                                      encoder, classes, device)
+                      **{f"train_{k}": v / session.world_size
+                         for k, v in _worker_sum(losses, session).items()}}
+            if len(val_set):
+                total = validation_loss(model, criterion, val_shard, params, encoder, classes,
+                                        device) * len(val_shard) if val_shard else 0.0
+                record["val_total"] = _worker_sum({"val": total}, session)["val"] / len(val_set)
             history.append(record)
-            score = record.get("val_total", record["train_total"])
-            best = min(h.get("val_total", h["train_total"]) for h in history)
-            save_checkpoint(out / CHECKPOINT_LAST, model, optimizer, scheduler, epoch, stage,
+            score = epoch_score(record)
+            save_checkpoint(workdir / CHECKPOINT_LAST, model, optimizer, scheduler, epoch, stage,
                             history, params)
-            if score <= best:
-                save_checkpoint(out / CHECKPOINT_BEST, model, optimizer, scheduler, epoch, stage,
-                                history, params)
-            log.info("epoch %d (stage %d): loss %.4f%s, %.1f s", epoch, stage,
-                     record["train_total"], f", val {record['val_total']:.4f}"
-                     if "val_total" in record else "", record["seconds"])
-        epoch_offset += epochs
+            if score <= min(map(epoch_score, history)):
+                save_checkpoint(workdir / CHECKPOINT_BEST, model, optimizer, scheduler, epoch,
+                                stage, history, params)
+            if session.rank == 0:
+                log.info("epoch %d (stage %d): loss %.4f%s, %.1f s", epoch, stage,
+                         record["train_total"], f", val {record['val_total']:.4f}"
+                         if "val_total" in record else "", record["seconds"])
+            session.report({**record, "score": score}, workdir)
+    return history
+
+
+def train(params: Params, resume: bool = False, progress: bool = True, device: str = "cpu",
+          train_scenes: list[Scene] | None = None, val_scenes: list[Scene] | None = None
+          ) -> TrainResult:
+    """`fit` in this process alone (no Ray): checkpoints and history.json go to train.out;
+    `resume` continues from its last.pt. `uniseg3d train` runs the same loop through Ray
+    (`ray_train.run_ray_train`); this is the reference it is measured against."""
+    cfg = params.train
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_set, val_set = scene_sets(params, train_scenes, val_scenes)
+    session = WorkerSession(
+        resume_from=out if resume and (out / CHECKPOINT_LAST).is_file() else None,
+        device=device, threads=cfg.threads, progress=progress)
+    history = fit(params, session, train_set, val_set, out)
     (out / HISTORY_FILE).write_text(json.dumps(history, indent=2))
     return TrainResult(out, history)
 
