@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from ground_truth import write_evaluation_data  # noqa: E402
 from scannet_files import write_label_map, write_scannet_scene  # noqa: E402
 
 
@@ -20,3 +21,10 @@ def scannet_raw(tmp_path: Path) -> Path:
     write_scannet_scene(raw, "scene0001_00", seed=1)
     write_label_map(raw / "scannetv2-labels.combined.tsv")
     return raw
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory) -> Path:
+    """Two ScanNet-layout scenes with descriptions and one Replica scene, prepared (shared by
+    the evaluate and report tests)."""
+    return write_evaluation_data(tmp_path_factory.mktemp("evaluate"))

@@ -16,7 +16,8 @@ import pytest
 from matplotlib.image import imread
 from plyfile import PlyData
 
-from test_evaluate import SCENES, data, gt_prediction  # noqa: F401 (`data`: a fixture)
+from ground_truth import EVALUATION_SCENES as SCENES
+from ground_truth import gt_prediction
 from uniseg3d.benchmarks.task_metrics import ScanNetTasks
 from uniseg3d.config import EvaluateConfig, Params
 from uniseg3d.datasets.loader import read_split
@@ -110,18 +111,18 @@ def inputs(data: Path) -> tuple[Params, Path]:
         params, text=dataclasses.replace(params.text, cache_file=str(root / "text.pt")),
         train=dataclasses.replace(
             params.train, cache=str(root / "cache"), train_scenes=str(root / "val.txt"),
-            val_scenes=None, epochs=1, out=str(root / "run"), threads=1,
+            val_scenes=None, epochs=1, out=str(root / "report_run"), threads=1,
             augment=dataclasses.replace(params.train.augment, elastic=())),
-        evaluate=EvaluateConfig(checkpoint=str(root / "run" / "best.pt"),
+        evaluate=EvaluateConfig(checkpoint=str(root / "report_run" / "best.pt"),
                                 cache=str(root / "cache"), scenes=str(root / "val.txt"),
-                                replica_cache=None, out=str(root / "evaluate"),
+                                replica_cache=None, out=str(root / "report_evaluate"),
                                 dataset_label="unit-test"))
     train(params, progress=False)
     params = dataclasses.replace(params, train=dataclasses.replace(
         params.train, out=str(root / "history")))
     write_history(root / "history")
     write_metrics(params)
-    write_sweep(root / "sweep", json.loads((root / "evaluate" / METRICS_FILE).read_text()))
+    write_sweep(root / "sweep", json.loads((root / "report_evaluate" / METRICS_FILE).read_text()))
     write_latency(root / "latency.json")
     return params, root
 
