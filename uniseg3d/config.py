@@ -204,6 +204,15 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class BenchConfig:
+    """The `bench` stage: per-component inference latency of one generated room."""
+
+    config: str = "tiny"  # tiny | paper: the model configuration timed
+    points: int = 100_000  # points of the generated room
+    repeats: int = 5  # timed runs after a warm-up
+
+
+@dataclass(frozen=True)
 class Params:
     """Everything in `params.yaml`."""
 
@@ -218,6 +227,7 @@ class Params:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
 
 def _build(cls: type, data: object, where: str):
