@@ -20,6 +20,7 @@ from uniseg3d.model.criterion import Criterion, hungarian_match, mask_losses
 from uniseg3d.model.decoder import QueryPredictions, prompt_isolation_mask
 from uniseg3d.model.inference import predict_scene
 from uniseg3d.model.inputs import scene_input, scene_targets
+from uniseg3d.model.postprocess import semantic_labels
 from uniseg3d.model.uniseg3d import UniSeg3D
 
 TEXT_DIM = 16
@@ -88,8 +89,42 @@ def test_gradients_reach_every_trainable_parameter(scene, classes):
     missing = [name for name, p in model.named_parameters()
                if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
     assert missing == []
-    assert set(losses) >= {"generic", "click", "text", "distill", "referring_distill",
-                           "contrastive", "total"}
+    assert set(losses) >= {"generic", "click", "text", "semantic", "distill",
+                           "referring_distill", "contrastive", "total"}
+
+
+def test_semantic_target_is_the_majority_class_of_each_superpoint(scene):
+    sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
+    target = scene_targets(sample).semantic.numpy()
+    assert len(target) == scene.num_superpoints
+    for sp in range(scene.num_superpoints):
+        labels = scene.semantic20[scene.superpoints == sp]
+        counts = np.bincount(labels[labels >= 0], minlength=20)
+        expected = counts.argmax() if counts.max() * 2 > len(labels) else -1
+        assert target[sp] == expected, sp
+    assert (target >= 0).mean() > 0.5
+
+
+def test_semantic_head_loss_and_labels_follow_its_embeddings(scene, classes):
+    sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
+    inputs, targets = scene_input(sample, texts_of(sample)), scene_targets(sample)
+    with torch.no_grad():
+        out = tiny_model().eval()([inputs])[0]
+    assert out.semantic_logits(classes).shape == (scene.num_superpoints, 20)
+    truth = targets.semantic.clamp_min(0)
+    criterion = Criterion(LossWeights(), 20)
+
+    def semantic_loss(embedding_classes: torch.Tensor):
+        head = dataclasses.replace(out, semantic_embeddings=classes[embedding_classes],
+                                   semantic_scale=torch.tensor(100.0))
+        return float(criterion.scene_losses(head, targets, classes)["semantic"]), head
+
+    perfect, head = semantic_loss(truth)
+    wrong, _ = semantic_loss((truth + 1) % 20)
+    assert perfect < 1e-4 and wrong > 10
+    labels = semantic_labels(head.semantic_logits(classes), inputs.superpoints)
+    labelled = targets.semantic[inputs.superpoints] >= 0
+    assert (labels[labelled] == targets.semantic[inputs.superpoints][labelled].numpy()).all()
 
 
 def test_prompts_cannot_see_each_other_or_the_generic_queries(scene, classes):

@@ -80,8 +80,10 @@ class ModelConfig:
     min_query_ratio: float = 0.5  # training: a random 50-100 % of superpoints seed queries
 
 
-TINY_MODEL = ModelConfig(channels=(16, 32, 48, 64), blocks=1, d_model=96, heads=4, ffn=192,
-                         layers=3)
+# tiny: for CPUs; 5 cm voxels (the synthetic meshes have a vertex every ~5 cm: 2 cm voxels would
+# hold one point each and cost 2.8x the time)
+TINY_MODEL = ModelConfig(channels=(16, 32, 48, 64), blocks=1, voxel_size=0.05, d_model=96,
+                         heads=4, ffn=192, layers=3)
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class LossWeights:
     iou: float = 0.1
     no_object: float = 0.1
     prompt_weight: float = 0.1  # click and text query losses
+    semantic: float = 1.0  # superpoint semantic head (our departure, see model/uniseg3d.py)
     lambda_inter: float = 0.1  # distillation + contrastive (inter-task) terms
     distill_top: float = 0.1  # fraction of superpoints used by click -> generic distillation
     temperature: float = 0.07  # InfoNCE

@@ -3,10 +3,11 @@
 Generic queries are matched to object and stuff segments by Hungarian matching
 (scipy's `linear_sum_assignment`) on class + BCE + Dice costs; click and text queries know their
 target. Per layer: CE (no-object weight 0.1), BCE, Dice and the IoU-head MSE; prompt losses are
-scaled by `prompt_weight`. Inter-task terms on the last layer, scaled by `lambda_inter`:
-distillation click -> generic on the top 10 % superpoints by click confidence, click -> referring
-on class probabilities, and a symmetric InfoNCE between click and text queries of the same
-object plus a ranking hinge.
+scaled by `prompt_weight`. The superpoint semantic head: cross-entropy against each
+superpoint's majority class, scaled by `semantic`. Inter-task terms on the last layer, scaled by
+`lambda_inter`: distillation click -> generic on the top 10 % superpoints by click confidence,
+click -> referring on class probabilities, and a symmetric InfoNCE between click and text
+queries of the same object plus a ranking hinge.
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ class Criterion:
                     losses[kind] = losses[kind] + self.w.prompt_weight * self._query_losses(
                         pred, pred.class_logits(class_embeddings), t.masks[seg], t.labels[seg])
         losses = {k: torch.as_tensor(v) / len(out.layers) for k, v in losses.items()}
+        logits = out.semantic_logits(class_embeddings)
+        losses["semantic"] = self.w.semantic * F.cross_entropy(
+            logits, t.semantic, ignore_index=-1) if (t.semantic >= 0).any() else logits.sum() * 0
         losses.update(self.inter_task_losses(out, t, class_embeddings, rows, segments))
         return losses
 

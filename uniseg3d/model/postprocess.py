@@ -1,6 +1,6 @@
 """Per-task post-processing of one forward's last-layer predictions into point-level results.
 
-Semantic: per superpoint, the class maximising sum_q p(class | q) * sigmoid(mask_q).
+Semantic: per superpoint, the class of the semantic head's highest logit.
 Instances: top-k (query, class) pairs scored by class probability x mean mask probability x
 predicted IoU, with per-class mask NMS. Panoptic: stuff points from the semantic result, things
 painted from confident instances in score order. Click and text queries: one mask each (click
@@ -31,11 +31,9 @@ def to_points(superpoint_values: torch.Tensor, superpoints: torch.Tensor) -> np.
     return superpoint_values[..., superpoints].cpu().numpy()
 
 
-def semantic_labels(pred: QueryPredictions, class_embeddings: torch.Tensor,
-                    superpoints: torch.Tensor) -> np.ndarray:
-    probs = pred.class_logits(class_embeddings).softmax(-1)[:, :-1]
-    scores = probs.T @ pred.masks.sigmoid()  # (C, M)
-    return to_points(scores.argmax(0), superpoints)
+def semantic_labels(superpoint_logits: torch.Tensor, superpoints: torch.Tensor) -> np.ndarray:
+    """(N,) class per point from (M, C) superpoint class logits."""
+    return to_points(superpoint_logits.argmax(1), superpoints)
 
 
 def mask_nms(masks: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, threshold: float

@@ -19,6 +19,7 @@ class SceneTargets:
     generic: torch.Tensor  # (G,) rows that generic queries must find: things and stuff
     click_segments: torch.Tensor  # (Kc,) target row of each click query
     text_segments: torch.Tensor  # (Kt,) target row of each text query
+    semantic: torch.Tensor  # (M,) majority ScanNet20 class of each superpoint, -1 where none
 
 
 def superpoint_majority(point_values: np.ndarray, superpoints: np.ndarray, num_values: int
@@ -51,7 +52,8 @@ def instance_classes(instance: np.ndarray, semantic: np.ndarray, num_instances: 
 def build_targets(superpoints: np.ndarray, semantic20: np.ndarray, instance: np.ndarray,
                   num_instances: int, click_instances: np.ndarray, text_instances: np.ndarray,
                   device: str | torch.device = "cpu") -> SceneTargets:
-    """Segments = every instance, then one segment per stuff class present (all its points)."""
+    """Segments = every instance, then one segment per stuff class present (all its points);
+    plus the majority class of every superpoint."""
     inst_masks = superpoint_majority(instance, superpoints, num_instances)
     stuff_points = np.where(np.isin(semantic20, STUFF_IDS), semantic20, -1)
     stuff_masks = superpoint_majority(stuff_points, superpoints, max(STUFF_IDS) + 1)[list(STUFF_IDS)]
@@ -62,6 +64,9 @@ def build_targets(superpoints: np.ndarray, semantic20: np.ndarray, instance: np.
     is_thing = (labels >= 0) & ~np.isin(labels, STUFF_IDS)
     is_generic = is_thing | (np.arange(len(labels)) >= num_instances)
     is_generic &= masks.any(1)
+    classes = superpoint_majority(semantic20, superpoints, len(scannet20().names))
+    semantic = np.where(classes.any(0), classes.argmax(0), -1)
     tensor = lambda a, dtype=torch.long: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
-    return SceneTargets(tensor(masks, torch.float32), tensor(labels), tensor(np.flatnonzero(is_generic)),
-                        tensor(click_instances), tensor(text_instances))
+    return SceneTargets(tensor(masks, torch.float32), tensor(labels),
+                        tensor(np.flatnonzero(is_generic)), tensor(click_instances),
+                        tensor(text_instances), tensor(semantic))

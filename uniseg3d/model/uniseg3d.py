@@ -1,10 +1,21 @@
-"""UniSeg3D: the sparse UNet backbone and the unified decoder, one forward for all six tasks."""
+"""UniSeg3D: the sparse UNet backbone, the unified decoder and the superpoint semantic head,
+one forward for all six tasks.
+
+The semantic head is our departure from the paper, which reads semantic segmentation from its
+decoder's queries: every superpoint gets an embedding in the text space and takes the class
+whose name embedding is nearest (cosine), so any class list works as for the queries. Its
+per-superpoint cross-entropy supervises every superpoint at every step, which is what lets the
+small CPU schedules learn semantic (and panoptic stuff) labels; reading them from the generic
+queries reached a semantic mIoU of 0.17 after the default 20-epoch synthetic run.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from uniseg3d.config import ModelConfig
@@ -32,6 +43,12 @@ class SceneOutput:
     generic_superpoints: torch.Tensor  # superpoint each generic query started from
     num_clicks: int
     num_texts: int
+    semantic_embeddings: torch.Tensor  # (M, text_dim) unit embedding of every superpoint
+    semantic_scale: torch.Tensor  # scalar temperature of the semantic classifier
+
+    def semantic_logits(self, class_embeddings: torch.Tensor) -> torch.Tensor:
+        """(M, C) class logits of every superpoint against `class_embeddings` (unit rows)."""
+        return self.semantic_embeddings @ class_embeddings.T * self.semantic_scale
 
     @property
     def num_generic(self) -> int:
@@ -44,6 +61,19 @@ class SceneOutput:
         return self.layers[layer].select(rows[name])
 
 
+class SemanticHead(nn.Module):
+    """Superpoint features -> unit embeddings in the text space, with a learned temperature."""
+
+    def __init__(self, in_channels: int, hidden: int, text_dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_channels, hidden), nn.LayerNorm(hidden), nn.ReLU(),
+                                 nn.Linear(hidden, text_dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.normalize(self.mlp(features), dim=-1), self.logit_scale.exp().clamp(max=100.0)
+
+
 class UniSeg3D(nn.Module):
     def __init__(self, config: ModelConfig, text_dim: int, device: str = "cpu"):
         super().__init__()
@@ -51,6 +81,7 @@ class UniSeg3D(nn.Module):
         self.backbone = SparseUNet(6, config.channels, config.blocks, config.voxel_size, device)
         self.decoder = UnifiedDecoder(self.backbone.out_channels, text_dim, config.d_model,
                                       config.heads, config.ffn, config.layers)
+        self.semantic_head = SemanticHead(self.backbone.out_channels, config.d_model, text_dim)
 
     def generic_queries(self, num_superpoints: int, generator: torch.Generator | None
                         ) -> torch.Tensor:
@@ -75,5 +106,6 @@ class UniSeg3D(nn.Module):
                 clicks = scene.superpoints[scene.click_points]
                 layers = self.decoder(sp_features, generic, clicks, scene.text_embeddings)
                 outputs.append(SceneOutput(layers, generic, len(clicks),
-                                           len(scene.text_embeddings)))
+                                           len(scene.text_embeddings),
+                                           *self.semantic_head(sp_features)))
         return outputs
