@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from uniseg3d.benchmarks.ray_bench import bench_ray_overhead
 from uniseg3d.config import ConfigError, EvaluateConfig, Params, RayConfig, SweepConfig
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import read_split
@@ -365,3 +366,18 @@ def test_two_trial_sweep_writes_its_table(root, tmp_path):
     plots = json.loads((tmp_path / "sweep" / "sweep_plot_data.json").read_text())
     assert plots["lambda_inter"]["x"] == [0.1, 0.3]
     assert len(plots["lambda_inter"]["series"]["overall"]) == 2
+
+
+# ------------------------------------------------- the overhead benchmark compares equal runs
+
+
+def test_ray_overhead_benchmark_times_the_same_training_both_ways(root, tmp_path):
+    start_local_ray()
+    result = bench_ray_overhead(params_for(root, tmp_path), epochs=1, repeats=1)
+    assert result["train_scenes"] == 2 and result["epochs"] == 1
+    assert result["max_loss_rel_diff"] < 1e-4  # one Ray worker trains exactly as train()
+    assert 0 < result["direct_epoch_s"] < result["direct_s"]
+    assert 0 < result["ray_epoch_s"] < result["ray_s"]
+    assert result["overhead_pct"] == pytest.approx(
+        100 * (result["ray_s"] - result["direct_s"]) / result["direct_s"])
+    assert ray.is_initialized()  # the caller's Ray is left running

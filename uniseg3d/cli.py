@@ -188,6 +188,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from uniseg3d.benchmarks import data_bench
 
     params = load_params(args.params)
+    if args.repeats is None:
+        args.repeats = 1 if args.target == "ray-overhead" else 5
     if args.target == "superpoints":
         result = data_bench.bench_superpoints(args.mesh, args.vertices, args.repeats)
     elif args.target == "prepare":
@@ -211,6 +213,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from uniseg3d.benchmarks.metrics_bench import bench_instance_ap
 
         result = bench_instance_ap()
+    elif args.target == "ray-overhead":
+        from uniseg3d.benchmarks.ray_bench import bench_ray_overhead
+
+        result = bench_ray_overhead(params, args.epochs, args.repeats)
+    elif args.target == "sweep":
+        from uniseg3d.benchmarks.ray_bench import bench_sweep
+
+        result = bench_sweep(params, params.sweep)
     else:
         from uniseg3d.benchmarks.model_bench import bench_model
 
@@ -378,17 +388,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "evaluate stage on the validation split. model: forward latency of the "
                     "tiny and paper configurations and training steps per second of tiny. latency: "
                     "per-component inference time of one scene beside the paper's table "
-                    "(JSON plus a Markdown table next to it).")
+                    "(JSON plus a Markdown table next to it). ray-overhead: the training run "
+                    "through Ray Train (one worker) against the plain epoch loop at the same "
+                    "thread count, on the train.* scenes of params.yaml. sweep: trials per hour "
+                    "of the sweep in params.yaml.")
     bench.add_argument("target", choices=["superpoints", "prepare", "synth", "instance-ap",
-                                          "evaluate", "model", "latency"],
+                                          "evaluate", "model", "latency", "ray-overhead",
+                                          "sweep"],
                        help="what to measure")
     bench.add_argument("--out", help="JSON file (default: benchmarks/TARGET.json)")
     bench.add_argument("--mesh", help="superpoints: PLY mesh (default: a generated room)")
     bench.add_argument("--vertices", type=_positive_int, default=100_000,
                        help="superpoints: size of the generated mesh (default: %(default)s)")
-    bench.add_argument("--repeats", type=_positive_int, default=5,
-                       help="superpoints, model: timed runs after a warm-up "
-                            "(default: %(default)s)")
+    bench.add_argument("--repeats", type=_positive_int,
+                       help="superpoints, model, latency: timed runs after a warm-up (default: "
+                            "5); ray-overhead: runs of each side, the fastest counts (default: 1)")
+    bench.add_argument("--epochs", type=_positive_int, default=2,
+                       help="ray-overhead: training epochs per run (default: %(default)s)")
     bench.add_argument("--raw", help="prepare: raw ScanNet-layout folder "
                        "(default: params.yaml prepare.scannet.raw)")
     bench.add_argument("--scenes", help="prepare: text file of scene ids; latency: a raw "
