@@ -348,9 +348,10 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
                 save_checkpoint(workdir / CHECKPOINT_BEST, model, optimizer, scheduler, epoch,
                                 stage, history, params)
             if session.rank == 0:
-                log.info("epoch %d (stage %d): loss %.4f%s, %.1f s", epoch, stage,
-                         record["train_total"], f", val {record['val_total']:.4f}"
-                         if "val_total" in record else "", record["seconds"])
+                val = f", val {record['val_total']:.4f}" if "val_total" in record else ""
+                log.info("epoch %d/%d (stage %d): loss %.4f%s, %.1f s", epoch + 1,
+                         sum(e for e, _, _ in schedule), stage, record["train_total"], val,
+                         record["seconds"])
             session.report({**record, "score": score}, workdir)
     return history
 
