@@ -107,3 +107,14 @@ def test_dvc_metrics_show_reads_the_metrics(repro):
     result = dvc("metrics", "show", "--json", cwd=repro)
     assert result.returncode == 0, result.stderr
     assert "semantic" in result.stdout
+
+
+def test_dvc_plots_show_renders_training_curves_and_the_sweep(repro):
+    result = dvc("plots", "show", "--json", cwd=repro)
+    assert result.returncode == 0, result.stderr
+    plots = json.loads(result.stdout)["data"]
+    curves = plots["training_curves"][0]["content"]["data"]["values"]
+    assert len(curves) == 2  # one epoch: its training and validation loss
+    assert all(float(row["dvc_inferred_y_value"]) > 0 for row in curves)
+    sweep = plots["sweep_by_lambda"][0]["content"]["data"]["values"]
+    assert sorted({row["lambda_inter"] for row in sweep}) == ["0.1", "0.3"]
