@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -280,6 +281,17 @@ def test_unreachable_address_is_a_clear_error(root, tmp_path, no_ray):
     with pytest.raises(RayError, match=rf"cannot reach a Ray cluster at {address}.*ray start"):
         run_ray_train(params_for(root, tmp_path, epochs=1),
                       ray_config(tmp_path, address=address))
+    assert_no_ray_left()
+
+
+def test_starting_ray_keeps_the_commands_logging(no_ray, caplog):
+    root = logging.getLogger()
+    with caplog.at_level(logging.INFO):
+        handlers = list(root.handlers)
+        with ray_train.ray_session(None, ray_train.Request("test workers", 1, 1, 0, "keys")):
+            assert root.level == logging.INFO and root.handlers == handlers
+            logging.getLogger("uniseg3d.test").info("still heard after ray.init")
+    assert "still heard after ray.init" in caplog.text
     assert_no_ray_left()
 
 

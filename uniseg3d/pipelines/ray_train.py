@@ -86,6 +86,10 @@ def _init_ray(address: str | None) -> None:
     # our INFO lines).
     quiet = {"include_dashboard": False, "logging_level": logging.WARNING,
              "logging_config": ray.LoggingConfig(encoding="TEXT", log_level="ERROR")}
+    # The LoggingConfig also sets this process's root logger to ERROR and adds a handler of
+    # Ray's: put the command's own logging back, or its INFO lines would vanish
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
     try:
         if address is None:
             ray.init(address="local", num_cpus=available_cores(), **quiet)
@@ -98,6 +102,9 @@ def _init_ray(address: str | None) -> None:
             f"could not start {where}: {error}. If a port is in use, stop the other Ray "
             "('ray stop') or service holding it; to join a running cluster pass its head's "
             "HOST:PORT as --address (ray.address), or 'auto' on a node of that cluster") from error
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 @dataclass(frozen=True)
