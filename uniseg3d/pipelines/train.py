@@ -313,6 +313,7 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
     shard_size = -(-len(train_set) // session.world_size)  # epoch_shard's length
     val_shard = val_set.load(np.arange(session.rank, len(val_set), session.world_size))
     schedule = stages(params)
+    total_epochs = sum(epochs for epochs, _, _ in schedule)
     for stage, (epochs, lr, weight_decay) in enumerate(schedule):
         stage_start = sum(e for e, _, _ in schedule[:stage])
         if stage_start + epochs <= resume_epoch:
@@ -350,7 +351,7 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
             if session.rank == 0:
                 val = f", val {record['val_total']:.4f}" if "val_total" in record else ""
                 log.info("epoch %d/%d (stage %d): loss %.4f%s, %.1f s", epoch + 1,
-                         sum(e for e, _, _ in schedule), stage, record["train_total"], val,
+                         total_epochs, stage, record["train_total"], val,
                          record["seconds"])
             session.report({**record, "score": score}, workdir)
     return history
