@@ -295,6 +295,20 @@ def test_starting_ray_keeps_the_commands_logging(no_ray, caplog):
     assert_no_ray_left()
 
 
+def test_a_local_ray_runs_its_workers_at_normal_priority(no_ray, monkeypatch):
+    for name in ray_train.LOCAL_RAY_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+    @ray.remote(num_cpus=1)
+    def niceness() -> int:
+        return os.nice(0)
+
+    with ray_train.ray_session(None, ray_train.Request("test workers", 1, 1, 0, "keys")):
+        assert ray.get(niceness.remote()) == 0  # Ray's own default is 15
+    assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+    assert_no_ray_left()
+
+
 # ---------------------------------------------- (f) no Ray left after an interrupted command
 
 
@@ -387,6 +401,9 @@ def test_ray_overhead_benchmark_times_the_same_training_both_ways(root, tmp_path
     start_local_ray()
     result = bench_ray_overhead(params_for(root, tmp_path), epochs=1, repeats=1)
     assert result["train_scenes"] == 2 and result["epochs"] == 1
+    assert result["texts_cached"] > 0  # the descriptions were encoded before either run
+    assert [len(run["epochs_s"]) for side in ("direct", "ray") for run in result["runs"][side]] \
+        == [1, 1]
     assert result["max_loss_rel_diff"] < 1e-4  # one Ray worker trains exactly as train()
     assert 0 < result["direct_epoch_s"] < result["direct_s"]
     assert 0 < result["ray_epoch_s"] < result["ray_s"]

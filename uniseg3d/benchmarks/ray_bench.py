@@ -13,71 +13,90 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from uniseg3d.benchmarks.data_bench import machine
 from uniseg3d.config import Params, RayConfig, SweepConfig
-from uniseg3d.datasets.loader import read_scene_list, read_split
 from uniseg3d.pipelines.ray_train import Request, available_cores, ray_session, run_ray_train
 from uniseg3d.pipelines.sweep import run_sweep
-from uniseg3d.pipelines.train import TrainResult, train, with_overrides
+from uniseg3d.pipelines.train import (
+    TrainResult, make_text_encoder, scene_sets, train, with_overrides)
 
 
-def _epoch_seconds(history: list[dict]) -> float:
-    return sum(record["seconds"] for record in history)
-
-
-def _timed(run: Callable[[], TrainResult]) -> tuple[float, list[dict]]:
+def _timed(run: Callable[[], TrainResult]) -> dict:
+    """Wall time of one training run, with its per-epoch training and validation seconds."""
     start = time.perf_counter()
     history = run().history
-    return time.perf_counter() - start, history
+    return {"wall_s": time.perf_counter() - start,
+            "epochs_s": [record["seconds"] for record in history],
+            "validation_s": sum(record.get("val_seconds", 0.0) for record in history),
+            "losses": [record["train_total"] for record in history]}
+
+
+def warm_text_cache(params: Params) -> tuple[int, int, int]:
+    """Encode every description of the training and validation scenes into the text cache, so
+    that neither side of a comparison pays for the first encodings; returns the counts of
+    training scenes, validation scenes and descriptions."""
+    train_set, val_set = scene_sets(params)
+    texts = [d.text for scenes in (train_set, val_set) for scene in scenes.load(
+        np.arange(len(scenes))) for d in scene.referring]
+    make_text_encoder(params).encode(texts)
+    return len(train_set), len(val_set), len(texts)
 
 
 def bench_ray_overhead(params: Params, epochs: int = 2, repeats: int = 2) -> dict:
-    """`train()` against `run_ray_train` with one worker: the same scenes (read once, before
-    either), the same epochs and the same torch thread count (`train.threads`, which is also
-    the worker's CPU reservation), alternated `repeats` times; each side's fastest run counts
-    (the least disturbed by other load). `overhead_pct`: Ray's wall time over the direct one,
-    Ray's own start-up and shutdown (`ray_start_s`, `ray_shutdown_s`) excluded and reported
-    apart; `epoch_overhead_pct`: the same over the epochs' training time alone, without the
-    per-run cost of starting the worker group (`ray_run_fixed_s`)."""
+    """`train()` against `run_ray_train` with one worker, both as the pipeline runs them (each
+    reads the train.* scenes from the cache, the text cache is warm): the same epochs and the
+    same torch thread count (`train.threads`, also the worker's CPU reservation). The two sides
+    alternate, `repeats` times, in turn first; each side's fastest run counts (the least
+    disturbed by other load). `overhead_pct`: Ray's wall time over the direct one, with Ray's
+    own start-up and shutdown (`ray_start_s`, `ray_shutdown_s`) measured apart;
+    `epoch_overhead_pct`: the same over the training epochs alone, and
+    `epoch_median_overhead_pct` over the median epoch; `ray_run_fixed_s`: the rest of the
+    difference (the worker group's start and stop, reporting, checkpoint copies)."""
     threads = params.train.threads
-    cfg = params.train
-    train_scenes = read_split(cfg.cache, read_scene_list(cfg.train_scenes)
-                              if cfg.train_scenes else None)
-    val_scenes = read_split(cfg.cache, read_scene_list(cfg.val_scenes)) if cfg.val_scenes else []
+    train_scenes, val_scenes, texts = warm_text_cache(params)
     load_before = os.getloadavg()
-    direct_runs, ray_runs = [], []
+    runs: dict[str, list[dict]] = {"direct": [], "ray": []}
     with tempfile.TemporaryDirectory(prefix="uniseg3d-ray-bench-") as folder:
         direct_params = with_overrides(params, epochs=epochs, fine_tune_epochs=0,
                                        out=str(Path(folder) / "direct"))
         ray_params = with_overrides(direct_params, out=str(Path(folder) / "ray_out"))
         ray_cfg = RayConfig(num_workers=1, cpus_per_worker=threads, max_failures=0,
                             storage=str(Path(folder) / "ray"))
+        sides = {"direct": lambda: train(direct_params, progress=False),
+                 "ray": lambda: run_ray_train(ray_params, ray_cfg)}
         start = time.perf_counter()
         with ray_session(None, Request("benchmark workers", 1, threads, 0, "train.threads")):
             ray_start_s = time.perf_counter() - start
-            for _ in range(repeats):
-                direct_runs.append(_timed(lambda: train(
-                    direct_params, progress=False, train_scenes=train_scenes,
-                    val_scenes=val_scenes)))
-                ray_runs.append(_timed(lambda: run_ray_train(
-                    ray_params, ray_cfg, train_scenes=train_scenes, val_scenes=val_scenes)))
+            for repeat in range(repeats):
+                for side in ("direct", "ray") if repeat % 2 == 0 else ("ray", "direct"):
+                    runs[side].append(_timed(sides[side]))
             start = time.perf_counter()
         ray_shutdown_s = time.perf_counter() - start
-    (direct_s, direct), (ray_s, ray_history) = (min(runs, key=lambda run: run[0])
-                                                for runs in (direct_runs, ray_runs))
-    direct_epochs = min(_epoch_seconds(history) for _, history in direct_runs)
-    ray_epochs = min(_epoch_seconds(history) for _, history in ray_runs)
+    direct, ray = (min(runs[side], key=lambda run: run["wall_s"]) for side in ("direct", "ray"))
+    direct_epochs, ray_epochs = sum(direct["epochs_s"]), sum(ray["epochs_s"])
+    # the median epoch over every run of a side: epochs are equal work, so bursts of other load
+    # on the machine (which hit either side at random) move it least
+    direct_median, ray_median = (
+        float(np.median([s for run in runs[side] for s in run["epochs_s"]]))
+        for side in ("direct", "ray"))
     return {"benchmark": "ray-overhead", "epochs": epochs, "threads": threads,
-            "repeats": repeats, "train_scenes": len(train_scenes),
-            "val_scenes": len(val_scenes), "direct_s": direct_s, "ray_s": ray_s,
+            "repeats": repeats, "train_scenes": train_scenes,
+            "val_scenes": val_scenes, "texts_cached": texts,
+            "direct_s": direct["wall_s"], "ray_s": ray["wall_s"],
             "ray_start_s": ray_start_s, "ray_shutdown_s": ray_shutdown_s,
-            "overhead_pct": 100 * (ray_s - direct_s) / direct_s,
+            "overhead_pct": 100 * (ray["wall_s"] - direct["wall_s"]) / direct["wall_s"],
             "direct_epoch_s": direct_epochs, "ray_epoch_s": ray_epochs,
             "epoch_overhead_pct": 100 * (ray_epochs - direct_epochs) / direct_epochs,
-            "ray_run_fixed_s": (ray_s - ray_epochs) - (direct_s - direct_epochs),
-            "all_runs_s": {"direct": [s for s, _ in direct_runs], "ray": [s for s, _ in ray_runs]},
-            "max_loss_rel_diff": max(abs(a["train_total"] - b["train_total"]) / a["train_total"]
-                                     for a, b in zip(direct, ray_history)),
+            "direct_epoch_median_s": direct_median, "ray_epoch_median_s": ray_median,
+            "epoch_median_overhead_pct": 100 * (ray_median - direct_median) / direct_median,
+            "direct_validation_s": direct["validation_s"], "ray_validation_s": ray["validation_s"],
+            "ray_run_fixed_s": (ray["wall_s"] - ray_epochs - ray["validation_s"])
+            - (direct["wall_s"] - direct_epochs - direct["validation_s"]),
+            "runs": runs,
+            "max_loss_rel_diff": max(abs(a - b) / a for a, b in zip(direct["losses"],
+                                                                     ray["losses"])),
             "load_average_before": load_before, "load_average_after": os.getloadavg(),
             "machine": machine()}
 

@@ -50,6 +50,16 @@ PATH_FIELDS = {"text": ("cache_file", "clip_checkpoint"),
                "evaluate": ("checkpoint", "cache", "scenes", "replica_cache", "out")}
 
 
+LOCAL_RAY_ENV = {
+    "RAY_worker_niceness": "0",  # Ray runs its workers at nice 15: the training would yield
+    #                              the CPU to any other process, this one's polling included
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",  # an actor polling for node drains (clusters)
+    "RAY_TRAIN_METRICS_ENABLED": "0",  # Prometheus metrics for the dashboard we do not start
+}
+"""Set (unless already in the environment) when this process starts a local Ray, where the
+training already uses every core of the machine; a cluster keeps its own settings."""
+
+
 class RayError(RuntimeError):
     """Ray cannot start, cannot fit the requested resources, or the run failed."""
 
@@ -92,6 +102,8 @@ def _init_ray(address: str | None) -> None:
     level, handlers = root.level, list(root.handlers)
     try:
         if address is None:
+            for name, value in LOCAL_RAY_ENV.items():
+                os.environ.setdefault(name, value)
             ray.init(address="local", num_cpus=available_cores(), **quiet)
         else:
             ray.init(address=address, **quiet)

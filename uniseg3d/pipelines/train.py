@@ -338,9 +338,11 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
                       **{f"train_{k}": v / session.world_size
                          for k, v in _worker_sum(losses, session).items()}}
             if len(val_set):
+                begin = time.perf_counter()
                 total = validation_loss(model, criterion, val_shard, params, encoder, classes,
                                         device) * len(val_shard) if val_shard else 0.0
                 record["val_total"] = _worker_sum({"val": total}, session)["val"] / len(val_set)
+                record["val_seconds"] = time.perf_counter() - begin
             history.append(record)
             score = epoch_score(record)
             save_checkpoint(workdir / CHECKPOINT_LAST, model, optimizer, scheduler, epoch, stage,
