@@ -17,11 +17,12 @@ from uniseg3d.datasets.loader import make_sample
 from uniseg3d.datasets.scannet import read_scannet_scene
 from uniseg3d.datasets.scene import Description
 from uniseg3d.model.criterion import Criterion, hungarian_match, mask_losses
-from uniseg3d.model.decoder import QueryPredictions, prompt_isolation_mask
+from uniseg3d.model.decoder import (
+    FourierPositions, QueryPredictions, UnifiedDecoder, prompt_isolation_mask)
 from uniseg3d.model.inference import predict_scene
 from uniseg3d.model.inputs import scene_input, scene_targets
 from uniseg3d.model.postprocess import semantic_labels
-from uniseg3d.model.uniseg3d import UniSeg3D
+from uniseg3d.model.uniseg3d import UniSeg3D, superpoint_centroids
 
 TEXT_DIM = 16
 
@@ -146,6 +147,39 @@ def test_prompts_cannot_see_each_other_or_the_generic_queries(scene, classes):
             torch.testing.assert_close(a.part(part, layer).masks, b.part(part, layer).masks)
         torch.testing.assert_close(a.part("text", layer).masks[1], b.part("text", layer).masks[1])
     assert not torch.allclose(a.part("text").masks[0], b.part("text").masks[0])
+
+
+def test_superpoint_centroids_are_hand_computed_and_translation_invariant(scene):
+    sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
+    inputs = scene_input(sample, texts_of(sample))
+    centroids = superpoint_centroids(inputs)
+    points = torch.as_tensor(scene.coords, dtype=torch.float64)
+    for sp in (0, scene.num_superpoints - 1):
+        expected = points[torch.as_tensor(scene.superpoints == sp)].mean(0) - points.mean(0)
+        torch.testing.assert_close(centroids[sp].double(), expected, atol=1e-5, rtol=0)
+    shifted = dataclasses.replace(inputs, coords=inputs.coords + torch.tensor([40.0, -7.5, 3.0]))
+    torch.testing.assert_close(superpoint_centroids(shifted), centroids, atol=1e-4, rtol=0)
+
+
+def test_positions_tell_alike_superpoints_apart():
+    # two superpoints with identical features: their queries differ only through where they are
+    torch.manual_seed(0)
+    decoder = UnifiedDecoder(8, TEXT_DIM, d_model=32, heads=4, ffn=64, layers=2).eval()
+    features = torch.randn(6, 8)
+    features[1] = features[0]
+    centroids = torch.randn(6, 3)
+    no_prompts = torch.zeros(0, dtype=torch.long), torch.zeros(0, TEXT_DIM)
+    with torch.no_grad():
+        apart = decoder(features, centroids, torch.arange(6), *no_prompts)[-1].masks
+        centroids[1] = centroids[0]
+        together = decoder(features, centroids, torch.arange(6), *no_prompts)[-1].masks
+    torch.testing.assert_close(together[0], together[1])
+    assert (apart[0] - apart[1]).abs().max() > 1e-2
+    codes = FourierPositions(32).eval()
+    assert codes.frequencies.tolist() == pytest.approx(
+        [2 * np.pi / w for w in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)])
+    # 8 m apart: half the longest wavelength, a different code
+    assert not torch.allclose(codes(torch.zeros(1, 3)), codes(torch.tensor([[8.0, 0.0, 0.0]])))
 
 
 def predictions(masks: torch.Tensor) -> QueryPredictions:

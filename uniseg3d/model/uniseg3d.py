@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uniseg3d.config import ModelConfig
-from uniseg3d.model.backbone import SparseUNet
+from uniseg3d.model.backbone import SparseUNet, scatter_mean
 from uniseg3d.model.decoder import QueryPredictions, UnifiedDecoder
 from uniseg3d.model.stopwatch import NO_TIMING
 
@@ -59,6 +59,12 @@ class SceneOutput:
         g, c = self.num_generic, self.num_clicks
         rows = {"generic": slice(0, g), "click": slice(g, g + c), "text": slice(g + c, None)}
         return self.layers[layer].select(rows[name])
+
+
+def superpoint_centroids(scene: SceneInput) -> torch.Tensor:
+    """(M, 3) mean point of every superpoint, relative to the mean of the scene's points."""
+    centred = scene.coords - scene.coords.mean(0, keepdim=True)
+    return scatter_mean(centred, scene.superpoints, int(scene.superpoints.max()) + 1)
 
 
 class SemanticHead(nn.Module):
@@ -104,7 +110,8 @@ class UniSeg3D(nn.Module):
             for scene, sp_features in zip(scenes, features):
                 generic = self.generic_queries(len(sp_features), generator).to(sp_features.device)
                 clicks = scene.superpoints[scene.click_points]
-                layers = self.decoder(sp_features, generic, clicks, scene.text_embeddings)
+                layers = self.decoder(sp_features, superpoint_centroids(scene), generic, clicks,
+                                      scene.text_embeddings)
                 outputs.append(SceneOutput(layers, generic, len(clicks),
                                            len(scene.text_embeddings),
                                            *self.semantic_head(sp_features)))
