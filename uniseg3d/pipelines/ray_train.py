@@ -185,8 +185,11 @@ def absolute_paths(params: Params) -> Params:
 
 
 def worker_logging() -> None:
-    """Our INFO lines in a Ray worker process (they reach the driver's console)."""
+    """Our INFO lines in a Ray worker process (they reach the driver's console); Ray Train's
+    own (the whole metrics dict of every report, every checkpoint's path) only from WARNING."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("", "ray.train"):  # ray.train's report lines use a logger named by file path
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("uniseg3d").setLevel(logging.INFO)
 
 
