@@ -3,8 +3,8 @@
 Memory: the superpoint features projected to `d_model`, plus a Fourier encoding of each
 superpoint's centroid (wavelengths 0.25-16 m, relative to the scene's centre), as in Mask3D.
 The paper's decoder (after OneFormer3D) has no such term; on the CPU-sized backbone two alike
-objects get near-identical features without it, so neither masks nor prompts could tell them
-apart, nor resolve "in the corner" or "left of the desk".
+objects get near-identical features without it, so neither generic nor click queries could
+tell them apart.
 
 Queries: generic ones from superpoint features (a random 50-100 % of the superpoints in
 training, all of them at test), one click query per prompted object (the feature of the
