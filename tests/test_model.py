@@ -128,11 +128,12 @@ def test_semantic_head_loss_and_labels_follow_its_embeddings(scene, classes):
     assert (labels[labelled] == targets.semantic[inputs.superpoints][labelled].numpy()).all()
 
 
-def test_prompts_cannot_see_each_other_or_the_generic_queries(scene, classes):
-    mask = prompt_isolation_mask(3, 2)
-    assert mask.tolist() == [[False, False, False, True, True], [False, False, False, True, True],
-                             [False, False, False, True, True], [True, True, True, False, True],
-                             [True, True, True, True, False]]
+def test_prompts_are_isolated_and_texts_read_the_generic_queries(scene, classes):
+    # 2 generic, 1 click, 2 texts: a text row sees the generic columns and itself, nothing else
+    mask = prompt_isolation_mask(2, 1, 2)
+    assert mask.tolist() == [[False, False, True, True, True], [False, False, True, True, True],
+                             [True, True, False, True, True], [False, False, True, False, True],
+                             [False, False, True, True, False]]
     model = tiny_model().eval()
     sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
     texts = texts_of(sample)
@@ -147,6 +148,19 @@ def test_prompts_cannot_see_each_other_or_the_generic_queries(scene, classes):
             torch.testing.assert_close(a.part(part, layer).masks, b.part(part, layer).masks)
         torch.testing.assert_close(a.part("text", layer).masks[1], b.part("text", layer).masks[1])
     assert not torch.allclose(a.part("text").masks[0], b.part("text").masks[0])
+    # dropping generic queries changes what a text query reads, but no click query
+    with torch.no_grad():
+        features = model.backbone([base.coords], [base.colors], [base.superpoints])[0]
+        clicks = base.superpoints[base.click_points]
+
+        def last_masks(count: int) -> torch.Tensor:
+            return model.decoder(features, superpoint_centroids(base), torch.arange(count),
+                                 clicks, base.text_embeddings)[-1].masks
+
+        n, k = len(features), len(clicks)
+        every, half = last_masks(n), last_masks(n // 2)
+    torch.testing.assert_close(every[n:n + k], half[n // 2:n // 2 + k])
+    assert not torch.allclose(every[n + k:], half[n // 2 + k:])
 
 
 def test_superpoint_centroids_are_hand_computed_and_translation_invariant(scene):

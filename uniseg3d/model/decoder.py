@@ -11,8 +11,10 @@ training, all of them at test), one click query per prompted object (the feature
 superpoint holding the click), one text query per description (its projected text embedding),
 each plus a learned task embedding. Every layer runs masked cross-attention to the superpoint
 features (a query sees the superpoints its previous mask covers), then self-attention in which
-generic and prompt queries cannot see each other and each prompt query sees only itself, then a
-feed-forward block. Mask, class and IoU heads run before the first layer and after every layer.
+generic queries see only each other, a click query only itself, and a text query itself and the
+generic queries (the object proposals, whose features carry their positions: what a relation
+such as "left of the desk" needs), then a feed-forward block. Mask, class and IoU heads run
+before the first layer and after every layer.
 
 Classification is by cosine similarity between a query's projection into the text-embedding
 space and class-name text embeddings, so the same weights classify against any class list;
@@ -69,12 +71,15 @@ class DecoderLayer(nn.Module):
         return self.norms[2](q + self.ffn(q))[0]
 
 
-def prompt_isolation_mask(num_generic: int, num_prompts: int, device=None) -> torch.Tensor:
-    """Self-attention mask (True = blocked): generic queries see each other only; every prompt
-    query sees only itself."""
-    total = num_generic + num_prompts
+def prompt_isolation_mask(num_generic: int, num_clicks: int, num_texts: int,
+                          device=None) -> torch.Tensor:
+    """Self-attention mask (True = blocked), queries ordered generic, clicks, texts: generic
+    queries see each other only; every prompt query sees itself, and a text query also sees
+    every generic query, so that it can read where the objects a description names lie."""
+    total = num_generic + num_clicks + num_texts
     blocked = torch.ones(total, total, dtype=torch.bool, device=device)
     blocked[:num_generic, :num_generic] = False
+    blocked[num_generic + num_clicks:, :num_generic] = False
     index = torch.arange(num_generic, total, device=device)
     blocked[index, index] = False
     return blocked
@@ -136,8 +141,8 @@ class UnifiedDecoder(nn.Module):
         queries = torch.cat([memory[generic] + task[GENERIC],
                              memory[click_superpoints] + task[CLICK],
                              self.text_proj(text_embeddings) + task[TEXT]])
-        self_mask = prompt_isolation_mask(len(generic), len(queries) - len(generic),
-                                          queries.device)
+        self_mask = prompt_isolation_mask(len(generic), len(click_superpoints),
+                                          len(text_embeddings), queries.device)
         predictions = [self.heads(queries, memory)]
         for layer in self.layers:
             cross_mask = predictions[-1].masks.detach().sigmoid() < 0.5
