@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from uniseg3d.benchmarks.ray_bench import bench_ray_overhead
+from uniseg3d.benchmarks.process_cpu import ProcessTreeCPU, process_role
+from uniseg3d.benchmarks.ray_bench import TRAIN_WORKER_ROLE, bench_ray_overhead
 from uniseg3d.config import ConfigError, EvaluateConfig, Params, RayConfig, SweepConfig
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import read_split
@@ -409,4 +411,28 @@ def test_ray_overhead_benchmark_times_the_same_training_both_ways(root, tmp_path
     assert 0 < result["ray_epoch_s"] < result["ray_s"]
     assert result["overhead_pct"] == pytest.approx(
         100 * (result["ray_s"] - result["direct_s"]) / result["direct_s"])
+    # CPU: the direct run trains in this process; the Ray run in its training worker
+    direct_cpu, ray_cpu = result["runs"]["direct"][0]["cpu_s"], result["runs"]["ray"][0]["cpu_s"]
+    assert direct_cpu["driver"] > result["direct_epoch_s"] * 0.5
+    assert ray_cpu["by_role"][TRAIN_WORKER_ROLE] > ray_cpu["driver"]
+    assert result["ray_other_cpu_s"] == pytest.approx(
+        result["ray_cpu_s"] - ray_cpu["by_role"][TRAIN_WORKER_ROLE])
+    assert result["ray_other_core_share_pct"] == pytest.approx(
+        100 * result["ray_other_cpu_s"] / (result["ray_s"] * result["threads"]))
     assert ray.is_initialized()  # the caller's Ray is left running
+
+
+def test_process_tree_cpu_counts_a_child_by_its_role(tmp_path):
+    script = tmp_path / "spin.py"
+    script.write_text("import time\nend = time.process_time() + 0.6\n"
+                      "while time.process_time() < end:\n    pass\n"
+                      "time.sleep(0.3)\n")  # idle past a few samples, so one sees all its CPU
+    with ProcessTreeCPU(interval=0.1) as cpu:
+        subprocess.run([sys.executable, str(script)], check=True)
+    result = cpu.result()
+    role = f"{Path(sys.executable).name} spin.py"
+    assert 0.6 <= result["by_role"][role] < 1.5
+    assert result["children"] == pytest.approx(sum(result["by_role"].values()))
+    assert process_role(["ray::TrainController.run"]) == "ray::TrainController"
+    assert process_role(["/opt/ray/core/src/ray/raylet/raylet", "--node_id=1"]) == "raylet"
+    assert process_role([]) == "?"

@@ -389,8 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "tiny and paper configurations and training steps per second of tiny. latency: "
                     "per-component inference time of one scene beside the paper's table "
                     "(JSON plus a Markdown table next to it). ray-overhead: the training run "
-                    "through Ray Train (one worker) against the plain epoch loop at the same "
-                    "thread count, on the train.* scenes of params.yaml. sweep: trials per hour "
+                    "as `uniseg3d train` makes it (a local Ray started and stopped, one Ray "
+                    "Train worker) against the plain epoch loop at the same thread count, on "
+                    "the train.* scenes of params.yaml, in wall time and in CPU time by "
+                    "process. sweep: trials per hour "
                     "of the sweep in params.yaml.")
     bench.add_argument("target", choices=["superpoints", "prepare", "synth", "instance-ap",
                                           "evaluate", "model", "latency", "ray-overhead",
