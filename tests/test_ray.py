@@ -396,6 +396,23 @@ def test_two_trial_sweep_writes_its_table(root, tmp_path):
     assert len(plots["lambda_inter"]["series"]["overall"]) == 2
 
 
+def test_batch_norm_is_synchronised_across_gpu_workers_only():
+    def norms(model, kind):
+        return sum(isinstance(m, kind) for m in model.modules())
+
+    model = build_model(Params(), 384)
+    batch_norms = norms(model, torch.nn.BatchNorm1d)
+    assert batch_norms > 0
+    for use_gpu, world_size in ((False, 2), (True, 1)):
+        assert ray_train.synchronised_batch_norm(model, use_gpu, world_size) is model
+    synced = ray_train.synchronised_batch_norm(build_model(Params(), 384), True, 2)
+    assert norms(synced, torch.nn.SyncBatchNorm) == batch_norms
+    assert norms(synced, torch.nn.BatchNorm1d) == 0
+    # a checkpoint of either loads into the other
+    assert synced.load_state_dict(model.state_dict()).missing_keys == []
+    assert model.load_state_dict(synced.state_dict()).unexpected_keys == []
+
+
 # ------------------------------------------------- the overhead benchmark compares equal runs
 
 

@@ -2,7 +2,7 @@
 
 `run_ray_train` starts (or joins, `RayConfig.address`) Ray, runs `train_loop_per_worker` in
 `num_workers` workers with a `TorchTrainer` (gloo on CPU, NCCL on GPU, DistributedDataParallel
-via Ray's `prepare_model`) and copies the final checkpoints to `train.out` (`last.pt`, `best.pt`,
+via Ray's `prepare_model`, SyncBatchNorm across GPUs) and copies the final checkpoints to `train.out` (`last.pt`, `best.pt`,
 `history.json`: the files `train()` writes), so downstream stages do not see a difference.
 
 Each worker runs `train.fit`, the one epoch loop, on its shard of the training scenes (with one
@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import torch
 
 from uniseg3d.config import Params, RayConfig
 from uniseg3d.datasets.scene import Scene
@@ -214,6 +216,17 @@ def checkpoint_folder(checkpoint: Checkpoint | None) -> Iterator[Path | None]:
             yield Path(folder)
 
 
+def synchronised_batch_norm(model: torch.nn.Module, use_gpu: bool, world_size: int
+                            ) -> torch.nn.Module:
+    """Across several GPU workers, the backbone's batch norms as `SyncBatchNorm`, so that its
+    statistics cover the global batch as on one device (the state dict keeps its keys, so
+    checkpoints load either way). torch synchronises batch norm on GPUs only: on CPU workers
+    (gloo) each keeps its own statistics."""
+    if use_gpu and world_size > 1:
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train's worker function: `fit` on this worker's shards, DDP across workers.
     `config`: params (absolute paths), ray (RayConfig), train / val (SceneSet)."""
@@ -229,7 +242,8 @@ def train_loop_per_worker(config: dict) -> None:
             rank=context.get_world_rank(), world_size=context.get_world_size(),
             device=str(ray.train.torch.get_device()), threads=config["ray"].cpus_per_worker,
             prepare=lambda model: ray.train.torch.prepare_model(
-                model, parallel_strategy_kwargs=DDP_KWARGS))
+                synchronised_batch_norm(model, config["ray"].use_gpu, context.get_world_size()),
+                parallel_strategy_kwargs=DDP_KWARGS))
         fit(config["params"], session, config["train"], config["val"], Path(workdir))
 
 
