@@ -22,7 +22,8 @@ from uniseg3d.model.decoder import (
 from uniseg3d.model.inference import predict_scene
 from uniseg3d.model.inputs import scene_input, scene_targets
 from uniseg3d.model.postprocess import semantic_labels
-from uniseg3d.model.uniseg3d import UniSeg3D, superpoint_centroids
+from uniseg3d.model.text_encoder import EncodedTexts
+from uniseg3d.model.uniseg3d import UniSeg3D, superpoint_means
 
 TEXT_DIM = 16
 
@@ -42,9 +43,12 @@ def classes():
     return F.normalize(torch.randn(20, TEXT_DIM), dim=1)
 
 
-def texts_of(sample) -> torch.Tensor:
+def texts_of(sample) -> EncodedTexts:
+    """Random stand-ins for the encoded descriptions of `sample`, of 5 to 9 tokens each."""
     torch.manual_seed(2)
-    return F.normalize(torch.randn(len(sample.texts), TEXT_DIM), dim=1)
+    return EncodedTexts.from_rows(F.normalize(torch.randn(len(sample.texts), TEXT_DIM), dim=1),
+                                  [torch.randn(5 + k % 5, TEXT_DIM)
+                                   for k in range(len(sample.texts))])
 
 
 def tiny_model() -> UniSeg3D:
@@ -138,9 +142,9 @@ def test_prompts_are_isolated_and_texts_read_the_generic_queries(scene, classes)
     sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
     texts = texts_of(sample)
     base = scene_input(sample, texts)
-    changed_texts = texts.clone()
-    changed_texts[0] = F.normalize(torch.randn(TEXT_DIM), dim=0)
-    changed = scene_input(sample, changed_texts)
+    changed_embeddings = texts.embeddings.clone()
+    changed_embeddings[0] = F.normalize(torch.randn(TEXT_DIM), dim=0)
+    changed = scene_input(sample, dataclasses.replace(texts, embeddings=changed_embeddings))
     with torch.no_grad():
         a, b = model([base])[0], model([changed])[0]
     for layer in range(len(a.layers)):
@@ -154,8 +158,8 @@ def test_prompts_are_isolated_and_texts_read_the_generic_queries(scene, classes)
         clicks = base.superpoints[base.click_points]
 
         def last_masks(count: int) -> torch.Tensor:
-            return model.decoder(features, superpoint_centroids(base), torch.arange(count),
-                                 clicks, base.text_embeddings)[-1].masks
+            return model.decoder(features, *superpoint_means(base), torch.arange(count),
+                                 clicks, base.texts)[-1].masks
 
         n, k = len(features), len(clicks)
         every, half = last_masks(n), last_masks(n // 2)
@@ -163,32 +167,70 @@ def test_prompts_are_isolated_and_texts_read_the_generic_queries(scene, classes)
     assert not torch.allclose(every[n + k:], half[n // 2 + k:])
 
 
-def test_superpoint_centroids_are_hand_computed_and_translation_invariant(scene):
+def test_text_queries_read_their_own_words_only(scene):
+    model = tiny_model().eval()
+    sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
+    texts = texts_of(sample)
+    assert len(texts) >= 2 and not texts.token_mask[0].all()  # text 0 has padding
+
+    def run(tokens: torch.Tensor):
+        changed = dataclasses.replace(texts, tokens=tokens)
+        with torch.no_grad():
+            return model([scene_input(sample, changed)])[0]
+
+    base = run(texts.tokens)
+    padding = texts.tokens.clone()
+    padding[0][~texts.token_mask[0]] = 50.0  # values past a text's end are never read
+    words = texts.tokens.clone()
+    words[0, 0] = torch.randn(TEXT_DIM)  # text 0's first word changes
+    padded, reworded = run(padding), run(words)
+    torch.testing.assert_close(padded.part("text").masks, base.part("text").masks)
+    for part in ("generic", "click"):
+        torch.testing.assert_close(reworded.part(part).masks, base.part(part).masks)
+    torch.testing.assert_close(reworded.part("text").masks[1:], base.part("text").masks[1:])
+    assert not torch.allclose(reworded.part("text").masks[0], base.part("text").masks[0])
+
+
+def test_superpoint_means_are_hand_computed_and_centroids_translation_invariant(scene):
     sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
     inputs = scene_input(sample, texts_of(sample))
-    centroids = superpoint_centroids(inputs)
+    colours, centroids = superpoint_means(inputs)
     points = torch.as_tensor(scene.coords, dtype=torch.float64)
+    rgb = torch.as_tensor(scene.colors, dtype=torch.float64)
     for sp in (0, scene.num_superpoints - 1):
-        expected = points[torch.as_tensor(scene.superpoints == sp)].mean(0) - points.mean(0)
+        members = torch.as_tensor(scene.superpoints == sp)
+        expected = points[members].mean(0) - points.mean(0)
         torch.testing.assert_close(centroids[sp].double(), expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(colours[sp].double(), rgb[members].mean(0) / 127.5 - 1,
+                                   atol=1e-5, rtol=0)
     shifted = dataclasses.replace(inputs, coords=inputs.coords + torch.tensor([40.0, -7.5, 3.0]))
-    torch.testing.assert_close(superpoint_centroids(shifted), centroids, atol=1e-4, rtol=0)
+    torch.testing.assert_close(superpoint_means(shifted)[1], centroids, atol=1e-4, rtol=0)
 
 
-def test_positions_tell_alike_superpoints_apart():
+def test_positions_and_colours_tell_alike_superpoints_apart():
     # two superpoints with identical features: their queries differ only through where they are
+    # and what colour they have
     torch.manual_seed(0)
     decoder = UnifiedDecoder(8, TEXT_DIM, d_model=32, heads=4, ffn=64, layers=2).eval()
     features = torch.randn(6, 8)
     features[1] = features[0]
-    centroids = torch.randn(6, 3)
-    no_prompts = torch.zeros(0, dtype=torch.long), torch.zeros(0, TEXT_DIM)
-    with torch.no_grad():
-        apart = decoder(features, centroids, torch.arange(6), *no_prompts)[-1].masks
-        centroids[1] = centroids[0]
-        together = decoder(features, centroids, torch.arange(6), *no_prompts)[-1].masks
+    colours, centroids = torch.rand(6, 3) * 2 - 1, torch.randn(6, 3)
+    colours[1] = colours[0]
+    no_prompts = torch.zeros(0, dtype=torch.long), EncodedTexts.from_rows(
+        torch.zeros(0, TEXT_DIM), [])
+
+    def masks() -> torch.Tensor:
+        with torch.no_grad():
+            return decoder(features, colours, centroids, torch.arange(6), *no_prompts)[-1].masks
+
+    apart = masks()
+    centroids[1] = centroids[0]
+    together = masks()
+    colours[1] = -colours[0]
+    recoloured = masks()
     torch.testing.assert_close(together[0], together[1])
     assert (apart[0] - apart[1]).abs().max() > 1e-2
+    assert (recoloured[0] - recoloured[1]).abs().max() > 1e-2
     codes = FourierPositions(32).eval()
     assert codes.frequencies.tolist() == pytest.approx(
         [2 * np.pi / w for w in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)])

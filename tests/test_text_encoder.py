@@ -38,6 +38,11 @@ class FakeEncoder:
         rows = torch.tensor(digests, dtype=torch.float32).view(-1, self.dim)
         return F.normalize(rows - 127.5, dim=-1)
 
+    def encode_tokens(self, texts: list[str]) -> list[torch.Tensor]:
+        """One row per word: the word's own embedding."""
+        self.calls.append(["tokens", *texts])
+        return [FakeEncoder.encode(self, text.split()) for text in texts]
+
 
 @pytest.fixture(scope="module")
 def minilm() -> MiniLMEncoder:
@@ -57,6 +62,15 @@ def test_minilm_gives_384d_unit_vectors(minilm: MiniLMEncoder) -> None:
     assert not out.requires_grad and not out.is_inference()
     assert minilm.encode([]).shape == (0, 384)
     _assert_frozen(minilm._model)
+
+
+def test_minilm_tokens_pool_into_its_embedding(minilm: MiniLMEncoder) -> None:
+    texts = ["the red chair next to the desk", "a lamp"]
+    tokens = minilm.encode_tokens(texts)
+    # [CLS] + word pieces + [SEP]: the long text has more tokens, each 384-d
+    assert [t.shape[1] for t in tokens] == [384, 384] and len(tokens[0]) > len(tokens[1]) >= 4
+    pooled = F.normalize(torch.stack([t.mean(0) for t in tokens]), dim=-1)
+    torch.testing.assert_close(pooled, minilm.encode(texts), atol=1e-5, rtol=1e-5)
 
 
 def test_minilm_is_semantic(minilm: MiniLMEncoder) -> None:
@@ -84,6 +98,25 @@ def test_cache_encodes_each_text_once() -> None:
     assert len(fake.calls) == 1 and (cached.hits, cached.misses) == (3, 2)
     torch.testing.assert_close(again, first[[1, 0]])
     assert cached.encode([]).shape == (0, 8) and len(fake.calls) == 1
+
+
+def test_cache_pads_token_features_and_keeps_them_across_instances(tmp_path: Path) -> None:
+    path = tmp_path / "text.pt"
+    fake = FakeEncoder()
+    encoded = CachedTextEncoder(fake, path).encode_texts(["red chair", "the big brown sofa", ""])
+    assert encoded.tokens.shape == (3, 4, 8) and len(encoded) == 3
+    assert encoded.token_mask.tolist() == [[True, True, False, False], [True] * 4, [False] * 4]
+    words = FakeEncoder().encode(["red", "chair"])
+    torch.testing.assert_close(encoded.tokens[0, :2], words, atol=2e-3, rtol=0)  # float16 store
+    assert (encoded.tokens[0, 2:] == 0).all() and (encoded.tokens[2] == 0).all()
+    torch.testing.assert_close(encoded.embeddings, FakeEncoder().encode(
+        ["red chair", "the big brown sofa", ""]))
+    again, other = FakeEncoder(), CachedTextEncoder(FakeEncoder(), path)
+    reread = CachedTextEncoder(again, path).encode_texts(["the big brown sofa"])
+    assert again.calls == [] and len(other) == 3
+    torch.testing.assert_close(reread.tokens[0], encoded.tokens[1])
+    empty = CachedTextEncoder(FakeEncoder()).encode_texts([])
+    assert empty.embeddings.shape == (0, 8) and empty.tokens.shape == (0, 0, 8)
 
 
 def test_cache_mixed_batch_keeps_input_order() -> None:
@@ -136,6 +169,12 @@ def test_clip_text_tower_loads_from_a_local_checkpoint(tmp_path: Path) -> None:
         assert encoder._model.visual is None
         _assert_frozen(encoder._model)
         torch.testing.assert_close(encoder.encode(texts), expected, atol=1e-5, rtol=1e-5)
+    # token rows run through the end token; its row is the (unnormalised) text embedding
+    ids = open_clip.get_tokenizer(SMALL_CLIP)(texts)
+    tokens = encoder.encode_tokens(texts)
+    assert [len(t) for t in tokens] == (ids.argmax(-1) + 1).tolist() and len(tokens[2]) == 2
+    torch.testing.assert_close(F.normalize(torch.stack([t[-1] for t in tokens]), dim=-1),
+                               expected, atol=1e-5, rtol=1e-5)
     truncated = {k: v for k, v in model.state_dict().items() if k != "ln_final.weight"}
     torch.save(truncated, tmp_path / "truncated.pt")
     with pytest.raises(ValueError, match="ln_final.weight"):

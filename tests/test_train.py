@@ -103,7 +103,7 @@ def test_tiny_model_overfits_two_scenes(tmp_path, scenes):
     model.load_state_dict(load_checkpoint(result.last)["model"])
     for scene in scenes:
         sample = make_sample(scene, params.prompts, np.random.default_rng(0), training=False)
-        prediction = predict_scene(model, scene_input(sample, encoder.encode(sample.texts)),
+        prediction = predict_scene(model, scene_input(sample, encoder.encode_texts(sample.texts)),
                                    classes)
         for k, target in enumerate(sample.click_instances):
             assert iou(prediction.clicks.masks[k], scene.instance == target) > 0.8

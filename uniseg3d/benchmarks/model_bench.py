@@ -23,6 +23,7 @@ from uniseg3d.datasets.synthetic.generate import DEFAULT_SPACING
 from uniseg3d.model.criterion import Criterion
 from uniseg3d.model.inference import predict_scene
 from uniseg3d.model.inputs import scene_input, scene_targets
+from uniseg3d.model.text_encoder import EncodedTexts
 from uniseg3d.model.uniseg3d import UniSeg3D
 from uniseg3d.pipelines.synth import run_synth
 
@@ -67,13 +68,18 @@ def _text(count: int) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.randn(count, TEXT_DIM), dim=1)
 
 
+def _descriptions(count: int, tokens: int = 24) -> EncodedTexts:
+    """Random stand-ins for `count` encoded descriptions of `tokens` tokens each."""
+    return EncodedTexts.from_rows(_text(count), list(torch.randn(count, tokens, TEXT_DIM)))
+
+
 def bench_model(params: Params, points: int = 100_000, repeats: int = 5, train_steps: int = 10
                 ) -> dict:
     """Median forward latency per configuration and tiny's training steps per second."""
     torch.manual_seed(0)
     sample = benchmark_sample(benchmark_scene(points)[0])
     classes = _text(20)
-    inputs = scene_input(sample, _text(len(sample.texts)))
+    inputs = scene_input(sample, _descriptions(len(sample.texts)))
     result = {"benchmark": "model", "points": sample.scene.num_points,
               "superpoints": sample.scene.num_superpoints, "clicks": len(sample.click_points),
               "texts": len(sample.texts), "threads": torch.get_num_threads(), "configs": {}}

@@ -1,20 +1,23 @@
 """The unified decoder: generic, click and text queries decoded together in one pass.
 
 Memory: the superpoint features projected to `d_model`, plus a Fourier encoding of each
-superpoint's centroid (wavelengths 0.25-16 m, relative to the scene's centre), as in Mask3D.
-The paper's decoder (after OneFormer3D) has no such term; on the CPU-sized backbone two alike
-objects get near-identical features without it, so neither generic nor click queries could
-tell them apart.
+superpoint's centroid (wavelengths 0.25-16 m, relative to the scene's centre), as in Mask3D,
+plus a linear map of its mean colour. The paper's decoder (after OneFormer3D) has neither term;
+on the CPU-sized backbone two alike objects get near-identical features without the first, so
+neither generic nor click queries could tell them apart, and the backbone's features, trained
+mostly for classes and instances, keep too little colour for descriptions that name one.
 
 Queries: generic ones from superpoint features (a random 50-100 % of the superpoints in
 training, all of them at test), one click query per prompted object (the feature of the
 superpoint holding the click), one text query per description (its projected text embedding),
-each plus a learned task embedding. Every layer runs masked cross-attention to the superpoint
-features (a query sees the superpoints its previous mask covers), then self-attention in which
-generic queries see only each other, a click query only itself, and a text query itself and the
-generic queries (the object proposals, whose features carry their positions: what a relation
-such as "left of the desk" needs), then a feed-forward block. Mask, class and IoU heads run
-before the first layer and after every layer.
+each plus a learned task embedding. Before every layer each text query reads the token features
+of its own description (attention over its words), so that it can tell the object a description
+names from the anchors named beside it, which one pooled sentence embedding mixes. Every layer
+then runs masked cross-attention to the superpoint features (a query sees the superpoints its
+previous mask covers), self-attention in which generic queries see only each other, a click
+query only itself, and a text query itself and the generic queries (the object proposals, whose
+features carry their positions: what a relation such as "left of the desk" needs), and a
+feed-forward block. Mask, class and IoU heads run before the first layer and after every layer.
 
 Classification is by cosine similarity between a query's projection into the text-embedding
 space and class-name text embeddings, so the same weights classify against any class list;
@@ -29,6 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from uniseg3d.model.text_encoder import EncodedTexts
 
 GENERIC, CLICK, TEXT = 0, 1, 2
 
@@ -101,6 +106,21 @@ class FourierPositions(nn.Module):
         return self.proj(torch.cat([angles.sin(), angles.cos()], 1))
 
 
+class WordAttention(nn.Module):
+    """Each text query attends to the token features of its own description (residual, norm)."""
+
+    def __init__(self, d_model: int, heads: int):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, queries: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor
+                ) -> torch.Tensor:
+        """queries (T, d), words (T, L, d), word_mask (T, L) True = a real token."""
+        read = self.attn(queries[:, None], words, words, key_padding_mask=~word_mask)[0][:, 0]
+        return self.norm(queries + read)
+
+
 class UnifiedDecoder(nn.Module):
     def __init__(self, in_channels: int, text_dim: int, d_model: int = 256, heads: int = 8,
                  ffn: int = 1024, layers: int = 6):
@@ -108,10 +128,14 @@ class UnifiedDecoder(nn.Module):
         self.input_proj = nn.Sequential(nn.Linear(in_channels, d_model), nn.LayerNorm(d_model),
                                         nn.ReLU())
         self.positions = FourierPositions(d_model)
+        self.colours = nn.Linear(3, d_model)
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d_model), nn.ReLU(),
                                        nn.Linear(d_model, d_model))
         self.task_embedding = nn.Embedding(3, d_model)
         self.layers = nn.ModuleList([DecoderLayer(d_model, heads, ffn) for _ in range(layers)])
+        self.word_proj = nn.Sequential(nn.Linear(text_dim, d_model), nn.LayerNorm(d_model))
+        self.word_attention = nn.ModuleList([WordAttention(d_model, heads)
+                                             for _ in range(layers)])
         self.out_norm = nn.LayerNorm(d_model)
         self.mask_embed = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(),
                                         nn.Linear(d_model, d_model))
@@ -128,23 +152,30 @@ class UnifiedDecoder(nn.Module):
             no_object=self.no_object(q)[:, 0], iou=self.iou_head(q)[:, 0],
             logit_scale=self.logit_scale.exp().clamp(max=100.0))
 
-    def forward(self, superpoint_features: torch.Tensor, centroids: torch.Tensor,
-                generic: torch.Tensor, click_superpoints: torch.Tensor,
-                text_embeddings: torch.Tensor) -> list[QueryPredictions]:
-        """Predictions of every layer (first = before any layer) for one scene; `centroids`:
-        (M, 3) superpoint centres relative to the scene's centre.
+    def forward(self, superpoint_features: torch.Tensor, colours: torch.Tensor,
+                centroids: torch.Tensor, generic: torch.Tensor, click_superpoints: torch.Tensor,
+                texts: EncodedTexts) -> list[QueryPredictions]:
+        """Predictions of every layer (first = before any layer) for one scene; `colours`: (M, 3)
+        mean superpoint colours (RGB/127.5 - 1); `centroids`: (M, 3) superpoint centres
+        relative to the scene's centre.
 
         Query order: generic (superpoint indices `generic`), then clicks (superpoint indices
-        holding each click), then texts (rows of `text_embeddings`)."""
-        memory = self.input_proj(superpoint_features) + self.positions(centroids)
+        holding each click), then texts (one per description of `texts`)."""
+        memory = (self.input_proj(superpoint_features) + self.colours(colours)
+                  + self.positions(centroids))
         task = self.task_embedding.weight
         queries = torch.cat([memory[generic] + task[GENERIC],
                              memory[click_superpoints] + task[CLICK],
-                             self.text_proj(text_embeddings) + task[TEXT]])
-        self_mask = prompt_isolation_mask(len(generic), len(click_superpoints),
-                                          len(text_embeddings), queries.device)
+                             self.text_proj(texts.embeddings) + task[TEXT]])
+        first_text = len(generic) + len(click_superpoints)
+        words = self.word_proj(texts.tokens)
+        self_mask = prompt_isolation_mask(len(generic), len(click_superpoints), len(texts),
+                                          queries.device)
         predictions = [self.heads(queries, memory)]
-        for layer in self.layers:
+        for layer, word_attention in zip(self.layers, self.word_attention):
+            if len(texts):
+                queries = torch.cat([queries[:first_text], word_attention(
+                    queries[first_text:], words, texts.token_mask)])
             cross_mask = predictions[-1].masks.detach().sigmoid() < 0.5
             cross_mask[cross_mask.all(1)] = False  # a query with an empty mask sees everything
             queries = layer(queries, memory, cross_mask, self_mask)

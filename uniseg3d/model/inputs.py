@@ -6,10 +6,11 @@ import torch
 
 from uniseg3d.datasets.loader import Sample
 from uniseg3d.model.targets import SceneTargets, build_targets
+from uniseg3d.model.text_encoder import EncodedTexts
 from uniseg3d.model.uniseg3d import SceneInput
 
 
-def scene_input(sample: Sample, text_embeddings: torch.Tensor, device: str | torch.device = "cpu"
+def scene_input(sample: Sample, texts: EncodedTexts, device: str | torch.device = "cpu"
                 ) -> SceneInput:
     scene = sample.scene
     return SceneInput(
@@ -17,7 +18,7 @@ def scene_input(sample: Sample, text_embeddings: torch.Tensor, device: str | tor
         colors=torch.as_tensor(scene.colors, device=device),
         superpoints=torch.as_tensor(scene.superpoints, dtype=torch.long, device=device),
         click_points=torch.as_tensor(sample.click_points, dtype=torch.long, device=device),
-        text_embeddings=text_embeddings.to(device))
+        texts=texts.to(device))
 
 
 def scene_targets(sample: Sample, device: str | torch.device = "cpu") -> SceneTargets:

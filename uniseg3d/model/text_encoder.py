@@ -8,9 +8,10 @@ Two encoders, both offline:
   come from a local checkpoint file; nothing is ever downloaded.
 
 Every encoder returns (T, dim) float32 CPU tensors, L2-normalised, computed without autograd by a
-frozen model in eval mode. `CachedTextEncoder` wraps any encoder so that a text is encoded once,
-optionally persisted across runs in a `.pt` file; `class_embeddings` averages the embeddings of a
-class name filled into several prompt templates.
+frozen model in eval mode, and on request each text's token features before pooling (what the
+decoder's text queries attend to). `CachedTextEncoder` wraps any encoder so that a text is
+encoded once, optionally persisted across runs in a `.pt` file; `class_embeddings` averages the
+embeddings of a class name filled into several prompt templates.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -51,6 +53,11 @@ class TextEncoder(Protocol):
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """(len(texts), dim) float32 CPU embeddings, L2-normalised."""
+        ...
+
+    def encode_tokens(self, texts: list[str]) -> list[torch.Tensor]:
+        """Per text, (tokens, dim) float32 CPU features of its tokens, as the model computes
+        them before pooling them into the text's embedding (not normalised)."""
         ...
 
 
@@ -91,6 +98,13 @@ class MiniLMEncoder:
                 show_progress_bar=False,
             )
         return _finish(out)
+
+    def encode_tokens(self, texts: list[str]) -> list[torch.Tensor]:
+        # sentence-transformers' mean pooling of exactly these rows gives `encode`'s vectors
+        with torch.no_grad():
+            out = self._model.encode(list(texts), batch_size=self.batch_size,
+                                     output_value="token_embeddings", show_progress_bar=False)
+        return [tokens.float().cpu().clone() for tokens in out]
 
 
 def _load_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -144,6 +158,9 @@ class ClipTextEncoder:
         except RuntimeError as error:
             message = f"{path} does not hold {model_name} text-tower weights: {error}"
             raise ValueError(message) from error
+        if model.text_pool_type != "argmax":
+            raise ValueError(f"{model_name} pools its text tokens by {model.text_pool_type!r}; "
+                             "only end-token (argmax) pooling towers are supported")
         _freeze(model)
         with path.open("rb") as handle:
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
@@ -162,6 +179,21 @@ class ClipTextEncoder:
                 chunks.append(self._model.encode_text(tokens.to(self.device)).cpu())
         return _finish(torch.cat(chunks))
 
+    def encode_tokens(self, texts: list[str]) -> list[torch.Tensor]:
+        """`encode_text` up to its pooling, every position projected: the row of the end token
+        is the text's (unnormalised) embedding. Padding positions are dropped."""
+        model, rows = self._model, []
+        with torch.no_grad():
+            for start in range(0, len(texts), self.batch_size):
+                ids = self._tokenizer(list(texts[start : start + self.batch_size])).to(self.device)
+                x = model.token_embedding(ids) + model.positional_embedding
+                x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
+                projection = model.text_projection
+                x = projection(x) if isinstance(projection, torch.nn.Module) else x @ projection
+                length = ids.argmax(dim=-1) + 1  # through the end token, the largest id
+                rows += [row[:n].float().cpu() for row, n in zip(x, length.tolist())]
+        return rows
+
 
 def build_text_encoder(
     kind: str, model_name: str | None = None, checkpoint: str | None = None, device: str = "cpu"
@@ -179,12 +211,40 @@ def build_text_encoder(
     raise ValueError(f"unknown text encoder kind {kind!r}; choose one of {choices}")
 
 
+@dataclass
+class EncodedTexts:
+    """Texts as the decoder reads them: one embedding per text, and its token features."""
+
+    embeddings: torch.Tensor  # (T, dim) unit rows
+    tokens: torch.Tensor  # (T, L, dim) token features, zero past each text's length
+    token_mask: torch.Tensor  # (T, L) bool, True = a real token
+
+    @classmethod
+    def from_rows(cls, embeddings: torch.Tensor, tokens: list[torch.Tensor]) -> "EncodedTexts":
+        length = max((len(t) for t in tokens), default=0)
+        padded = embeddings.new_zeros((len(tokens), length, embeddings.shape[1]))
+        mask = torch.zeros(len(tokens), length, dtype=torch.bool)
+        for row, features in enumerate(tokens):
+            padded[row, :len(features)] = features
+            mask[row, :len(features)] = True
+        return cls(embeddings, padded, mask)
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def to(self, device: str | torch.device) -> "EncodedTexts":
+        return EncodedTexts(self.embeddings.to(device), self.tokens.to(device),
+                            self.token_mask.to(device))
+
+
 class CachedTextEncoder:
     """Encodes each text once per encoder name; the cache can persist in a `.pt` file.
 
-    The file holds `{encoder name: {"texts": [str, ...], "embeddings": (N, dim) tensor}}`, so one
-    file can serve several encoders; it is rewritten atomically after every encode that missed.
-    `hits` counts rows served from the cache, `misses` texts sent to the wrapped encoder.
+    The file holds `{encoder name: {"texts": [str, ...], "embeddings": (N, dim) tensor,
+    "token_texts": [str, ...], "tokens": [(L, dim) float16 tensor, ...]}}` (token features are
+    kept for the texts `encode_texts` saw: descriptions, not class prompts), so one file can
+    serve several encoders; it is rewritten atomically after every encode that missed. `hits`
+    counts rows served from the cache, `misses` texts sent to the wrapped encoder.
     """
 
     def __init__(self, encoder: TextEncoder, cache_file: str | Path | None = None) -> None:
@@ -197,8 +257,9 @@ class CachedTextEncoder:
         self._stored: dict[str, dict] = {}
         if self.cache_file is not None and self.cache_file.exists():
             self._stored = torch.load(self.cache_file, map_location="cpu", weights_only=True)
-        entry = self._stored.get(self.name, {"texts": [], "embeddings": torch.empty(0, self.dim)})
-        self._rows = dict(zip(entry["texts"], entry["embeddings"]))
+        entry = self._stored.get(self.name, {})
+        self._rows = dict(zip(entry.get("texts", []), entry.get("embeddings", [])))
+        self._tokens = dict(zip(entry.get("token_texts", []), entry.get("tokens", [])))
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -214,13 +275,27 @@ class CachedTextEncoder:
             return torch.empty(0, self.dim)
         return torch.stack([self._rows[text] for text in texts])
 
+    def encode_tokens(self, texts: list[str]) -> list[torch.Tensor]:
+        missing = list(dict.fromkeys(text for text in texts if text not in self._tokens))
+        if missing:
+            features = self.encoder.encode_tokens(missing)
+            self._tokens.update(zip(missing, (f.half() for f in features), strict=True))
+            self._save()
+        return [self._tokens[text].float() for text in texts]
+
+    def encode_texts(self, texts: list[str]) -> EncodedTexts:
+        """Embeddings and token features of `texts` (descriptions), both cached."""
+        return EncodedTexts.from_rows(self.encode(texts), self.encode_tokens(texts))
+
     def _save(self) -> None:
         if self.cache_file is None:
             return
-        texts = list(self._rows)
+        texts, token_texts = list(self._rows), list(self._tokens)
         self._stored[self.name] = {
             "texts": texts,
-            "embeddings": torch.stack([self._rows[text] for text in texts]),
+            "embeddings": torch.stack([self._rows[text] for text in texts])
+            if texts else torch.empty(0, self.dim),
+            "token_texts": token_texts, "tokens": [self._tokens[t] for t in token_texts],
         }
         self.cache_file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.cache_file.parent, suffix=".tmp")

@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from uniseg3d.config import ModelConfig
-from uniseg3d.model.backbone import SparseUNet, scatter_mean
+from uniseg3d.model.backbone import SparseUNet, point_features, scatter_mean
 from uniseg3d.model.decoder import QueryPredictions, UnifiedDecoder
 from uniseg3d.model.stopwatch import NO_TIMING
+from uniseg3d.model.text_encoder import EncodedTexts
 
 
 @dataclass
@@ -32,7 +33,7 @@ class SceneInput:
     colors: torch.Tensor  # (N, 3) uint8
     superpoints: torch.Tensor  # (N,) int64, contiguous
     click_points: torch.Tensor  # (Kc,) int64 point index of each click
-    text_embeddings: torch.Tensor  # (Kt, text_dim) unit rows
+    texts: EncodedTexts  # Kt descriptions: embeddings and token features
 
 
 @dataclass
@@ -61,10 +62,12 @@ class SceneOutput:
         return self.layers[layer].select(rows[name])
 
 
-def superpoint_centroids(scene: SceneInput) -> torch.Tensor:
-    """(M, 3) mean point of every superpoint, relative to the mean of the scene's points."""
-    centred = scene.coords - scene.coords.mean(0, keepdim=True)
-    return scatter_mean(centred, scene.superpoints, int(scene.superpoints.max()) + 1)
+def superpoint_means(scene: SceneInput) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, 3) mean colour (RGB/127.5 - 1) and (M, 3) mean point, relative to the scene's mean
+    point, of every superpoint: the backbone's input features averaged per superpoint."""
+    means = scatter_mean(point_features(scene.coords, scene.colors), scene.superpoints,
+                         int(scene.superpoints.max()) + 1)
+    return means[:, :3], means[:, 3:]
 
 
 class SemanticHead(nn.Module):
@@ -110,9 +113,8 @@ class UniSeg3D(nn.Module):
             for scene, sp_features in zip(scenes, features):
                 generic = self.generic_queries(len(sp_features), generator).to(sp_features.device)
                 clicks = scene.superpoints[scene.click_points]
-                layers = self.decoder(sp_features, superpoint_centroids(scene), generic, clicks,
-                                      scene.text_embeddings)
-                outputs.append(SceneOutput(layers, generic, len(clicks),
-                                           len(scene.text_embeddings),
+                layers = self.decoder(sp_features, *superpoint_means(scene), generic, clicks,
+                                      scene.texts)
+                outputs.append(SceneOutput(layers, generic, len(clicks), len(scene.texts),
                                            *self.semantic_head(sp_features)))
         return outputs

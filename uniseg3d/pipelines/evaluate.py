@@ -74,7 +74,7 @@ class Predictor:
 
     def __call__(self, sample: Sample, open_vocabulary: torch.Tensor) -> ScenePrediction:
         start = time.perf_counter()
-        inputs = scene_input(sample, self.encoder.encode(sample.texts), self.device)
+        inputs = scene_input(sample, self.encoder.encode_texts(sample.texts), self.device)
         prediction = predict_scene(self.model, inputs, self.classes, open_vocabulary)
         self.seconds += time.perf_counter() - start
         return prediction

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import Sample
@@ -112,10 +111,9 @@ def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
     model, encoder, classes = load_trained_model(request.checkpoint, device)
     names = list(request.classes) or list(scannet20().names)
     open_vocab = class_embeddings(encoder, names).to(device)
-    text_embeddings = encoder.encode(texts) if texts else torch.zeros(0, classes.shape[1])
     sample = Sample(scene, points, np.zeros(len(points), dtype=np.int64), texts,
                     np.zeros(len(texts), dtype=np.int64))
-    prediction = predict_scene(model, scene_input(sample, text_embeddings, device), classes,
+    prediction = predict_scene(model, scene_input(sample, encoder.encode_texts(texts), device), classes,
                                open_vocab)
     out = request.out
     out.mkdir(parents=True, exist_ok=True)

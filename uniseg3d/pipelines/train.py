@@ -77,8 +77,7 @@ def forward_losses(model: UniSeg3D, criterion: Criterion, scenes: list[Scene], p
     """Losses of one batch of scenes (augmented and prompted when `training`)."""
     augment = params.train.augment if training else None
     samples = [make_sample(s, params.prompts, rng, augment, training) for s in scenes]
-    inputs = [scene_input(s, encoder.encode(s.texts) if s.texts else
-                          torch.zeros(0, classes.shape[1]), device) for s in samples]
+    inputs = [scene_input(s, encoder.encode_texts(s.texts), device) for s in samples]
     targets = [scene_targets(s, device) for s in samples]
     outputs = model(inputs, generator)
     return criterion(outputs, targets, classes)
