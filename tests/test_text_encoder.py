@@ -119,6 +119,19 @@ def test_cache_pads_token_features_and_keeps_them_across_instances(tmp_path: Pat
     assert empty.embeddings.shape == (0, 8) and empty.tokens.shape == (0, 0, 8)
 
 
+def test_encode_texts_writes_the_cache_file_once_per_miss(tmp_path: Path, monkeypatch) -> None:
+    cached = CachedTextEncoder(FakeEncoder(), tmp_path / "text.pt")
+    saves = []
+    write = cached._save
+    monkeypatch.setattr(cached, "_save", lambda: (saves.append(1), write()))
+    cached.encode_texts(["a b", "c"])
+    assert len(saves) == 1 and (cached.hits, cached.misses) == (0, 2)
+    cached.encode_texts(["c", "a b"])
+    assert len(saves) == 1 and (cached.hits, cached.misses) == (2, 2)  # all hits: no write
+    cached.encode(["c", "d"])
+    assert len(saves) == 2 and (cached.hits, cached.misses) == (3, 3)
+
+
 def test_cache_mixed_batch_keeps_input_order() -> None:
     fake = FakeEncoder()
     cached = CachedTextEncoder(fake)

@@ -43,9 +43,8 @@ def warm_text_cache(params: Params) -> tuple[int, int, int]:
     that neither side of a comparison pays for the first encodings; returns the counts of
     training scenes, validation scenes and descriptions."""
     train_set, val_set = scene_sets(params)
-    texts = [d.text for scenes in (train_set, val_set) for scene in scenes.load(
-        np.arange(len(scenes))) for d in scene.referring]
-    make_text_encoder(params).encode(texts)
+    texts = train_set.descriptions() + val_set.descriptions()
+    make_text_encoder(params).encode_texts(texts)
     return len(train_set), len(val_set), len(texts)
 
 

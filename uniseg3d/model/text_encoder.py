@@ -264,28 +264,45 @@ class CachedTextEncoder:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def encode(self, texts: list[str]) -> torch.Tensor:
+    def _add_embeddings(self, texts: list[str]) -> bool:
         missing = list(dict.fromkeys(text for text in texts if text not in self._rows))
         if missing:
             self._rows.update(zip(missing, self.encoder.encode(missing), strict=True))
             self.misses += len(missing)
-            self._save()
         self.hits += len(texts) - len(missing)
-        if not texts:
-            return torch.empty(0, self.dim)
-        return torch.stack([self._rows[text] for text in texts])
+        return bool(missing)
 
-    def encode_tokens(self, texts: list[str]) -> list[torch.Tensor]:
+    def _add_tokens(self, texts: list[str]) -> bool:
         missing = list(dict.fromkeys(text for text in texts if text not in self._tokens))
         if missing:
             features = self.encoder.encode_tokens(missing)
             self._tokens.update(zip(missing, (f.half() for f in features), strict=True))
-            self._save()
+        return bool(missing)
+
+    def _embeddings(self, texts: list[str]) -> torch.Tensor:
+        if not texts:
+            return torch.empty(0, self.dim)
+        return torch.stack([self._rows[text] for text in texts])
+
+    def _token_rows(self, texts: list[str]) -> list[torch.Tensor]:
         return [self._tokens[text].float() for text in texts]
 
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        if self._add_embeddings(texts):
+            self._save()
+        return self._embeddings(texts)
+
+    def encode_tokens(self, texts: list[str]) -> list[torch.Tensor]:
+        if self._add_tokens(texts):
+            self._save()
+        return self._token_rows(texts)
+
     def encode_texts(self, texts: list[str]) -> EncodedTexts:
-        """Embeddings and token features of `texts` (descriptions), both cached."""
-        return EncodedTexts.from_rows(self.encode(texts), self.encode_tokens(texts))
+        """Embeddings and token features of `texts` (descriptions), both cached; the file is
+        rewritten once if either missed."""
+        if self._add_embeddings(texts) | self._add_tokens(texts):
+            self._save()
+        return EncodedTexts.from_rows(self._embeddings(texts), self._token_rows(texts))
 
     def _save(self) -> None:
         if self.cache_file is None:

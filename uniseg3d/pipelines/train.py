@@ -25,7 +25,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from uniseg3d.config import ModelConfig, Params, TextConfig
-from uniseg3d.datasets.cache import cached_scene_ids
+from uniseg3d.datasets.cache import cached_scene_ids, read_scene
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import make_sample, read_scene_list, read_split
 from uniseg3d.datasets.scene import Scene
@@ -204,6 +204,13 @@ class SceneSet:
                                    strict=True))
         return [self.scenes[int(i)] for i in indices]
 
+    def descriptions(self) -> list[str]:
+        """Every description of the set's scenes (a cached scene's arrays are mapped, not
+        read)."""
+        scenes = (self.scenes[i] if i in self.scenes else
+                  read_scene(Path(self.cache) / self.ids[i], mmap=True) for i in range(len(self)))
+        return [d.text for scene in scenes for d in scene.referring]
+
 
 def scene_sets(params: Params, train_scenes: list[Scene] | None = None,
                val_scenes: list[Scene] | None = None) -> tuple[SceneSet, SceneSet]:
@@ -301,6 +308,8 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
     torch.set_num_threads(session.threads)
     device = session.device
     encoder = make_text_encoder(params, device)
+    # every description encoded (and the cache file written) once, not batch by batch
+    encoder.encode_texts(train_set.descriptions() + val_set.descriptions())
     classes = class_embeddings(encoder, class_prompt_names(scannet20().names)).to(device)
     torch.manual_seed(cfg.seed)
     model = build_model(params, classes.shape[1], device)
