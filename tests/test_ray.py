@@ -28,7 +28,7 @@ from uniseg3d.config import ConfigError, EvaluateConfig, Params, RayConfig, Swee
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import read_split
 from uniseg3d.model.criterion import Criterion
-from uniseg3d.model.text_encoder import class_embeddings
+from uniseg3d.model.text_encoder import EncodedTexts, class_embeddings
 from uniseg3d.pipelines import ray_train
 from uniseg3d.pipelines.prepare import prepare_dataset
 from uniseg3d.pipelines.ray_train import DDP_KWARGS, RayError, run_ray_train
@@ -149,9 +149,11 @@ class EmbeddedTexts:
 
     def __init__(self, encoder, texts: list[str]):
         self.rows = dict(zip(texts, encoder.encode(texts)))
+        self.tokens = dict(zip(texts, encoder.encode_tokens(texts)))
 
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        return torch.stack([self.rows[text] for text in texts])
+    def encode_texts(self, texts: list[str]) -> EncodedTexts:
+        return EncodedTexts.from_rows(torch.stack([self.rows[text] for text in texts]),
+                                      [self.tokens[text] for text in texts])
 
 
 def ddp_step(rank: int, world_size: int, port: int, inputs: tuple, out: Path) -> None:
