@@ -39,6 +39,15 @@ def _cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
+def _read(process: psutil.Process) -> tuple[float, str] | None:
+    """CPU seconds and role of a process; None once it has gone."""
+    try:
+        with process.oneshot():
+            return _cpu_seconds(process), process_role(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
 class ProcessTreeCPU:
     """`with ProcessTreeCPU() as cpu: ...`, then `cpu.result()`: the CPU seconds of this process
     and of each descendant role during the block (descendants alive before it start from zero
@@ -55,11 +64,9 @@ class ProcessTreeCPU:
 
     def _sample(self) -> None:
         for child in self._me.children(recursive=True):
-            try:
-                with child.oneshot():
-                    seconds, role = _cpu_seconds(child), process_role(child.cmdline())
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            if (read := _read(child)) is None:
                 continue
+            seconds, role = read
             self._start.setdefault(child.pid, 0.0)
             self._last[child.pid] = seconds
             if role != "ray::IDLE" or child.pid not in self._roles:
@@ -72,11 +79,9 @@ class ProcessTreeCPU:
     def __enter__(self) -> "ProcessTreeCPU":
         self._driver_start = _cpu_seconds(self._me)
         for child in self._me.children(recursive=True):
-            try:
-                self._start[child.pid] = self._last[child.pid] = _cpu_seconds(child)
-                self._roles[child.pid] = process_role(child.cmdline())
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
+            if (read := _read(child)) is not None:
+                self._start[child.pid] = self._last[child.pid] = read[0]
+                self._roles[child.pid] = read[1]
         self._thread.start()
         return self
 
