@@ -113,8 +113,8 @@ def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
     open_vocab = class_embeddings(encoder, names).to(device)
     sample = Sample(scene, points, np.zeros(len(points), dtype=np.int64), texts,
                     np.zeros(len(texts), dtype=np.int64))
-    prediction = predict_scene(model, scene_input(sample, encoder.encode_texts(texts), device), classes,
-                               open_vocab)
+    inputs = scene_input(sample, encoder.encode_texts(texts), device)
+    prediction = predict_scene(model, inputs, classes, open_vocab)
     out = request.out
     out.mkdir(parents=True, exist_ok=True)
     instance_ids = np.full(n, -1)

@@ -2,8 +2,9 @@
 
 `run_ray_train` starts (or joins, `RayConfig.address`) Ray, runs `train_loop_per_worker` in
 `num_workers` workers with a `TorchTrainer` (gloo on CPU, NCCL on GPU, DistributedDataParallel
-via Ray's `prepare_model`, SyncBatchNorm across GPUs) and copies the final checkpoints to `train.out` (`last.pt`, `best.pt`,
-`history.json`: the files `train()` writes), so downstream stages do not see a difference.
+via Ray's `prepare_model`, SyncBatchNorm across GPUs) and copies the final checkpoints to
+`train.out` (`last.pt`, `best.pt`, `history.json`: the files `train()` writes), so downstream
+stages do not see a difference.
 
 Each worker runs `train.fit`, the one epoch loop, on its shard of the training scenes (with one
 worker: every scene, so the run repeats `train.train()` exactly). After every epoch the worker
