@@ -158,8 +158,8 @@ def test_prompts_are_isolated_and_texts_read_the_generic_queries(scene, classes)
         clicks = base.superpoints[base.click_points]
 
         def last_masks(count: int) -> torch.Tensor:
-            return model.decoder(features, *superpoint_means(base), torch.arange(count),
-                                 clicks, base.texts)[-1].masks
+            return model.decoder(features, *superpoint_means(base, len(features)),
+                                 torch.arange(count), clicks, base.texts)[-1].masks
 
         n, k = len(features), len(clicks)
         every, half = last_masks(n), last_masks(n // 2)
@@ -194,7 +194,7 @@ def test_text_queries_read_their_own_words_only(scene):
 def test_superpoint_means_are_hand_computed_and_centroids_translation_invariant(scene):
     sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
     inputs = scene_input(sample, texts_of(sample))
-    colours, centroids = superpoint_means(inputs)
+    colours, centroids = superpoint_means(inputs, scene.num_superpoints)
     points = torch.as_tensor(scene.coords, dtype=torch.float64)
     rgb = torch.as_tensor(scene.colors, dtype=torch.float64)
     for sp in (0, scene.num_superpoints - 1):
@@ -204,7 +204,7 @@ def test_superpoint_means_are_hand_computed_and_centroids_translation_invariant(
         torch.testing.assert_close(colours[sp].double(), rgb[members].mean(0) / 127.5 - 1,
                                    atol=1e-5, rtol=0)
     shifted = dataclasses.replace(inputs, coords=inputs.coords + torch.tensor([40.0, -7.5, 3.0]))
-    torch.testing.assert_close(superpoint_means(shifted)[1], centroids, atol=1e-4, rtol=0)
+    torch.testing.assert_close(superpoint_means(shifted, scene.num_superpoints)[1], centroids, atol=1e-4, rtol=0)
 
 
 def test_positions_and_colours_tell_alike_superpoints_apart():

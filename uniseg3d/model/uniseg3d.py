@@ -62,11 +62,12 @@ class SceneOutput:
         return self.layers[layer].select(rows[name])
 
 
-def superpoint_means(scene: SceneInput) -> tuple[torch.Tensor, torch.Tensor]:
+def superpoint_means(scene: SceneInput, num_superpoints: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, 3) mean colour (RGB/127.5 - 1) and (M, 3) mean point, relative to the scene's mean
     point, of every superpoint: the backbone's input features averaged per superpoint."""
     means = scatter_mean(point_features(scene.coords, scene.colors), scene.superpoints,
-                         int(scene.superpoints.max()) + 1)
+                         num_superpoints)
     return means[:, :3], means[:, 3:]
 
 
@@ -113,8 +114,8 @@ class UniSeg3D(nn.Module):
             for scene, sp_features in zip(scenes, features):
                 generic = self.generic_queries(len(sp_features), generator).to(sp_features.device)
                 clicks = scene.superpoints[scene.click_points]
-                layers = self.decoder(sp_features, *superpoint_means(scene), generic, clicks,
-                                      scene.texts)
+                layers = self.decoder(sp_features, *superpoint_means(scene, len(sp_features)),
+                                      generic, clicks, scene.texts)
                 outputs.append(SceneOutput(layers, generic, len(clicks), len(scene.texts),
                                            *self.semantic_head(sp_features)))
         return outputs
