@@ -21,7 +21,7 @@ from uniseg3d.config import Params, RayConfig, SweepConfig
 from uniseg3d.pipelines.ray_train import available_cores, run_ray_train
 from uniseg3d.pipelines.sweep import run_sweep
 from uniseg3d.pipelines.train import (
-    TrainResult, make_text_encoder, scene_sets, train, with_overrides)
+    TrainResult, encode_descriptions, make_text_encoder, scene_sets, train, with_overrides)
 
 TRAIN_WORKER_ROLE = "ray::RayTrainWorker"
 
@@ -43,9 +43,8 @@ def warm_text_cache(params: Params) -> tuple[int, int, int]:
     that neither side of a comparison pays for the first encodings; returns the counts of
     training scenes, validation scenes and descriptions."""
     train_set, val_set = scene_sets(params)
-    texts = train_set.descriptions() + val_set.descriptions()
-    make_text_encoder(params).encode_texts(texts)
-    return len(train_set), len(val_set), len(texts)
+    texts = encode_descriptions(make_text_encoder(params), train_set, val_set)
+    return len(train_set), len(val_set), texts
 
 
 def bench_ray_overhead(params: Params, epochs: int = 2, repeats: int = 2) -> dict:

@@ -212,6 +212,14 @@ class SceneSet:
         return [d.text for scene in scenes for d in scene.referring]
 
 
+def encode_descriptions(encoder: CachedTextEncoder, *sets: SceneSet) -> int:
+    """Every description of the sets through the cached encoder at once, so that the cache file
+    is written once and not batch by batch; returns how many there were."""
+    texts = [text for scenes in sets for text in scenes.descriptions()]
+    encoder.encode_texts(texts)
+    return len(texts)
+
+
 def scene_sets(params: Params, train_scenes: list[Scene] | None = None,
                val_scenes: list[Scene] | None = None) -> tuple[SceneSet, SceneSet]:
     """The training and validation scenes of `params.train` (or the given ones); an empty
@@ -308,8 +316,7 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
     torch.set_num_threads(session.threads)
     device = session.device
     encoder = make_text_encoder(params, device)
-    # every description encoded (and the cache file written) once, not batch by batch
-    encoder.encode_texts(train_set.descriptions() + val_set.descriptions())
+    encode_descriptions(encoder, train_set, val_set)
     classes = class_embeddings(encoder, class_prompt_names(scannet20().names)).to(device)
     torch.manual_seed(cfg.seed)
     model = build_model(params, classes.shape[1], device)
