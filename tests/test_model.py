@@ -273,3 +273,21 @@ def test_contrastive_loss_prefers_aligned_pairs():
     shuffled = criterion.contrastive(clicks, clicks[torch.tensor([1, 2, 0, 0])], positive)
     assert aligned < shuffled
     assert aligned >= 0
+
+
+def test_alignment_is_one_minus_cosine_to_the_class_name_and_skips_ignored_labels():
+    classes = torch.eye(3, TEXT_DIM)  # unit class-name embeddings
+    s = 2 ** -0.5
+    embeddings = torch.zeros(4, TEXT_DIM)
+    embeddings[0, 0] = 1  # on its class: 1 - 1
+    embeddings[1, 1], embeddings[1, 2] = s, s  # 45 degrees from class 1: 1 - cos 45
+    embeddings[2, 0] = 1  # orthogonal to class 2: 1 - 0
+    embeddings[3, 2] = -1  # ignored label: not counted
+    labels = torch.tensor([0, 1, 2, -1])
+    loss = Criterion.alignment(embeddings, labels, classes)
+    assert torch.isclose(loss, torch.tensor((0 + (1 - s) + 1) / 3))
+    assert Criterion.alignment(embeddings[3:], labels[3:], classes) == 0
+    # the gradient turns an embedding toward its class name
+    free = embeddings[1:2].clone().requires_grad_()
+    Criterion.alignment(free, labels[1:2], classes).backward()
+    assert free.grad[0, 1] < 0 and free.grad[0, 2] == 0

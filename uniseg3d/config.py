@@ -117,6 +117,7 @@ class LossWeights:
     dice: float = 1.0
     iou: float = 0.1
     no_object: float = 0.1
+    align: float = 0.5  # matched generic queries toward their class-name embedding (ours)
     prompt_weight: float = 0.1  # click and text query losses
     semantic: float = 1.0  # superpoint semantic head (our departure, see model/uniseg3d.py)
     lambda_inter: float = 0.1  # distillation + contrastive (inter-task) terms

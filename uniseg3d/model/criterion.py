@@ -85,8 +85,9 @@ class Criterion:
         ce = self._ce(class_logits, labels) if (labels >= 0).any() else bce * 0
         return self.w.ce * ce + self.w.bce * bce + self.w.dice * dice + self.w.iou * iou
 
-    def generic_loss(self, pred: QueryPredictions, class_logits: torch.Tensor,
+    def generic_loss(self, pred: QueryPredictions, class_embeddings: torch.Tensor,
                      t: SceneTargets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        class_logits = pred.class_logits(class_embeddings)
         masks, labels = t.masks[t.generic], t.labels[t.generic]
         rows, cols = hungarian_match(pred, class_logits, masks, labels, self.w)
         class_target = torch.full((len(pred.masks),), self.num_classes, dtype=torch.long,
@@ -96,16 +97,29 @@ class Criterion:
         iou = F.mse_loss(pred.iou[rows].sigmoid(), mask_iou(pred.masks[rows], masks[cols])) \
             if len(rows) else bce * 0
         loss = (self.w.ce * self._ce(class_logits, class_target) + self.w.bce * bce
-                + self.w.dice * dice + self.w.iou * iou)
+                + self.w.dice * dice + self.w.iou * iou
+                + self.w.align * self.alignment(pred.embeddings[rows], labels[cols],
+                                                class_embeddings))
         return loss, rows, t.generic[cols]
+
+    @staticmethod
+    def alignment(embeddings: torch.Tensor, labels: torch.Tensor,
+                  class_embeddings: torch.Tensor) -> torch.Tensor:
+        """Mean 1 - cosine between matched queries' embeddings and their class-name
+        embeddings: keeps queries on the text manifold, so that names never trained on score
+        as their text is close to the trained ones."""
+        valid = labels >= 0
+        if not valid.any():
+            return embeddings.sum() * 0
+        cosine = (embeddings[valid] * class_embeddings[labels[valid]]).sum(-1)
+        return (1 - cosine).mean()
 
     def scene_losses(self, out: SceneOutput, t: SceneTargets, class_embeddings: torch.Tensor
                      ) -> dict[str, torch.Tensor]:
         losses = {"generic": 0.0, "click": 0.0, "text": 0.0}
         for layer in range(len(out.layers)):
             generic = out.part("generic", layer)
-            logits = generic.class_logits(class_embeddings)
-            loss, rows, segments = self.generic_loss(generic, logits, t)
+            loss, rows, segments = self.generic_loss(generic, class_embeddings, t)
             losses["generic"] = losses["generic"] + loss
             for kind, seg in (("click", t.click_segments), ("text", t.text_segments)):
                 if len(seg):
