@@ -3,11 +3,12 @@
 Generic queries are matched to object and stuff segments by Hungarian matching
 (scipy's `linear_sum_assignment`) on class + BCE + Dice costs; click and text queries know their
 target. Per layer: CE (no-object weight 0.1), BCE, Dice and the IoU-head MSE; prompt losses are
-scaled by `prompt_weight`. The superpoint semantic head: cross-entropy against each
-superpoint's majority class, scaled by `semantic`. Inter-task terms on the last layer, scaled by
-`lambda_inter`: distillation click -> generic on the top 10 % superpoints by click confidence,
-click -> referring on class probabilities, and a symmetric InfoNCE between click and text
-queries of the same object plus a ranking hinge.
+scaled by `prompt_weight`; matched generic queries' embeddings are pulled toward their
+class-name embedding (1 - cosine, scaled by `align`). The superpoint semantic head:
+cross-entropy against each superpoint's majority class, scaled by `semantic`. Inter-task terms
+on the last layer, scaled by `lambda_inter`: distillation click -> generic on the top 10 %
+superpoints by click confidence, click -> referring on class probabilities, and a symmetric
+InfoNCE between click and text queries of the same object plus a ranking hinge.
 """
 
 from __future__ import annotations
