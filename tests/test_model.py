@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from scannet_files import write_label_map, write_scannet_scene
 from uniseg3d.config import TINY_MODEL, LossWeights, Params
+from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.labels import read_label_map
 from uniseg3d.datasets.loader import make_sample
 from uniseg3d.datasets.scannet import read_scannet_scene
@@ -21,7 +22,7 @@ from uniseg3d.model.decoder import (
     FourierPositions, QueryPredictions, UnifiedDecoder, prompt_isolation_mask)
 from uniseg3d.model.inference import predict_scene
 from uniseg3d.model.inputs import scene_input, scene_targets
-from uniseg3d.model.postprocess import semantic_labels
+from uniseg3d.model.postprocess import Instances, semantic_labels
 from uniseg3d.model.text_encoder import EncodedTexts
 from uniseg3d.model.uniseg3d import UniSeg3D, superpoint_means
 
@@ -291,3 +292,29 @@ def test_alignment_is_one_minus_cosine_to_the_class_name_and_skips_ignored_label
     free = embeddings[1:2].clone().requires_grad_()
     Criterion.alignment(free, labels[1:2], classes).backward()
     assert free.grad[0, 1] < 0 and free.grad[0, 2] == 0
+
+
+def test_semantic_labels_vote_per_confident_object_and_leave_stuff_alone():
+    floor, cabinet, sofa = (scannet20().names.index(n) for n in ("floor", "cabinet", "sofa"))
+    probs = torch.full((4, 20), 0.01)
+    probs[0, sofa] = 0.9  # superpoint 0: surely sofa
+    probs[1, cabinet], probs[1, sofa] = 0.5, 0.4  # superpoint 1: cabinet, narrowly
+    probs[2, floor] = 0.9
+    probs[3, cabinet] = 0.9
+    probs /= probs.sum(1, keepdim=True)
+    superpoints = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3])
+    logits = probs.log()
+    head = [sofa, sofa, cabinet, cabinet, cabinet, floor, cabinet, cabinet]
+    assert semantic_labels(logits, superpoints).tolist() == head
+
+    def points(*sps: int) -> np.ndarray:
+        return np.isin(superpoints.numpy(), sps)
+
+    things = Instances(
+        masks=np.stack([points(0, 1, 2),  # mean over its 6 points: sofa (floor point kept)
+                        points(1),  # alone, superpoint 1 votes cabinet; painted first
+                        points(3, 2),  # below min_score: ignored
+                        points(2)]),  # votes floor, a stuff class: ignored
+        labels=np.zeros(4, dtype=np.int64), scores=np.array([0.9, 0.5, 0.2, 0.95]))
+    voted = semantic_labels(logits, superpoints, things, min_score=0.3).tolist()
+    assert voted == [sofa, sofa, sofa, sofa, sofa, floor, cabinet, cabinet]

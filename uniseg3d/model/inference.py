@@ -37,10 +37,10 @@ def predict_scene(model: UniSeg3D, scene: SceneInput, class_embeddings: torch.Te
     sp = scene.superpoints
     things = torch.ones(class_embeddings.shape[0], dtype=torch.bool, device=sp.device)
     things[list(STUFF_IDS)] = False
-    with stopwatch("post-processing: semantic"):
-        semantic = semantic_labels(out.semantic_logits(class_embeddings), sp)
     with stopwatch("post-processing: instance"):
         inst = instances(generic, class_embeddings, sp, allowed=things, top_k=top_k)
+    with stopwatch("post-processing: semantic"):
+        semantic = semantic_labels(out.semantic_logits(class_embeddings), sp, inst)
     with stopwatch("post-processing: panoptic"):
         pan_classes, pan_ids = panoptic(semantic, inst)
     with stopwatch("post-processing: interactive"):

@@ -1,6 +1,8 @@
 """Per-task post-processing of one forward's last-layer predictions into point-level results.
 
-Semantic: per superpoint, the class of the semantic head's highest logit.
+Semantic: per superpoint, the class of the semantic head's highest logit; then, inside each
+confident instance, the class of the head's mean probability over the instance's points, so that
+one object gets one class.
 Instances: top-k (query, class) pairs scored by class probability x mean mask probability x
 predicted IoU, with per-class mask NMS. Panoptic: stuff points from the semantic result, things
 painted from confident instances in score order. Click and text queries: one mask each (click
@@ -31,9 +33,24 @@ def to_points(superpoint_values: torch.Tensor, superpoints: torch.Tensor) -> np.
     return superpoint_values[..., superpoints].cpu().numpy()
 
 
-def semantic_labels(superpoint_logits: torch.Tensor, superpoints: torch.Tensor) -> np.ndarray:
-    """(N,) class per point from (M, C) superpoint class logits."""
-    return to_points(superpoint_logits.argmax(1), superpoints)
+def semantic_labels(superpoint_logits: torch.Tensor, superpoints: torch.Tensor,
+                    things: Instances | None = None, min_score: float = 0.3) -> np.ndarray:
+    """(N,) class per point from (M, C) superpoint class logits: the semantic head's argmax,
+    except that, with `things`, the thing points inside each instance of score >= `min_score`
+    take the class of the head's mean probability over the instance's points (higher scores
+    painted last). Stuff points, and votes for stuff, are left as they are."""
+    probs = to_points(superpoint_logits.softmax(-1).T, superpoints).T  # (N, C)
+    labels = probs.argmax(1)
+    if things is None:
+        return labels
+    thing_points = ~np.isin(labels, STUFF_IDS)
+    for k in np.argsort(things.scores, kind="stable"):
+        if things.scores[k] < min_score:
+            continue
+        vote = int(probs[things.masks[k]].mean(0).argmax())
+        if vote not in STUFF_IDS:
+            labels[things.masks[k] & thing_points] = vote
+    return labels
 
 
 def mask_nms(masks: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, threshold: float
