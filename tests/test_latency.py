@@ -10,8 +10,8 @@ from uniseg3d.benchmarks.latency import PAPER, latency_table
 from uniseg3d.cli import main
 
 COMPONENTS = ["superpoints", "text encoder (cached)", "voxelisation", "backbone",
-              "superpoint pooling", "decoder", "post-processing: semantic",
-              "post-processing: instance", "post-processing: panoptic",
+              "superpoint pooling", "decoder", "post-processing: instance",
+              "post-processing: semantic", "post-processing: panoptic",
               "post-processing: interactive", "post-processing: referring",
               "post-processing: open vocabulary"]
 
