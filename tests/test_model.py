@@ -205,7 +205,8 @@ def test_superpoint_means_are_hand_computed_and_centroids_translation_invariant(
         torch.testing.assert_close(colours[sp].double(), rgb[members].mean(0) / 127.5 - 1,
                                    atol=1e-5, rtol=0)
     shifted = dataclasses.replace(inputs, coords=inputs.coords + torch.tensor([40.0, -7.5, 3.0]))
-    torch.testing.assert_close(superpoint_means(shifted, scene.num_superpoints)[1], centroids, atol=1e-4, rtol=0)
+    torch.testing.assert_close(superpoint_means(shifted, scene.num_superpoints)[1], centroids,
+                               atol=1e-4, rtol=0)
 
 
 def test_positions_and_colours_tell_alike_superpoints_apart():

@@ -39,15 +39,19 @@ def semantic_labels(superpoint_logits: torch.Tensor, superpoints: torch.Tensor,
     except that, with `things`, the thing points inside each instance of score >= `min_score`
     take the class of the head's mean probability over the instance's points (higher scores
     painted last). Stuff points, and votes for stuff, are left as they are."""
-    probs = to_points(superpoint_logits.softmax(-1).T, superpoints).T  # (N, C)
-    labels = probs.argmax(1)
+    labels = to_points(superpoint_logits.argmax(1), superpoints)
     if things is None:
         return labels
+    probs = superpoint_logits.softmax(-1).cpu().numpy()  # (M, C), per superpoint
+    point_superpoints = superpoints.cpu().numpy()
     thing_points = ~np.isin(labels, STUFF_IDS)
     for k in np.argsort(things.scores, kind="stable"):
         if things.scores[k] < min_score:
             continue
-        vote = int(probs[things.masks[k]].mean(0).argmax())
+        # sum over the instance's points = its superpoints' probabilities x their point counts
+        points_per_superpoint = np.bincount(point_superpoints[things.masks[k]],
+                                            minlength=len(probs))
+        vote = int((points_per_superpoint @ probs).argmax())
         if vote not in STUFF_IDS:
             labels[things.masks[k] & thing_points] = vote
     return labels
