@@ -319,3 +319,20 @@ def test_semantic_labels_vote_per_confident_object_and_leave_stuff_alone():
         labels=np.zeros(4, dtype=np.int64), scores=np.array([0.9, 0.5, 0.2, 0.95]))
     voted = semantic_labels(logits, superpoints, things, min_score=0.3).tolist()
     assert voted == [sofa, sofa, sofa, sofa, sofa, floor, cabinet, cabinet]
+
+
+def test_semantic_vote_multiplies_the_instance_class_probabilities():
+    cabinet, fridge = (scannet20().names.index(n) for n in ("cabinet", "refrigerator"))
+    probs = torch.full((2, 20), 0.01)
+    probs[:, cabinet] = 0.9  # the head: cabinet at 0.826, refrigerator at 0.0092 (ratio 90)
+    probs /= probs.sum(1, keepdim=True)
+    superpoints = torch.tensor([0, 0, 1])
+    query = np.full((1, 20), 0.0)
+    query[0, fridge], query[0, cabinet] = 0.99, 0.005  # the query: ratio 198 the other way
+    whole = np.ones((1, 3), dtype=bool)
+    fridge_query = Instances(whole, np.array([fridge]), np.array([0.8]), query)
+    assert semantic_labels(probs.log(), superpoints, fridge_query).tolist() == [fridge] * 3
+    query[0, cabinet] = 0.05  # ratio 20 < 90: the head's evidence wins
+    assert semantic_labels(probs.log(), superpoints, fridge_query).tolist() == [cabinet] * 3
+    unknown = Instances(whole, np.array([fridge]), np.array([0.8]))  # no probabilities: head's
+    assert semantic_labels(probs.log(), superpoints, unknown).tolist() == [cabinet] * 3

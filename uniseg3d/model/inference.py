@@ -27,7 +27,7 @@ class ScenePrediction:
 
 @torch.no_grad()
 def predict_scene(model: UniSeg3D, scene: SceneInput, class_embeddings: torch.Tensor,
-                  open_vocab_embeddings: torch.Tensor | None = None, top_k: int = 100,
+                  open_vocab_embeddings: torch.Tensor | None = None, top_k: int = 600,
                   stopwatch=NO_TIMING) -> ScenePrediction:
     """All six tasks from a single forward pass of `model` (in eval mode); `stopwatch` times
     each component and each task's post-processing."""

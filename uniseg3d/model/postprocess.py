@@ -1,10 +1,11 @@
 """Per-task post-processing of one forward's last-layer predictions into point-level results.
 
 Semantic: per superpoint, the class of the semantic head's highest logit; then, inside each
-confident instance, the class of the head's mean probability over the instance's points, so that
-one object gets one class.
-Instances: top-k (query, class) pairs scored by class probability x mean mask probability x
-predicted IoU, with per-class mask NMS. Panoptic: stuff points from the semantic result, things
+confident instance, the class that maximises the head's mean probability over the instance's
+points times the instance query's own class probability (two classifiers' evidence, multiplied),
+so that one object gets one class.
+Instances: the top 600 (query, class) pairs (the paper's `topk_insts`) scored by class
+probability x mean mask probability x predicted IoU, with per-class mask NMS. Panoptic: stuff points from the semantic result, things
 painted from confident instances in score order. Click and text queries: one mask each (click
 masks also carry class probabilities, used to rank them for interactive AP). Open vocabulary:
 the same instance path against any list of class-name embeddings.
@@ -26,6 +27,7 @@ class Instances:
     masks: np.ndarray  # (K, N) bool point masks
     labels: np.ndarray  # (K,) class index into the class list used
     scores: np.ndarray  # (K,)
+    class_probs: np.ndarray | None = None  # (K, C) the query's class probabilities, if known
 
 
 def to_points(superpoint_values: torch.Tensor, superpoints: torch.Tensor) -> np.ndarray:
@@ -37,8 +39,9 @@ def semantic_labels(superpoint_logits: torch.Tensor, superpoints: torch.Tensor,
                     things: Instances | None = None, min_score: float = 0.3) -> np.ndarray:
     """(N,) class per point from (M, C) superpoint class logits: the semantic head's argmax,
     except that, with `things`, the thing points inside each instance of score >= `min_score`
-    take the class of the head's mean probability over the instance's points (higher scores
-    painted last). Stuff points, and votes for stuff, are left as they are."""
+    take the class of the head's mean probability over the instance's points, times the
+    instance's `class_probs` when it has them (higher scores painted last). Stuff points, and
+    votes for stuff, are left as they are."""
     labels = to_points(superpoint_logits.argmax(1), superpoints)
     if things is None:
         return labels
@@ -51,7 +54,10 @@ def semantic_labels(superpoint_logits: torch.Tensor, superpoints: torch.Tensor,
         # sum over the instance's points = its superpoints' probabilities x their point counts
         points_per_superpoint = np.bincount(point_superpoints[things.masks[k]],
                                             minlength=len(probs))
-        vote = int((points_per_superpoint @ probs).argmax())
+        evidence = points_per_superpoint @ probs
+        if things.class_probs is not None:
+            evidence = evidence * things.class_probs[k]
+        vote = int(evidence.argmax())
         if vote not in STUFF_IDS:
             labels[things.masks[k] & thing_points] = vote
     return labels
@@ -76,7 +82,7 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, th
 
 
 def instances(pred: QueryPredictions, class_embeddings: torch.Tensor, superpoints: torch.Tensor,
-              allowed: torch.Tensor | None = None, top_k: int = 100, nms: float = 0.75,
+              allowed: torch.Tensor | None = None, top_k: int = 600, nms: float = 0.75,
               min_score: float = 0.0) -> Instances:
     """Scored instance masks; `allowed` (bool per class) restricts the labels (e.g. things)."""
     probs = pred.class_logits(class_embeddings).softmax(-1)[:, :-1]
@@ -96,7 +102,7 @@ def instances(pred: QueryPredictions, class_embeddings: torch.Tensor, superpoint
         masks[nonempty]
     keep = mask_nms(masks, scores, labels, nms)
     return Instances(to_points(masks[keep], superpoints), labels[keep].cpu().numpy(),
-                     scores[keep].cpu().numpy())
+                     scores[keep].cpu().numpy(), probs[queries[keep]].cpu().numpy())
 
 
 def panoptic(semantic: np.ndarray, things: Instances, min_score: float = 0.3
