@@ -23,6 +23,7 @@ from uniseg3d.model.decoder import (
 from uniseg3d.model.inference import predict_scene
 from uniseg3d.model.inputs import scene_input, scene_targets
 from uniseg3d.model.postprocess import Instances, semantic_labels
+from uniseg3d.model.targets import instance_classes
 from uniseg3d.model.text_encoder import EncodedTexts
 from uniseg3d.model.uniseg3d import UniSeg3D, superpoint_means
 
@@ -109,6 +110,13 @@ def test_semantic_target_is_the_majority_class_of_each_superpoint(scene):
         expected = counts.argmax() if counts.max() * 2 > len(labels) else -1
         assert target[sp] == expected, sp
     assert (target >= 0).mean() > 0.5
+
+
+def test_instance_class_is_the_majority_class_of_its_points():
+    instance = np.array([0, 0, 0, 1, 1, -1, 2])
+    semantic = np.array([3, 3, 5, 5, 4, 3, -1])
+    # 0: class 3 twice, 5 once; 1: a tie, the lower class; 2: no labelled point; 3: no point
+    assert instance_classes(instance, semantic, 4).tolist() == [3, 4, -1, -1]
 
 
 def test_semantic_head_loss_and_labels_follow_its_embeddings(scene, classes):

@@ -19,8 +19,8 @@ def elastic_distortion(coords: np.ndarray, granularity: float, magnitude: float,
     noise = gaussian_filter(rng.standard_normal((3, *shape)).astype(np.float32),
                             sigma=(0, 1, 1, 1))
     axes = [low[d] + granularity * np.arange(shape[d]) for d in range(3)]
-    offsets = np.stack([RegularGridInterpolator(axes, noise[d], bounds_error=False,
-                                                fill_value=0.0)(coords) for d in range(3)], 1)
+    offsets = RegularGridInterpolator(axes, np.moveaxis(noise, 0, -1), bounds_error=False,
+                                      fill_value=0.0)(coords)  # the three axes at once
     return coords + magnitude * offsets
 
 

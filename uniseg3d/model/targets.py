@@ -36,17 +36,15 @@ def superpoint_majority(point_values: np.ndarray, superpoints: np.ndarray, num_v
 
 def instance_classes(instance: np.ndarray, semantic: np.ndarray, num_instances: int
                      ) -> np.ndarray:
-    """Majority semantic class of each instance's points (-1 where none is labelled)."""
-    labels = np.full(num_instances, -1, dtype=np.int64)
+    """Majority semantic class of each instance's points (-1 where none is labelled; ties go
+    to the lower class)."""
     keep = (instance >= 0) & (semantic >= 0)
-    if keep.any():
-        pairs, counts = np.unique(np.stack([instance[keep], semantic[keep]], 1), axis=0,
-                                  return_counts=True)
-        order = np.lexsort((-counts, pairs[:, 0]))
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = pairs[order][1:, 0] != pairs[order][:-1, 0]
-        labels[pairs[order][first, 0]] = pairs[order][first, 1]
-    return labels
+    if not keep.any():
+        return np.full(num_instances, -1, dtype=np.int64)
+    num_classes = int(semantic[keep].max()) + 1
+    counts = np.bincount(instance[keep] * num_classes + semantic[keep],
+                         minlength=num_instances * num_classes).reshape(num_instances, -1)
+    return np.where(counts.any(1), counts.argmax(1), -1)
 
 
 def build_targets(superpoints: np.ndarray, semantic20: np.ndarray, instance: np.ndarray,
