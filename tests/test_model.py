@@ -23,7 +23,7 @@ from uniseg3d.model.decoder import (
 from uniseg3d.model.inference import predict_scene
 from uniseg3d.model.inputs import scene_input, scene_targets
 from uniseg3d.model.postprocess import Instances, semantic_labels
-from uniseg3d.model.targets import instance_classes
+from uniseg3d.model.targets import instance_classes, semantic_log_prior
 from uniseg3d.model.text_encoder import EncodedTexts
 from uniseg3d.model.uniseg3d import UniSeg3D, superpoint_means
 
@@ -117,6 +117,27 @@ def test_instance_class_is_the_majority_class_of_its_points():
     semantic = np.array([3, 3, 5, 5, 4, 3, -1])
     # 0: class 3 twice, 5 once; 1: a tie, the lower class; 2: no labelled point; 3: no point
     assert instance_classes(instance, semantic, 4).tolist() == [3, 4, -1, -1]
+
+
+def test_semantic_log_prior_counts_the_superpoint_targets(scene):
+    first = dataclasses.replace(  # superpoint 0: class 1 (2 of 3 points); 1: 5 on half only
+        scene, superpoints=np.array([0, 0, 0, 1, 1, 2]), semantic20=np.array([1, 1, 0, 5, -1, -1]))
+    second = dataclasses.replace(scene, superpoints=np.array([0, 0]), semantic20=np.array([5, 5]))
+    expected = np.ones(20)  # every class counted once more
+    expected[[1, 5]] = 2
+    assert np.allclose(np.exp(semantic_log_prior([first, second])), expected / 22)
+
+
+def test_semantic_labels_lose_the_model_training_prior(scene, classes):
+    sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
+    inputs, model = scene_input(sample, texts_of(sample)), tiny_model().eval()
+    with torch.no_grad():
+        logits = model([inputs])[0].semantic_logits(classes)
+    plain = predict_scene(model, inputs, classes).semantic
+    assert plain.tolist() == logits.argmax(1)[inputs.superpoints].tolist()  # zeros: no change
+    sofa = scannet20().names.index("sofa")
+    model.semantic_log_prior[sofa] = -1000.0  # a class never seen in training: +1000 at test
+    assert (predict_scene(model, inputs, classes).semantic == sofa).all()
 
 
 def test_semantic_head_loss_and_labels_follow_its_embeddings(scene, classes):

@@ -16,6 +16,7 @@ from uniseg3d.datasets.scannet import read_scannet_scene
 from uniseg3d.datasets.scene import Description
 from uniseg3d.model.inference import predict_scene
 from uniseg3d.model.inputs import scene_input
+from uniseg3d.model.targets import semantic_log_prior
 from uniseg3d.model.text_encoder import class_embeddings
 from uniseg3d.pipelines import train as train_module
 from uniseg3d.pipelines.train import (build_model, class_prompt_names, load_checkpoint,
@@ -59,6 +60,8 @@ def test_checkpoint_round_trip(tmp_path, scenes):
     model.load_state_dict(state["model"])
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, state["model"][name]), name
+    prior = torch.from_numpy(semantic_log_prior(scenes)).float()  # of the training scenes
+    assert torch.equal(state["model"]["semantic_log_prior"], prior)
     assert result.best.is_file()
     assert not list(result.out.glob("*.tmp*"))
 

@@ -29,8 +29,9 @@ class ScenePrediction:
 def predict_scene(model: UniSeg3D, scene: SceneInput, class_embeddings: torch.Tensor,
                   open_vocab_embeddings: torch.Tensor | None = None, top_k: int = 600,
                   stopwatch=NO_TIMING) -> ScenePrediction:
-    """All six tasks from a single forward pass of `model` (in eval mode); `stopwatch` times
-    each component and each task's post-processing."""
+    """All six tasks from a single forward pass of `model` (in eval mode); `class_embeddings`
+    are ScanNet20's (the semantic logits lose the model's training log prior); `stopwatch`
+    times each component and each task's post-processing."""
     model.eval()
     out = model([scene], stopwatch=stopwatch)[0]
     generic = out.part("generic")
@@ -40,7 +41,8 @@ def predict_scene(model: UniSeg3D, scene: SceneInput, class_embeddings: torch.Te
     with stopwatch("post-processing: instance"):
         inst = instances(generic, class_embeddings, sp, allowed=things, top_k=top_k)
     with stopwatch("post-processing: semantic"):
-        semantic = semantic_labels(out.semantic_logits(class_embeddings), sp, inst)
+        logits = out.semantic_logits(class_embeddings) - model.semantic_log_prior
+        semantic = semantic_labels(logits, sp, inst)
     with stopwatch("post-processing: panoptic"):
         pan_classes, pan_ids = panoptic(semantic, inst)
     with stopwatch("post-processing: interactive"):

@@ -1,13 +1,16 @@
-"""Training targets of one scene at superpoint level: object and stuff segments, prompt targets."""
+"""Training targets of one scene at superpoint level: object and stuff segments, prompt targets;
+and the class prior of a training split's semantic targets."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from uniseg3d.datasets.classes import STUFF_CLASSES20, scannet20
+from uniseg3d.datasets.scene import Scene
 
 STUFF_IDS = tuple(scannet20().names.index(name) for name in STUFF_CLASSES20)
 
@@ -32,6 +35,23 @@ def superpoint_majority(point_values: np.ndarray, superpoints: np.ndarray, num_v
     counts = np.zeros((num_values, num_sp), dtype=np.int64)
     np.add.at(counts, (point_values[keep], superpoints[keep]), 1)
     return counts * 2 > size[None, :]
+
+
+def superpoint_classes(semantic20: np.ndarray, superpoints: np.ndarray) -> np.ndarray:
+    """(M,) the ScanNet20 class of more than half of each superpoint's points, else -1: the
+    semantic head's target."""
+    classes = superpoint_majority(semantic20, superpoints, len(scannet20().names))
+    return np.where(classes.any(0), classes.argmax(0), -1)
+
+
+def semantic_log_prior(scenes: Iterable[Scene]) -> np.ndarray:
+    """(C,) log of each ScanNet20 class's share of the scenes' labelled superpoints (the
+    semantic head's training targets), counts smoothed by one so that no class is impossible."""
+    counts = np.ones(len(scannet20().names))
+    for scene in scenes:
+        labels = superpoint_classes(scene.semantic20, scene.superpoints)
+        counts += np.bincount(labels[labels >= 0], minlength=len(counts))
+    return np.log(counts / counts.sum())
 
 
 def instance_classes(instance: np.ndarray, semantic: np.ndarray, num_instances: int
@@ -62,8 +82,7 @@ def build_targets(superpoints: np.ndarray, semantic20: np.ndarray, instance: np.
     is_thing = (labels >= 0) & ~np.isin(labels, STUFF_IDS)
     is_generic = is_thing | (np.arange(len(labels)) >= num_instances)
     is_generic &= masks.any(1)
-    classes = superpoint_majority(semantic20, superpoints, len(scannet20().names))
-    semantic = np.where(classes.any(0), classes.argmax(0), -1)
+    semantic = superpoint_classes(semantic20, superpoints)
     tensor = lambda a, dtype=torch.long: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)
     return SceneTargets(tensor(masks, torch.float32), tensor(labels),
                         tensor(np.flatnonzero(is_generic)), tensor(click_instances),

@@ -6,7 +6,11 @@ decoder's queries: every superpoint gets an embedding in the text space and take
 whose name embedding is nearest (cosine), so any class list works as for the queries. Its
 per-superpoint cross-entropy supervises every superpoint at every step, which is what lets the
 small CPU schedules learn semantic (and panoptic stuff) labels; reading them from the generic
-queries reached a semantic mIoU of 0.17 after the default 20-epoch synthetic run.
+queries reached a semantic mIoU of 0.17 after the default 20-epoch synthetic run. The model
+keeps the log class frequencies of the head's training targets (`semantic_log_prior`), which
+post-processing subtracts from the head's logits (logit adjustment, Menon et al., ICLR 2021):
+cross-entropy on imbalanced classes learns p(class | superpoint) under the training prior, and
+mIoU weighs every class alike.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uniseg3d.config import ModelConfig
+from uniseg3d.datasets.classes import scannet20
 from uniseg3d.model.backbone import SparseUNet, point_features, scatter_mean
 from uniseg3d.model.decoder import QueryPredictions, UnifiedDecoder
 from uniseg3d.model.stopwatch import NO_TIMING
@@ -92,6 +97,8 @@ class UniSeg3D(nn.Module):
         self.decoder = UnifiedDecoder(self.backbone.out_channels, text_dim, config.d_model,
                                       config.heads, config.ffn, config.layers)
         self.semantic_head = SemanticHead(self.backbone.out_channels, config.d_model, text_dim)
+        # (C,) ScanNet20 log class frequencies of the training targets; zeros: no adjustment
+        self.register_buffer("semantic_log_prior", torch.zeros(len(scannet20().names)))
 
     def generic_queries(self, num_superpoints: int, generator: torch.Generator | None
                         ) -> torch.Tensor:

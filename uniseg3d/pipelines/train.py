@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from uniseg3d.datasets.loader import make_sample, read_scene_list, read_split
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.model.criterion import Criterion
 from uniseg3d.model.inputs import scene_input, scene_targets
+from uniseg3d.model.targets import semantic_log_prior
 from uniseg3d.model.text_encoder import CachedTextEncoder, build_text_encoder, class_embeddings
 from uniseg3d.model.uniseg3d import UniSeg3D
 
@@ -204,12 +205,14 @@ class SceneSet:
                                    strict=True))
         return [self.scenes[int(i)] for i in indices]
 
+    def each(self) -> Iterator[Scene]:
+        """Every scene of the set in order (a cached scene's arrays are mapped, not read)."""
+        return (self.scenes[i] if i in self.scenes else
+                read_scene(Path(self.cache) / self.ids[i], mmap=True) for i in range(len(self)))
+
     def descriptions(self) -> list[str]:
-        """Every description of the set's scenes (a cached scene's arrays are mapped, not
-        read)."""
-        scenes = (self.scenes[i] if i in self.scenes else
-                  read_scene(Path(self.cache) / self.ids[i], mmap=True) for i in range(len(self)))
-        return [d.text for scene in scenes for d in scene.referring]
+        """Every description of the set's scenes."""
+        return [d.text for scene in self.each() for d in scene.referring]
 
 
 def encode_descriptions(encoder: CachedTextEncoder, *sets: SceneSet) -> int:
@@ -320,6 +323,7 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
     classes = class_embeddings(encoder, class_prompt_names(scannet20().names)).to(device)
     torch.manual_seed(cfg.seed)
     model = build_model(params, classes.shape[1], device)
+    model.semantic_log_prior.copy_(torch.from_numpy(semantic_log_prior(train_set.each())))
     criterion = Criterion(params.loss, len(scannet20()))
     state = _restore(session, workdir)
     history: list[dict] = state["history"] if state is not None else []
