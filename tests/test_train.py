@@ -20,7 +20,7 @@ from uniseg3d.model.targets import semantic_log_prior
 from uniseg3d.model.text_encoder import class_embeddings
 from uniseg3d.pipelines import train as train_module
 from uniseg3d.pipelines.train import (build_model, class_prompt_names, load_checkpoint,
-                                      make_text_encoder, train)
+                                      load_trained_model, make_text_encoder, train)
 from uniseg3d.datasets.classes import scannet20
 
 
@@ -62,6 +62,10 @@ def test_checkpoint_round_trip(tmp_path, scenes):
         assert torch.equal(tensor, state["model"][name]), name
     prior = torch.from_numpy(semantic_log_prior(scenes)).float()  # of the training scenes
     assert torch.equal(state["model"]["semantic_log_prior"], prior)
+    assert torch.equal(load_trained_model(result.last)[0].semantic_log_prior, prior)
+    del state["model"]["semantic_log_prior"]  # a checkpoint from before the prior: no adjustment
+    torch.save({**state, "history": "[]"}, tmp_path / "old.pt")
+    assert not load_trained_model(tmp_path / "old.pt")[0].semantic_log_prior.any()
     assert result.best.is_file()
     assert not list(result.out.glob("*.tmp*"))
 

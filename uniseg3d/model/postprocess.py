@@ -1,14 +1,16 @@
 """Per-task post-processing of one forward's last-layer predictions into point-level results.
 
-Semantic: per superpoint, the class of the semantic head's highest logit; then, inside each
-confident instance, the class that maximises the head's mean probability over the instance's
-points times the instance query's own class probability (two classifiers' evidence, multiplied),
-so that one object gets one class.
+Semantic: per superpoint, the class of the semantic head's highest logit (`inference` passes
+the logits less the model's training log prior); then, inside each confident instance, the
+class that maximises the head's mean probability over the instance's points times the instance
+query's own class probability (two classifiers' evidence, multiplied), so that one object gets
+one class.
 Instances: the top 600 (query, class) pairs (the paper's `topk_insts`) scored by class
-probability x mean mask probability x predicted IoU, with per-class mask NMS. Panoptic: stuff points from the semantic result, things
-painted from confident instances in score order. Click and text queries: one mask each (click
-masks also carry class probabilities, used to rank them for interactive AP). Open vocabulary:
-the same instance path against any list of class-name embeddings.
+probability x mean mask probability x predicted IoU, with per-class mask NMS. Panoptic: stuff
+points from the semantic result, things painted from confident instances in score order. Click
+and text queries: one mask each (click masks also carry class probabilities, used to rank them
+for interactive AP). Open vocabulary: the same instance path against any list of class-name
+embeddings.
 """
 
 from __future__ import annotations

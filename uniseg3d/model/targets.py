@@ -74,7 +74,8 @@ def build_targets(superpoints: np.ndarray, semantic20: np.ndarray, instance: np.
     plus the majority class of every superpoint."""
     inst_masks = superpoint_majority(instance, superpoints, num_instances)
     stuff_points = np.where(np.isin(semantic20, STUFF_IDS), semantic20, -1)
-    stuff_masks = superpoint_majority(stuff_points, superpoints, max(STUFF_IDS) + 1)[list(STUFF_IDS)]
+    stuff_masks = superpoint_majority(stuff_points, superpoints,
+                                      max(STUFF_IDS) + 1)[list(STUFF_IDS)]
     present = np.array([(semantic20 == c).any() for c in STUFF_IDS], dtype=bool)
     labels = np.concatenate([instance_classes(instance, semantic20, num_instances),
                              np.array(STUFF_IDS)[present]])

@@ -154,6 +154,10 @@ def load_trained_model(checkpoint: str | Path, device: str = "cpu"
     encoder = make_text_encoder(replace(Params(), text=text), device)
     classes = class_embeddings(encoder, class_prompt_names(scannet20().names)).to(device)
     model = UniSeg3D(ModelConfig(**model_config), classes.shape[1], device).to(device)
+    if "semantic_log_prior" not in state["model"]:  # written before the model kept its prior
+        log.warning("%s has no semantic_log_prior (an older checkpoint): semantic labels "
+                    "without logit adjustment", path)
+        state["model"]["semantic_log_prior"] = model.semantic_log_prior
     model.load_state_dict(state["model"])
     return model.eval(), encoder, classes
 
