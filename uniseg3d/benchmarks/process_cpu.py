@@ -69,8 +69,10 @@ class ProcessTreeCPU:
             seconds, role = read
             self._start.setdefault(child.pid, 0.0)
             self._last[child.pid] = seconds
-            if role != "ray::IDLE" or child.pid not in self._roles:
-                self._roles[child.pid] = role  # the last role other than idle
+            if role not in ("ray::IDLE", "?") or child.pid not in self._roles:
+                # the last role other than idle or unknown (an exited, unreaped child's command
+                # line reads empty)
+                self._roles[child.pid] = role
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
