@@ -42,7 +42,7 @@ def test_predict_writes_every_task(tmp_path, trained):
                  "--classes", "chair, table ,lamp", "--out", str(out)])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["files"] == sorted(f"{t}.ply" for t in TASKS)
+    assert summary["files"] == sorted([f"{t}.ply" for t in TASKS] + ["predictions.npz"])
     assert len(summary["clicks"]) == 2 and len(summary["texts"]) == 1
     assert summary["open_vocabulary"]["classes"] == ["chair", "table", "lamp"]
     source = PlyData.read(str(mesh))

@@ -172,6 +172,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_official(args: argparse.Namespace) -> int:
+    from uniseg3d.model.official.checkpoint import OfficialCheckpointError
+    from uniseg3d.pipelines.import_official import import_official
+
+    try:
+        summary = import_official(args.checkpoint, args.class_embeddings, args.out,
+                                  args.text_model)
+    except OfficialCheckpointError as error:
+        log.error("%s", error)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_evaluate_predictions(args: argparse.Namespace) -> int:
     from uniseg3d.benchmarks.submission import evaluate_submission, format_table
 
@@ -366,6 +380,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     predict.set_defaults(func=cmd_predict)
+
+    import_official = verbs.add_parser(
+        "import-official", help="convert a released UniSeg3D checkpoint for every verb",
+        description="Reads an official UniSeg3D checkpoint (mmengine: model_best.pth or "
+                    "model_best_2.pth of the GitHub release v1.0) and its class embeddings "
+                    "(scannet_cls_embedding.pth) without running pickled code, maps every key "
+                    "onto the official recipe's modules (a missing, unexpected or mis-shaped "
+                    "key is an error listing them), and writes a uniseg3d checkpoint that "
+                    "predict, evaluate and bench load (evaluate.checkpoint / --checkpoint). "
+                    "The frozen CLIP text tower inside the checkpoint is kept, so referring "
+                    "needs no other download.")
+    import_official.add_argument("checkpoint", help="the official .pth checkpoint")
+    import_official.add_argument("--class-embeddings", required=True, metavar="PTH",
+                                 help="scannet_cls_embedding.pth: the CLIP class prototypes")
+    import_official.add_argument("--out", required=True, help="the uniseg3d checkpoint to write")
+    import_official.add_argument("--text-model", default="convnext_large_d_320",
+                                 help="open_clip name of the text tower (default: %(default)s)")
+    import_official.set_defaults(func=cmd_import_official)
 
     evaluate_predictions = verbs.add_parser(
         "evaluate-predictions", help="score predictions in the ScanNet benchmark format",

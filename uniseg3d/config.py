@@ -86,11 +86,20 @@ TINY_MODEL = ModelConfig(channels=(16, 32, 48, 64), blocks=1, voxel_size=0.05, d
                          heads=4, ffn=192, layers=3)
 
 
+RECIPES = ("ours", "official")
+
+
 @dataclass(frozen=True)
 class ModelSection:
+    recipe: str = "ours"  # ours (our model, README) | official (UniSeg3D's released code)
     config: str = "tiny"  # which of the two below is used
     tiny: ModelConfig = TINY_MODEL
     paper: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"model.recipe: expected one of {list(RECIPES)}, "
+                              f"found {self.recipe!r}")
 
     def selected(self) -> ModelConfig:
         if self.config not in ("tiny", "paper"):

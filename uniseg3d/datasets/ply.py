@@ -157,10 +157,17 @@ def _write(path: str | Path, vertex: np.ndarray, faces, extra: dict[str, np.ndar
 
 
 def write_scannet_mesh(path: str | Path, vertices: np.ndarray, colors: np.ndarray,
-                       faces: np.ndarray) -> None:
-    """Write a mesh exactly as ScanNet's `*_vh_clean_2.ply` (binary little-endian, RGBA)."""
+                       faces: np.ndarray, properties: dict[str, np.ndarray] | None = None
+                       ) -> None:
+    """Write a mesh exactly as ScanNet's `*_vh_clean_2.ply` (binary little-endian, RGBA), with
+    optional extra per-vertex int32 `properties` after alpha (scalar fields in CloudCompare
+    and MeshLab)."""
+    properties = properties or {}
     vertex = np.empty(len(vertices), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"),
-                                            ("green", "u1"), ("blue", "u1"), ("alpha", "u1")])
+                                            ("green", "u1"), ("blue", "u1"), ("alpha", "u1")]
+                      + [(name, "i4") for name in properties])
+    for name, values in properties.items():
+        vertex[name] = np.asarray(values, dtype=np.int32)
     vertex["x"], vertex["y"], vertex["z"] = np.asarray(vertices, dtype=np.float32).T
     vertex["red"], vertex["green"], vertex["blue"] = np.asarray(colors, dtype=np.uint8).T
     vertex["alpha"] = 255

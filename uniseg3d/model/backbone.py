@@ -1,9 +1,15 @@
 """Sparse-convolution UNet backbone on spconv, with voxelisation and superpoint pooling.
 
 Points are voxelised at `voxel_size` (2 cm in the paper); a voxel's input feature is the mean of
-its points' features (RGB/127.5 - 1 and scene-centred xyz). The UNet has one level per entry of
+its points' features (RGB/127.5 - 1 and scene-centred xyz), as MinkowskiEngine's collate with
+its default unweighted-average quantisation computes it. The UNet has one level per entry of
 `channels` with `blocks` residual blocks each; voxel features are mapped back to points and
 mean-pooled per superpoint with torch's scatter ops (no torch-scatter).
+
+Both recipes share this network. They differ only in two settings, held by `Grid` and `bn_eps`:
+`ours` pads the sparse grid to a multiple of 32 voxels and keeps torch's BatchNorm eps (1e-5);
+`official` (UniSeg3D's code) uses BatchNorm eps 1e-4 and a grid of max(extent, 128) voxels per
+axis, unpadded, so that a stride-2 convolution drops the last voxel row of an odd-sized axis.
 
 spconv's default (implicit GEMM) algorithm needs CUDA; on CPU every conv uses
 `ConvAlgo.Native`, which is exact and deterministic there.
@@ -30,7 +36,23 @@ def conv_algorithm(device: str | torch.device) -> spconv.ConvAlgo:
         else spconv.ConvAlgo.Native
 
 
-GRID_MULTIPLE = 32
+@dataclass(frozen=True)
+class Grid:
+    """How the sparse grid's spatial shape follows the voxels' extent (per axis, over a batch)."""
+
+    multiple: int = 32  # round up to a multiple (32 = 2^5: no voxel lost in six levels)
+    minimum: int = 0  # at least this many voxels
+
+    def shape(self, extent: torch.Tensor) -> torch.Tensor:
+        shape = extent.clamp_min(self.minimum)
+        return (shape + self.multiple - 1) // self.multiple * self.multiple
+
+
+OURS_GRID = Grid()
+# UniSeg3D's `collate`: torch.clip(max + 1, min_spatial_shape=128), no padding. An odd axis then
+# loses its last voxel row at a stride-2 convolution (spconv drops outputs past the grid); the
+# released numbers were computed that way, so the official recipe keeps it.
+OFFICIAL_GRID = Grid(multiple=1, minimum=128)
 
 
 @dataclass
@@ -57,20 +79,18 @@ def point_features(coords: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
     return torch.cat([colors.float() / 127.5 - 1.0, coords - coords.mean(0, keepdim=True)], 1)
 
 
-def voxelize(coords: list[torch.Tensor], features: list[torch.Tensor], voxel_size: float
-             ) -> Voxels:
-    """Voxelise several scenes into one sparse batch (voxel grid anchored at each scene's min).
+def voxelize(coords: list[torch.Tensor], features: list[torch.Tensor], voxel_size: float,
+             grid: Grid = OURS_GRID) -> Voxels:
+    """Voxelise several scenes into one sparse batch (voxel grid anchored at each scene's min:
+    floor((xyz - min) / voxel_size), features averaged over the points of a voxel).
 
     Voxels are found by one 1-D `torch.unique` over linear keys ((b * X + x) * Y + y) * Z + z,
     whose numeric order is the lexicographic order of (b, x, y, z)."""
-    grid = [torch.floor((c - c.min(0).values) / voxel_size).long() for c in coords]
-    shape = torch.stack([g.max(0).values for g in grid]).max(0).values + 1
-    # a stride-2 convolution drops the last row of an odd-sized grid: pad the grid to a multiple
-    # of 2^5 (enough for six levels) so that no voxel is lost however many scenes share a batch
-    shape = (shape + GRID_MULTIPLE - 1) // GRID_MULTIPLE * GRID_MULTIPLE
+    cells = [torch.floor((c - c.min(0).values) / voxel_size).long() for c in coords]
+    shape = grid.shape(torch.stack([g.max(0).values for g in cells]).max(0).values + 1)
     sx, sy, sz = (int(v) for v in shape.tolist())
     keys = torch.cat([((b * sx + g[:, 0]) * sy + g[:, 1]) * sz + g[:, 2]
-                      for b, g in enumerate(grid)])
+                      for b, g in enumerate(cells)])
     unique, inverse = torch.unique(keys, return_inverse=True)
     indices = torch.stack([unique // (sx * sy * sz), unique // (sy * sz) % sx,
                            unique // sz % sy, unique % sz], 1)
@@ -81,14 +101,16 @@ def voxelize(coords: list[torch.Tensor], features: list[torch.Tensor], voxel_siz
 class ResidualBlock(spconv.SparseModule):
     """Two 3x3x3 submanifold convolutions with batch norm, plus an identity (or 1x1) shortcut."""
 
-    def __init__(self, cin: int, cout: int, algo: spconv.ConvAlgo, key: str):
+    def __init__(self, cin: int, cout: int, algo: spconv.ConvAlgo, key: str, eps: float):
         super().__init__()
+        # a 1x1x1 SubMConv3d is computed by spconv as features @ weight.view(cout, cin).T, with
+        # no index pairs: the same in both recipes, and for UniSeg3D's `i_branch` weights
         self.shortcut = nn.Identity() if cin == cout else spconv.SparseSequential(
             spconv.SubMConv3d(cin, cout, 1, bias=False, algo=algo))
         self.body = spconv.SparseSequential(
-            nn.BatchNorm1d(cin), nn.ReLU(),
+            nn.BatchNorm1d(cin, eps=eps), nn.ReLU(),
             spconv.SubMConv3d(cin, cout, 3, padding=1, bias=False, indice_key=key, algo=algo),
-            nn.BatchNorm1d(cout), nn.ReLU(),
+            nn.BatchNorm1d(cout, eps=eps), nn.ReLU(),
             spconv.SubMConv3d(cout, cout, 3, padding=1, bias=False, indice_key=key, algo=algo))
 
     def forward(self, x: spconv.SparseConvTensor) -> spconv.SparseConvTensor:
@@ -100,26 +122,27 @@ class ResidualBlock(spconv.SparseModule):
 class UBlock(spconv.SparseModule):
     """One UNet level: residual blocks, then (if deeper levels remain) down, recurse, up, merge."""
 
-    def __init__(self, channels: list[int], blocks: int, algo: spconv.ConvAlgo, level: int = 0):
+    def __init__(self, channels: list[int], blocks: int, algo: spconv.ConvAlgo, eps: float,
+                 level: int = 0):
         super().__init__()
         c = channels[0]
         self.encoder = spconv.SparseSequential(
-            *[ResidualBlock(c, c, algo, f"subm{level}") for _ in range(blocks)])
+            *[ResidualBlock(c, c, algo, f"subm{level}", eps) for _ in range(blocks)])
         self.inner = None
         if len(channels) > 1:
             c2 = channels[1]
             self.down = spconv.SparseSequential(
-                nn.BatchNorm1d(c), nn.ReLU(),
+                nn.BatchNorm1d(c, eps=eps), nn.ReLU(),
                 spconv.SparseConv3d(c, c2, 2, stride=2, bias=False, indice_key=f"down{level}",
                                     algo=algo))
-            self.inner = UBlock(channels[1:], blocks, algo, level + 1)
+            self.inner = UBlock(channels[1:], blocks, algo, eps, level + 1)
             self.up = spconv.SparseSequential(
-                nn.BatchNorm1d(c2), nn.ReLU(),
+                nn.BatchNorm1d(c2, eps=eps), nn.ReLU(),
                 spconv.SparseInverseConv3d(c2, c, 2, bias=False, indice_key=f"down{level}",
                                            algo=algo))
             self.decoder = spconv.SparseSequential(
-                ResidualBlock(2 * c, c, algo, f"subm{level}"),
-                *[ResidualBlock(c, c, algo, f"subm{level}") for _ in range(blocks - 1)])
+                ResidualBlock(2 * c, c, algo, f"subm{level}", eps),
+                *[ResidualBlock(c, c, algo, f"subm{level}", eps) for _ in range(blocks - 1)])
 
     def forward(self, x: spconv.SparseConvTensor) -> spconv.SparseConvTensor:
         x = self.encoder(x)
@@ -133,16 +156,18 @@ class SparseUNet(nn.Module):
     """Points -> per-superpoint features through a sparse 3D UNet."""
 
     def __init__(self, in_channels: int = 6, channels: tuple[int, ...] = (32, 64, 96, 128, 160),
-                 blocks: int = 2, voxel_size: float = 0.02, device: str = "cpu"):
+                 blocks: int = 2, voxel_size: float = 0.02, device: str = "cpu",
+                 grid: Grid = OURS_GRID, bn_eps: float = 1e-5):
         super().__init__()
         algo = conv_algorithm(device)
         self.voxel_size = voxel_size
+        self.grid = grid
         self.out_channels = channels[0]
         self.stem = spconv.SparseSequential(
             spconv.SubMConv3d(in_channels, channels[0], 3, padding=1, bias=False,
                               indice_key="stem", algo=algo))
-        self.unet = UBlock(list(channels), blocks, algo)
-        self.head = nn.Sequential(nn.BatchNorm1d(channels[0]), nn.ReLU())
+        self.unet = UBlock(list(channels), blocks, algo, bn_eps)
+        self.head = nn.Sequential(nn.BatchNorm1d(channels[0], eps=bn_eps), nn.ReLU())
 
     def forward_voxels(self, voxels: Voxels) -> torch.Tensor:
         """Feature per voxel, (V, channels[0])."""
@@ -155,7 +180,7 @@ class SparseUNet(nn.Module):
         """Mean feature per superpoint for each scene: a list of (M_b, channels[0]) tensors."""
         with stopwatch("voxelisation"):
             features = [point_features(c, rgb) for c, rgb in zip(coords, colors)]
-            voxels = voxelize(coords, features, self.voxel_size)
+            voxels = voxelize(coords, features, self.voxel_size, self.grid)
         with stopwatch("backbone"):
             per_voxel = self.forward_voxels(voxels)
         with stopwatch("superpoint pooling"):

@@ -1,37 +1,36 @@
-"""One forward, six tasks: run the model on a scene and post-process every task's output."""
+"""One forward, six tasks: run the model on a scene and post-process every task's output.
+
+`predict_scene` serves both recipes: an `official` model goes to
+`uniseg3d.model.official.inference`; the rest of this module is the `ours` path.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 
-from uniseg3d.model.postprocess import (Instances, PromptMasks, instances, panoptic,
-                                        prompt_masks, semantic_labels)
+from uniseg3d.model.official.inference import predict_official_scene
+from uniseg3d.model.official.network import OfficialUniSeg3D
+from uniseg3d.model.postprocess import (ScenePrediction, instances, panoptic, prompt_masks,
+                                        semantic_labels)
 from uniseg3d.model.stopwatch import NO_TIMING
 from uniseg3d.model.targets import STUFF_IDS
 from uniseg3d.model.uniseg3d import SceneInput, UniSeg3D
 
-
-@dataclass
-class ScenePrediction:
-    semantic: np.ndarray  # (N,) ScanNet20 class per point
-    instances: Instances  # thing instances, ScanNet20 labels
-    panoptic_classes: np.ndarray  # (N,) class per point (-1 = none)
-    panoptic_ids: np.ndarray  # (N,) thing instance id per point (-1 = stuff or none)
-    clicks: PromptMasks  # one mask per click
-    texts: PromptMasks  # one mask per description
-    open_vocab: Instances | None  # instances labelled against the open-vocabulary class list
+__all__ = ["ScenePrediction", "predict_scene"]
 
 
 @torch.no_grad()
-def predict_scene(model: UniSeg3D, scene: SceneInput, class_embeddings: torch.Tensor,
+def predict_scene(model: UniSeg3D | OfficialUniSeg3D, scene: SceneInput,
+                  class_embeddings: torch.Tensor,
                   open_vocab_embeddings: torch.Tensor | None = None, top_k: int = 600,
                   stopwatch=NO_TIMING) -> ScenePrediction:
     """All six tasks from a single forward pass of `model` (in eval mode); `class_embeddings`
-    are ScanNet20's (the semantic logits lose the model's training log prior); `stopwatch`
+    are ScanNet20's (for `ours` (C, dim) name embeddings, and the semantic logits lose the
+    model's training log prior; for `official` the (20, P, D) CLIP prototypes); `stopwatch`
     times each component and each task's post-processing."""
+    if isinstance(model, OfficialUniSeg3D):
+        return predict_official_scene(model, scene, class_embeddings, open_vocab_embeddings,
+                                      top_k, stopwatch)
     model.eval()
     out = model([scene], stopwatch=stopwatch)[0]
     generic = out.part("generic")

@@ -133,6 +133,19 @@ class PromptMasks:
     iou: np.ndarray  # (K,) predicted IoU
 
 
+@dataclass
+class ScenePrediction:
+    """Every task's result for one scene, whichever recipe computed it."""
+
+    semantic: np.ndarray  # (N,) ScanNet20 class per point
+    instances: Instances  # thing instances, ScanNet20 labels
+    panoptic_classes: np.ndarray  # (N,) class per point (-1 = none)
+    panoptic_ids: np.ndarray  # (N,) thing instance id per point (-1 = stuff or none)
+    clicks: PromptMasks  # one mask per click
+    texts: PromptMasks  # one mask per description
+    open_vocab: Instances | None  # instances labelled against the open-vocabulary class list
+
+
 def prompt_masks(pred: QueryPredictions, class_embeddings: torch.Tensor,
                  superpoints: torch.Tensor) -> PromptMasks:
     probs = pred.class_logits(class_embeddings).softmax(-1)[:, :-1]

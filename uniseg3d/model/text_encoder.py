@@ -241,14 +241,17 @@ class CachedTextEncoder:
     """Encodes each text once per encoder name; the cache can persist in a `.pt` file.
 
     The file holds `{encoder name: {"texts": [str, ...], "embeddings": (N, dim) tensor,
-    "token_texts": [str, ...], "tokens": [(L, dim) float16 tensor, ...]}}` (token features are
+    "token_texts": [str, ...], "tokens": [(L, dim) tensor of `token_dtype`, ...]}}` (tokens are
     kept for the texts `encode_texts` saw: descriptions, not class prompts), so one file can
     serve several encoders; it is rewritten atomically after every encode that missed. `hits`
     counts rows served from the cache, `misses` texts sent to the wrapped encoder.
     """
 
-    def __init__(self, encoder: TextEncoder, cache_file: str | Path | None = None) -> None:
+    def __init__(self, encoder: TextEncoder, cache_file: str | Path | None = None,
+                 token_dtype: torch.dtype = torch.float16) -> None:
         self.encoder = encoder
+        self.token_dtype = token_dtype  # float16 halves the file; the official recipe's
+        # text queries read the raw end-token feature, kept in float32
         self.name = encoder.name
         self.dim = encoder.dim
         self.cache_file = Path(cache_file) if cache_file is not None else None
@@ -276,7 +279,8 @@ class CachedTextEncoder:
         missing = list(dict.fromkeys(text for text in texts if text not in self._tokens))
         if missing:
             features = self.encoder.encode_tokens(missing)
-            self._tokens.update(zip(missing, (f.half() for f in features), strict=True))
+            self._tokens.update(zip(missing, (f.to(self.token_dtype) for f in features),
+                                    strict=True))
         return bool(missing)
 
     def _embeddings(self, texts: list[str]) -> torch.Tensor:

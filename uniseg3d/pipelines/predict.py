@@ -1,4 +1,11 @@
-"""`uniseg3d predict`: all six tasks on one mesh or point cloud, as coloured PLYs plus a JSON.
+"""`uniseg3d predict`: all six tasks on one mesh or point cloud, as coloured PLYs with integer
+per-vertex properties, every task's arrays in `predictions.npz`, and a JSON summary.
+
+Per-vertex properties (int32, -1 = none): `label` (semantic, instance, panoptic: the ScanNet20
+class index, 0 = wall ... 19 = other furniture; open_vocabulary: the index into the class
+list), `instance` (instance, panoptic, open_vocabulary: the instance id, the row of its mask in
+`predictions.npz`), `mask` (interactive, referring: the index of the click or description whose
+mask covers the vertex; the later one where two overlap, as the colours show).
 
 Superpoints come from the mesh segmentator when the file has faces; a bare point cloud is
 grouped by a voxel grid instead (`POINT_CLOUD_SUPERPOINT_VOXEL`). Clicks must lie on the scan
@@ -95,8 +102,54 @@ def voxel_superpoints(coords: np.ndarray, voxel: float) -> np.ndarray:
     return np.unique(keys, axis=0, return_inverse=True)[1].ravel()
 
 
+def mask_index(masks: np.ndarray, num_points: int) -> np.ndarray:
+    """(N,) index of the last of the (K, N) masks covering each point, -1 for none."""
+    index = np.full(num_points, -1, dtype=np.int64)
+    for k, mask in enumerate(masks):
+        index[mask] = k
+    return index
+
+
+def instance_index(masks: np.ndarray, num_points: int) -> np.ndarray:
+    """(N,) index of the first of the (K, N) masks (best first) covering each point, -1 for
+    none."""
+    index = np.full(num_points, -1, dtype=np.int64)
+    for k, mask in enumerate(masks):
+        index[mask & (index < 0)] = k
+    return index
+
+
+def labels_of(index: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) the label of each point's instance, -1 where it has none."""
+    return np.where(index >= 0, np.asarray(labels)[np.maximum(index, 0)] if len(labels)
+                    else -1, -1)
+
+
+def prediction_arrays(prediction, num_points: int) -> dict[str, np.ndarray]:
+    """Every task's arrays, as `predictions.npz` holds them."""
+    empty = np.zeros((0, num_points), dtype=bool)
+    open_vocab = prediction.open_vocab
+    return {
+        "semantic": prediction.semantic.astype(np.int64),
+        "instance_masks": prediction.instances.masks.reshape(-1, num_points).astype(bool),
+        "instance_labels": prediction.instances.labels.astype(np.int64),
+        "instance_scores": prediction.instances.scores.astype(np.float32),
+        "panoptic_semantic": prediction.panoptic_classes.astype(np.int64),
+        "panoptic_instance": prediction.panoptic_ids.astype(np.int64),
+        "click_masks": prediction.clicks.masks.reshape(-1, num_points).astype(bool),
+        "text_masks": prediction.texts.masks.reshape(-1, num_points).astype(bool),
+        "open_vocab_masks": open_vocab.masks.reshape(-1, num_points).astype(bool)
+        if open_vocab is not None else empty,
+        "open_vocab_labels": open_vocab.labels.astype(np.int64) if open_vocab is not None
+        else np.zeros(0, dtype=np.int64),
+        "open_vocab_scores": open_vocab.scores.astype(np.float32) if open_vocab is not None
+        else np.zeros(0, dtype=np.float32),
+    }
+
+
 def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
-    """Run every task on one scan and write `<out>/<task>.ply` and `<out>/summary.json`."""
+    """Run every task on one scan and write `<out>/<task>.ply`, `<out>/predictions.npz` and
+    `<out>/summary.json`."""
     texts = validate_texts(request.texts)
     mesh = read_mesh(request.mesh, face_lengths=(3, 4))
     points = click_points(mesh.vertices, request.clicks)
@@ -117,20 +170,30 @@ def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
     prediction = predict_scene(model, inputs, classes, open_vocab)
     out = request.out
     out.mkdir(parents=True, exist_ok=True)
-    instance_ids = np.full(n, -1)
-    for k, mask in enumerate(prediction.instances.masks):
-        instance_ids[mask & (instance_ids < 0)] = k
-    renders = {
-        "semantic": color_labels(prediction.semantic, SCANNET20_COLORS),
-        "instance": color_labels(instance_ids, distinct_colors(max(1, len(
-            prediction.instances.masks)))),
-        "panoptic": panoptic_colors(prediction.panoptic_classes, prediction.panoptic_ids),
-        "interactive": color_masks(prediction.clicks.masks, mesh.colors),
-        "referring": color_masks(prediction.texts.masks, mesh.colors),
-        "open_vocabulary": color_masks(prediction.open_vocab.masks, mesh.colors),
+    arrays = prediction_arrays(prediction, n)
+    np.savez_compressed(out / "predictions.npz", **arrays)
+    instance_ids = instance_index(arrays["instance_masks"], n)
+    open_vocab_ids = instance_index(arrays["open_vocab_masks"], n)
+    renders = {  # task: (colours, per-vertex properties)
+        "semantic": (color_labels(prediction.semantic, SCANNET20_COLORS),
+                     {"label": prediction.semantic}),
+        "instance": (color_labels(instance_ids,
+                                  distinct_colors(max(1, len(arrays["instance_masks"])))),
+                     {"label": labels_of(instance_ids, arrays["instance_labels"]),
+                      "instance": instance_ids}),
+        "panoptic": (panoptic_colors(prediction.panoptic_classes, prediction.panoptic_ids),
+                     {"label": prediction.panoptic_classes,
+                      "instance": prediction.panoptic_ids}),
+        "interactive": (color_masks(arrays["click_masks"], mesh.colors),
+                        {"mask": mask_index(arrays["click_masks"], n)}),
+        "referring": (color_masks(arrays["text_masks"], mesh.colors),
+                      {"mask": mask_index(arrays["text_masks"], n)}),
+        "open_vocabulary": (color_masks(arrays["open_vocab_masks"], mesh.colors),
+                            {"label": labels_of(open_vocab_ids, arrays["open_vocab_labels"]),
+                             "instance": open_vocab_ids}),
     }
-    for task, colors in renders.items():
-        write_scannet_mesh(out / f"{task}.ply", mesh.vertices, colors, mesh.faces)
+    for task, (colors, properties) in renders.items():
+        write_scannet_mesh(out / f"{task}.ply", mesh.vertices, colors, mesh.faces, properties)
     class20 = scannet20().names
     summary = {
         "scan": str(request.mesh), "checkpoint": str(request.checkpoint), "points": n,
@@ -150,7 +213,7 @@ def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
             {"label": names[int(l)], "score": float(s), "points": int(m.sum())}
             for m, l, s in zip(prediction.open_vocab.masks, prediction.open_vocab.labels,
                                prediction.open_vocab.scores)]},
-        "files": sorted(f"{task}.ply" for task in renders),
+        "files": sorted([f"{task}.ply" for task in renders] + ["predictions.npz"]),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("wrote %d PLY files and summary.json to %s", len(renders), out)

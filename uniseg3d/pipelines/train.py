@@ -31,6 +31,8 @@ from uniseg3d.datasets.loader import make_sample, read_scene_list, read_split
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.model.criterion import Criterion
 from uniseg3d.model.inputs import scene_input, scene_targets
+from uniseg3d.model.official.checkpoint import load_official_model
+from uniseg3d.model.official.network import OfficialUniSeg3D
 from uniseg3d.model.targets import semantic_log_prior
 from uniseg3d.model.text_encoder import CachedTextEncoder, build_text_encoder, class_embeddings
 from uniseg3d.model.uniseg3d import UniSeg3D
@@ -56,6 +58,11 @@ def make_text_encoder(params: Params, device: str = "cpu") -> CachedTextEncoder:
 
 
 def build_model(params: Params, text_dim: int, device: str = "cpu") -> UniSeg3D:
+    """The `ours` model of params.yaml; the `official` recipe is not trained here yet."""
+    if params.model.recipe != "ours":
+        raise ValueError(f"model.recipe {params.model.recipe!r}: only 'ours' trains in this "
+                         "version; an official model comes from its released checkpoint "
+                         "(uniseg3d import-official)")
     return UniSeg3D(params.model.selected(), text_dim, device).to(device)
 
 
@@ -141,13 +148,17 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def load_trained_model(checkpoint: str | Path, device: str = "cpu"
-                       ) -> tuple[UniSeg3D, CachedTextEncoder, torch.Tensor]:
-    """Rebuild a trained model from its checkpoint, with its text encoder and the ScanNet20
-    class-name embeddings; the model is in eval mode."""
+                       ) -> tuple[UniSeg3D | OfficialUniSeg3D, CachedTextEncoder, torch.Tensor]:
+    """Rebuild a model from its checkpoint (trained, or imported by `import-official`), with
+    its text encoder and the ScanNet20 class embeddings (for `official`: the CLIP class
+    prototypes); the model is in eval mode."""
     path = Path(checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint (train first: uniseg3d train)")
+        raise FileNotFoundError(f"{path}: no such checkpoint (train first: uniseg3d train, or "
+                                "import a released one: uniseg3d import-official)")
     state = load_checkpoint(path)
+    if state.get("recipe", "ours") == "official":
+        return load_official_model(state, device)
     model_config = json.loads(state["model_config"])
     model_config["channels"] = tuple(model_config["channels"])
     text = TextConfig(**json.loads(state["text_encoder"]))

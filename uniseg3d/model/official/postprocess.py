@@ -1,0 +1,115 @@
+"""UniSeg3D's post-processing of one forward (`predict_by_feat_*` of the released code, with
+the released test config: topk_insts 600, obj_normalization, matrix NMS with the linear kernel,
+sp_score_thr 0.4, npoint_thr 100, inst_score_thr 0, pan_score_thr 0.5, stuff classes wall and
+floor, the IoU head in the panoptic scores only).
+
+Instances: the top 600 (query, class) pairs by softmax class probability (the background column
+dropped); each score times the mean sigmoid over the query's positive-logit superpoints; matrix
+NMS on the soft superpoint masks (linear kernel); point masks = sigmoid > 0.4; kept when the
+score is > the threshold and the mask has more than 100 points.
+Semantic: query i is superpoint i at test, so a superpoint takes the argmax of its own query's
+semantic logits over the 20 classes.
+Panoptic: every point starts with the better of wall / floor from the semantic logits; the
+instances of score > 0.5 (scores also times the predicted IoU) are painted in ascending score
+order, so the best-scoring mask covering a point wins; an instance left with 100 points or
+fewer goes back to stuff.
+Click and text prompts: their own masks at sigmoid > 0.4.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from uniseg3d.model.official.decoder import OfficialPredictions
+from uniseg3d.model.postprocess import Instances, PromptMasks, to_points
+
+TOP_K = 600
+MASK_THRESHOLD = 0.4  # sp_score_thr
+MIN_POINTS = 100  # npoint_thr: masks of more points are kept
+PANOPTIC_SCORE = 0.5  # pan_score_thr
+STUFF = (0, 1)  # wall, floor
+THINGS_FROM = len(STUFF)  # the instance classifier scores ScanNet20 classes 2..19
+
+
+def matrix_nms(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Matrix NMS (SOLOv2) with the linear kernel on soft masks (K, M): returns the decayed
+    scores in descending order and the input rows they belong to.
+
+    Mask j's score is multiplied by the minimum over the masks i ranked above it of
+    (1 - IoU(i, j) [same class]) / (1 - the largest same-class IoU of i with a mask above i)."""
+    if len(scores) == 0:
+        return scores, torch.zeros(0, dtype=torch.long, device=scores.device)
+    scores, order = scores.sort(descending=True)
+    masks, labels = masks[order].float(), labels[order]
+    area = masks.sum(1)
+    inter = masks @ masks.T
+    iou = (inter / (area[:, None] + area[None] - inter)).triu(diagonal=1)
+    same = (labels[:, None] == labels[None]).triu(diagonal=1)
+    decay = iou * same
+    compensate = decay.max(0).values[:, None]  # row i: i's largest IoU with a higher mask
+    coefficient = ((1 - decay) / (1 - compensate)).min(0).values
+    scores, resort = (scores * coefficient).sort(descending=True)
+    return scores, order[resort]
+
+
+def instances(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: torch.Tensor,
+              score_threshold: float = 0.0, with_iou: bool = False, top_k: int = TOP_K
+              ) -> Instances:
+    """Scored point masks; labels index `prototypes` (C, P, D) or (C, D)."""
+    probs = pred.class_logits(prototypes).softmax(-1)[:, :-1]
+    if with_iou:
+        probs = probs * pred.iou[:, None]
+    classes = probs.shape[1]
+    scores, index = probs.flatten().topk(min(top_k, probs.numel()), sorted=False)
+    labels, queries = index % classes, index // classes
+    logits = pred.masks[queries]
+    soft = logits.sigmoid()
+    positive = logits > 0
+    scores = scores * (soft * positive).sum(1) / (positive.sum(1) + 1e-6)
+    scores, kept = matrix_nms(soft, labels, scores)
+    masks = soft[kept][:, superpoints] > MASK_THRESHOLD
+    keep = (scores > score_threshold) & (masks.sum(1) > MIN_POINTS)
+    return Instances(masks[keep].cpu().numpy(), labels[kept][keep].cpu().numpy(),
+                     scores[keep].cpu().numpy())
+
+
+def semantic_labels(pred: OfficialPredictions, prototypes: torch.Tensor,
+                    superpoints: torch.Tensor) -> np.ndarray:
+    """(N,) ScanNet20 class per point; `pred` holds one generic query per superpoint."""
+    if len(pred.masks) != pred.masks.shape[1]:
+        raise ValueError("official semantic labels need one generic query per superpoint")
+    logits = pred.semantic_logits(prototypes)[:, :len(prototypes)]
+    return to_points(logits.argmax(1), superpoints)
+
+
+def panoptic(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: torch.Tensor
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(ScanNet20 class, thing instance id or -1) per point."""
+    stuff = pred.semantic_logits(prototypes)[:, list(STUFF)].argmax(1)
+    classes = to_points(torch.as_tensor(STUFF, device=stuff.device)[stuff], superpoints)
+    things = instances(pred, prototypes[THINGS_FROM:], superpoints, PANOPTIC_SCORE,
+                       with_iou=True)
+    ids = np.full(len(classes), -1, dtype=np.int64)
+    if not len(things.scores):
+        return classes, ids
+    winner = np.full(len(classes), -1, dtype=np.int64)
+    for k in np.argsort(things.scores, kind="stable"):  # ascending: the best painted last
+        winner[things.masks[k]] = k
+    counts = np.bincount(winner[winner >= 0], minlength=len(things.scores))
+    winner[(winner >= 0) & (counts[np.maximum(winner, 0)] <= MIN_POINTS)] = -1
+    painted = winner >= 0
+    classes[painted] = things.labels[winner[painted]] + THINGS_FROM
+    ids[painted] = np.unique(winner[painted], return_inverse=True)[1]
+    return classes, ids
+
+
+def prompt_masks(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: torch.Tensor
+                 ) -> PromptMasks:
+    """One mask per prompt query; class probabilities over ScanNet20 (stuff columns 0, since
+    the official instance classifier knows only the 18 thing classes)."""
+    things = pred.class_logits(prototypes[THINGS_FROM:]).softmax(-1)[:, :-1]
+    probs = torch.cat([things.new_zeros(len(things), THINGS_FROM), things], 1)
+    masks = to_points(pred.masks.sigmoid() > MASK_THRESHOLD, superpoints)
+    return PromptMasks(masks, probs.cpu().numpy(), pred.iou.cpu().numpy())
