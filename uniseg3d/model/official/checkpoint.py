@@ -84,6 +84,9 @@ def read_official_checkpoint(path: str | Path) -> dict:
             "records are read)")
     admitted = [(InertRecord, name) if name.startswith("mmengine.") else
                 (_numpy_global(name), name) for name in needed]
+    if "numpy.dtype" in needed:  # a dtype is rebuilt as an instance of its class, e.g.
+        admitted += [kind for kind in vars(np.dtypes).values()  # Float64DType
+                     if isinstance(kind, type) and issubclass(kind, np.dtype)]
     with torch.serialization.safe_globals(admitted):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)

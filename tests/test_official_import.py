@@ -1,0 +1,238 @@
+"""`uniseg3d import-official` on a checkpoint in the released layout: every one of the official
+model's 626 keys with its shape (the manifest in tests/data, taken from the official modules at
+dk-liang/UniSeg3D c272954) in an mmengine checkpoint beside its metadata, random weights. It
+converts strictly and loads into the official model; missing, extra and mis-shaped keys fail
+naming them; a checkpoint that pickles code is refused without running it; `predict` and
+`evaluate` run on the imported checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from plyfile import PlyData
+
+from uniseg3d.cli import main
+from uniseg3d.config import EvaluateConfig, ModelConfig, Params
+from uniseg3d.model.official.checkpoint import (OfficialCheckpointError, convert_state_dict,
+                                                official_key, read_official_checkpoint)
+from uniseg3d.model.official.network import OfficialUniSeg3D
+from uniseg3d.pipelines.evaluate import run_evaluate
+from uniseg3d.pipelines.train import load_trained_model
+from uniseg3d.reports.palette import SCANNET20_COLORS
+
+MANIFEST = Path(__file__).parent / "data" / "official_state_dict.tsv"
+HISTORY_BUFFER = """
+import numpy as np
+
+
+class HistoryBuffer:
+    def __init__(self):
+        self._log_history = np.array([0.5, 0.25])
+        self._count_history = np.array([1, 1])
+        self.max_length = 1000000
+"""
+
+
+def manifest() -> list[tuple[str, tuple[int, ...], str]]:
+    rows = [line.rstrip("\n").split("\t") for line in MANIFEST.read_text().splitlines()
+            if not line.startswith("#")][1:]
+    return [(key, () if shape == "scalar" else tuple(int(s) for s in shape.split("x")), dtype)
+            for key, shape, dtype in rows]
+
+
+def random_state_dict(seed: int = 0) -> OrderedDict:
+    g = torch.Generator().manual_seed(seed)
+    state = OrderedDict()
+    for key, shape, dtype in manifest():
+        if dtype == "int64":
+            state[key] = torch.zeros(shape, dtype=torch.int64)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=g) + 0.5
+        elif key.endswith("text_attn_mask"):
+            state[key] = torch.full(shape, float("-inf")).triu(1)
+        else:
+            state[key] = torch.randn(shape, generator=g) * 0.05
+    return state
+
+
+def save_mmengine_checkpoint(root: Path, path: Path, state: OrderedDict) -> None:
+    """An mmengine checkpoint: `meta`, `state_dict` and a `message_hub` holding a
+    `HistoryBuffer` of mmengine's module path, as mmengine pickles it. The module exists only
+    while saving, so loading must not need it."""
+    package = root / "fake_site" / "mmengine" / "logging"
+    package.mkdir(parents=True)
+    (package.parent / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "history_buffer.py").write_text(HISTORY_BUFFER)
+    sys.path.insert(0, str(root / "fake_site"))
+    try:
+        from mmengine.logging.history_buffer import HistoryBuffer
+
+        hub = {"log_scalars": {"train/loss": HistoryBuffer()}, "runtime_info": {"epoch": 512}}
+        torch.save({"meta": {"epoch": 512, "mmengine_version": "0.10.3",
+                             "dataset_meta": {"classes": ("wall", "floor")}},
+                    "state_dict": state, "message_hub": hub}, path)
+    finally:
+        sys.path.remove(str(root / "fake_site"))
+        for name in [n for n in sys.modules if n.startswith("mmengine")]:
+            del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("official")
+    state = random_state_dict()
+    save_mmengine_checkpoint(root, root / "model_best.pth", state)
+    prototypes = torch.nn.functional.normalize(
+        torch.randn(20, 3, 768, generator=torch.Generator().manual_seed(1)), dim=-1)
+    torch.save(prototypes, root / "scannet_cls_embedding.pth")
+    out = root / "official.pt"
+    assert main(["import-official", str(root / "model_best.pth"), "--class-embeddings",
+                 str(root / "scannet_cls_embedding.pth"), "--out", str(out)]) == 0
+    return {"root": root, "state": state, "prototypes": prototypes, "out": out}
+
+
+def test_released_layout_converts_strictly_and_loads(released):
+    model, encoder, prototypes = load_trained_model(released["out"])
+    assert isinstance(model, OfficialUniSeg3D) and not model.training
+    ours = model.state_dict()
+    official = released["state"]
+    assert len(official) == 626
+    for key, value in official.items():
+        if key.startswith("criterion."):
+            continue
+        assert torch.equal(ours[official_key(key)], value), key
+    torch.testing.assert_close(prototypes, released["prototypes"])
+    saved = torch.load(released["out"], weights_only=True)
+    assert saved["recipe"] == "official" and saved["text_model"] == "convnext_large_d_320"
+    assert torch.equal(saved["criterion"]["contrastive_criterion.logit_scale"],
+                       official["criterion.contrastive_criterion.logit_scale"])
+    # referring runs on the checkpoint's own CLIP tower: no other download
+    assert encoder.encoder.tower is model.lang.text_encoder
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(171.0e6, rel=1e-3)
+
+
+def test_missing_extra_and_misshaped_keys_fail_naming_them():
+    with torch.device("meta"):
+        expected = OfficialUniSeg3D(ModelConfig()).state_dict()
+        official = {key: torch.empty(shape) for key, shape, _ in manifest()}
+    convert_state_dict(official, expected)  # the manifest fits
+    broken = dict(official)
+    del broken["decoder.x_mask.0.weight"]
+    broken["decoder.extra_head.weight"] = torch.empty(3, device="meta")
+    broken["unet.u.conv.2.weight"] = torch.empty(96, 2, 2, 2, 32, device="meta")
+    with pytest.raises(OfficialCheckpointError) as error:
+        convert_state_dict(broken, expected)
+    message = str(error.value)
+    assert "3 problems" in message
+    assert "missing: decoder.x_mask.0.weight" in message
+    assert "unexpected: decoder.extra_head.weight" in message
+    assert "shape of unet.u.conv.2.weight: (96, 2, 2, 2, 32), expected (96, 2, 2, 2, 64)" \
+        in message
+
+
+def test_an_incomplete_checkpoint_fails_in_the_cli_naming_the_keys(tmp_path, released, caplog):
+    state = {"input_conv.0.weight": torch.zeros(32, 3, 3, 3, 6),
+             "decoder.bogus.weight": torch.zeros(2)}
+    torch.save({"state_dict": state}, tmp_path / "partial.pth")
+    code = main(["import-official", str(tmp_path / "partial.pth"), "--class-embeddings",
+                 str(released["root"] / "scannet_cls_embedding.pth"), "--out",
+                 str(tmp_path / "out.pt")])
+    assert code == 2 and not (tmp_path / "out.pt").exists()
+    assert "unexpected: decoder.bogus.weight" in caplog.text
+    assert "missing: decoder.out_norm.weight" in caplog.text
+
+
+class Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_that_pickles_code_is_refused_without_running_it(tmp_path, released,
+                                                                      caplog):
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": {"type_embedding.weight": torch.zeros(3, 32)},
+                "meta": Payload(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(OfficialCheckpointError, match="system"):
+        read_official_checkpoint(tmp_path / "evil.pth")
+    code = main(["import-official", str(tmp_path / "evil.pth"), "--class-embeddings",
+                 str(released["root"] / "scannet_cls_embedding.pth"), "--out",
+                 str(tmp_path / "out.pt")])
+    assert code == 2 and "refused" in caplog.text
+    assert not marker.exists() and not (tmp_path / "out.pt").exists()
+
+
+def test_bad_class_embeddings_are_a_clear_error(tmp_path, released, caplog):
+    torch.save(torch.zeros(18, 768), tmp_path / "cls.pth")
+    code = main(["import-official", str(released["root"] / "model_best.pth"),
+                 "--class-embeddings", str(tmp_path / "cls.pth"), "--out",
+                 str(tmp_path / "out.pt")])
+    assert code == 2 and "expected class embeddings of shape (20, prototypes, 768)" in caplog.text
+
+
+def test_predict_on_the_imported_checkpoint(tmp_path, released, scannet_raw):
+    mesh = scannet_raw / "scans" / "scene0000_00" / "scene0000_00_vh_clean_2.ply"
+    out = tmp_path / "out"
+    assert main(["predict", str(mesh), "--checkpoint", str(released["out"]), "--click",
+                 "0.75,0.75,0.9", "--click", "2.0,1.6,0.75", "--text", "the chair",
+                 "--classes", "chair,table,lamp", "--out", str(out)]) == 0
+    arrays = np.load(out / "predictions.npz")
+    vertices = PlyData.read(str(mesh))["vertex"].count
+    assert set(arrays.files) == {
+        "semantic", "instance_masks", "instance_labels", "instance_scores", "panoptic_semantic",
+        "panoptic_instance", "click_masks", "text_masks", "open_vocab_masks",
+        "open_vocab_labels", "open_vocab_scores"}
+    assert arrays["click_masks"].shape == (2, vertices)
+    assert arrays["text_masks"].shape == (1, vertices)
+    semantic = PlyData.read(str(out / "semantic.ply"))["vertex"].data
+    assert np.array_equal(semantic["label"], arrays["semantic"])
+    colours = np.stack([semantic["red"], semantic["green"], semantic["blue"]], 1)
+    assert np.array_equal(colours, SCANNET20_COLORS[arrays["semantic"]])
+    panoptic = PlyData.read(str(out / "panoptic.ply"))["vertex"].data
+    assert np.array_equal(panoptic["label"], arrays["panoptic_semantic"])
+    assert np.array_equal(panoptic["instance"], arrays["panoptic_instance"])
+    clicks = PlyData.read(str(out / "interactive.ply"))["vertex"].data["mask"]
+    for k, mask in enumerate(arrays["click_masks"]):
+        later = arrays["click_masks"][k + 1:].any(0)
+        assert (clicks[mask & ~later] == k).all()
+    assert (clicks[~arrays["click_masks"].any(0)] == -1).all()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["open_vocabulary"]["classes"] == ["chair", "table", "lamp"]
+    assert len(summary["instances"]) == len(arrays["instance_labels"])
+
+
+def test_evaluate_on_the_imported_checkpoint(data, released):
+    params = Params()
+    params = dataclasses.replace(params, evaluate=EvaluateConfig(
+        checkpoint=str(released["out"]), cache=str(data / "cache"), scenes=str(data / "val.txt"),
+        replica_cache=str(data / "replica"), out=str(data / "official_reports"),
+        dataset_label="unit-test"))
+    metrics = run_evaluate(params, progress=False)
+    for section in ("semantic", "instance", "panoptic", "interactive", "referring",
+                    "open_vocab", "replica"):
+        assert section in metrics, section
+    assert 0 <= metrics["semantic"]["miou"] <= 1
+    assert (data / "official_reports" / "metrics.json").is_file()
+
+
+def test_the_official_recipe_is_not_trained_yet():
+    from uniseg3d.pipelines.train import build_model
+
+    params = Params()
+    params = dataclasses.replace(params, model=dataclasses.replace(params.model,
+                                                                   recipe="official"))
+    with pytest.raises(ValueError, match="import-official"):
+        build_model(params, 384)
+
