@@ -36,6 +36,7 @@ def test_every_component_is_timed_and_they_sum_to_the_total(latency):
     assert 0.95 <= result["sum_vs_total"] <= 1.05
     assert 15_000 < result["points"] < 25_000 and result["texts"] > 0
     assert result["paper"] == PAPER and result["device"].startswith("CPU")
+    assert result["recipe"] == "ours"
 
 
 def test_markdown_table_like_the_papers(latency):
@@ -45,7 +46,7 @@ def test_markdown_table_like_the_papers(latency):
     lines = table.strip().splitlines()
     assert lines[0].startswith("| method | hardware | superpoints | backbone | text encoder")
     assert lines[2].startswith("| UniSeg3D (paper) |") and "230.03" in lines[2]
-    assert lines[3].startswith("| uniseg3d (tiny) | CPU")
+    assert lines[3].startswith("| uniseg3d (ours, tiny) | CPU")
     ours_total = float(lines[3].rsplit("|", 2)[1])
     assert ours_total == pytest.approx(result["total_ms"], abs=0.01)
 
@@ -53,3 +54,15 @@ def test_markdown_table_like_the_papers(latency):
 def test_paper_numbers_are_the_appendix_table():
     assert PAPER["components"] == {"superpoints": 168.0, "backbone": 33.0, "text encoder": 0.03,
                                    "decoder": 29.0, "post-processing": None, "total": 230.03}
+
+
+def test_the_official_recipe_is_timed_component_by_component(tmp_path):
+    out = tmp_path / "official.json"
+    assert main(["bench", "latency", "--recipe", "official", "--points", "20000",
+                 "--repeats", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["recipe"] == "official"
+    assert [c["name"] for c in result["components"]] == COMPONENTS
+    assert result["text_encoder"] == "official-clip:convnext_large_d_320"
+    assert out.with_suffix(".md").read_text().splitlines()[3].startswith(
+        "| uniseg3d (official, tiny) | CPU")

@@ -215,7 +215,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from uniseg3d.benchmarks.latency import bench_latency, latency_table
 
         result = bench_latency(params, args.config, args.points, args.scenes, args.repeats,
-                               args.device)
+                               args.device, args.recipe or params.model.recipe)
         out = Path(args.out or "benchmarks/latency.json")
         out.with_suffix(".md").parent.mkdir(parents=True, exist_ok=True)
         out.with_suffix(".md").write_text(latency_table(result))
@@ -446,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "generated room)")
     bench.add_argument("--config", choices=["tiny", "paper"], default="tiny",
                        help="latency: model configuration (default: %(default)s)")
+    bench.add_argument("--recipe", choices=["ours", "official"],
+                       help="latency: the model recipe (default: params.yaml model.recipe)")
     bench.add_argument("--device", default="cpu", help="latency: cpu or cuda")
     bench.add_argument("--jobs", type=_positive_int, help="prepare, synth: worker processes")
     bench.add_argument("--scenes-count", type=_positive_int, default=100,

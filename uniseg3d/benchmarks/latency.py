@@ -5,7 +5,9 @@ backbone, superpoint pooling, text encoder (cached embeddings), decoder, and the
 post-processing of each task. Every repeat runs the whole pipeline once under a `Stopwatch`
 (CUDA-synchronised on GPU) and is also timed end to end; medians are reported, and the parts
 must add up to the measured total. The uncached text encoder (the real model encoding the
-descriptions) is timed separately.
+descriptions) is timed separately. `recipe` picks the model: `ours` (with the text encoder of
+params.yaml) or `official` (UniSeg3D's network with its own CLIP text tower; random weights
+and class prototypes, since timing does not depend on their values).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
 from uniseg3d.benchmarks.data_bench import machine
 from uniseg3d.benchmarks.model_bench import benchmark_sample, benchmark_scene, read_first_scene
@@ -23,8 +26,10 @@ from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.superpoints import segment_mesh
 from uniseg3d.model.inference import predict_scene
 from uniseg3d.model.inputs import scene_input
+from uniseg3d.model.official.language import OfficialTextEncoder
+from uniseg3d.model.official.network import PAPER_TEXT_MODEL, OfficialUniSeg3D
 from uniseg3d.model.stopwatch import Stopwatch
-from uniseg3d.model.text_encoder import CachedTextEncoder, class_embeddings
+from uniseg3d.model.text_encoder import CachedTextEncoder, TextEncoder, class_embeddings
 from uniseg3d.model.uniseg3d import UniSeg3D
 from uniseg3d.pipelines.train import class_prompt_names, make_text_encoder
 
@@ -45,17 +50,32 @@ def _column(name: str) -> str:
     return "text encoder" if name.startswith("text encoder") else name
 
 
+def timed_model(params: Params, config: str, recipe: str, device: str
+                ) -> tuple[UniSeg3D | OfficialUniSeg3D, TextEncoder, torch.dtype]:
+    """(model in eval mode with seeded random weights, its uncached text encoder, the dtype
+    its token features are cached in)."""
+    torch.manual_seed(0)
+    dims = getattr(params.model, config)
+    if recipe == "official":
+        model = OfficialUniSeg3D(dims, PAPER_TEXT_MODEL, device=device).to(device).eval()
+        model.class_prototypes.copy_(F.normalize(torch.randn_like(model.class_prototypes), dim=-1))
+        return model, OfficialTextEncoder(model.lang.text_encoder, PAPER_TEXT_MODEL), \
+            torch.float32
+    raw_encoder = make_text_encoder(params, device).encoder  # the uncached model itself
+    return UniSeg3D(dims, raw_encoder.dim, device).to(device).eval(), raw_encoder, torch.float16
+
+
 def bench_latency(params: Params, config: str = "tiny", points: int = 100_000,
-                  scenes: str | None = None, repeats: int = 5, device: str = "cpu") -> dict:
+                  scenes: str | None = None, repeats: int = 5, device: str = "cpu",
+                  recipe: str = "ours") -> dict:
     """Median milliseconds per component for one scene (`scenes`: a raw ScanNet-layout folder,
     whose first scene is used; default: a generated synthetic room of about `points` points)."""
     scene, mesh = read_first_scene(scenes) if scenes else benchmark_scene(points)
     sample = benchmark_sample(scene)
-    raw_encoder = make_text_encoder(params, device).encoder  # the uncached model itself
-    encoder = CachedTextEncoder(raw_encoder)
-    classes = class_embeddings(encoder, class_prompt_names(scannet20().names)).to(device)
-    torch.manual_seed(0)
-    model = UniSeg3D(getattr(params.model, config), classes.shape[1], device).to(device).eval()
+    model, raw_encoder, token_dtype = timed_model(params, config, recipe, device)
+    encoder = CachedTextEncoder(raw_encoder, token_dtype=token_dtype)
+    vocabulary = class_embeddings(encoder, class_prompt_names(scannet20().names)).to(device)
+    classes = model.class_prototypes if recipe == "official" else vocabulary
 
     def run(stopwatch: Stopwatch) -> None:
         with stopwatch("superpoints"):
@@ -63,7 +83,7 @@ def bench_latency(params: Params, config: str = "tiny", points: int = 100_000,
                          params.superpoints.min_verts)
         with stopwatch("text encoder (cached)"):
             texts = encoder.encode_texts(sample.texts)
-        predict_scene(model, scene_input(sample, texts, device), classes, classes,
+        predict_scene(model, scene_input(sample, texts, device), classes, vocabulary,
                       stopwatch=stopwatch)
 
     run(Stopwatch(device))  # warm-up: kernels compiled, caches filled
@@ -77,7 +97,7 @@ def bench_latency(params: Params, config: str = "tiny", points: int = 100_000,
     uncached = []
     for _ in range(repeats):
         start = time.perf_counter()
-        CachedTextEncoder(raw_encoder).encode_texts(sample.texts)  # embeddings and tokens
+        CachedTextEncoder(raw_encoder, token_dtype=token_dtype).encode_texts(sample.texts)
         uncached.append(time.perf_counter() - start)
     components = [{"name": name, "median_ms": 1000 * statistics.median(r[name] for r in runs)}
                   for name in runs[0]]
@@ -85,7 +105,8 @@ def bench_latency(params: Params, config: str = "tiny", points: int = 100_000,
     sum_ms = sum(c["median_ms"] for c in components)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else \
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"benchmark": "latency", "config": config, "device": _device_name(device),
+    return {"benchmark": "latency", "recipe": recipe, "config": config,
+            "device": _device_name(device),
             "points": scene.num_points, "superpoints": scene.num_superpoints,
             "clicks": len(sample.click_points), "texts": len(sample.texts),
             "text_encoder": raw_encoder.name, "repeats": repeats, "components": components,
@@ -113,6 +134,7 @@ def latency_table(result: dict) -> str:
             "|" + "---|" * (len(COLUMNS) + 2),
             f"| UniSeg3D (paper) | {PAPER['hardware']} | "
             + " | ".join(cell(PAPER["components"][c]) for c in COLUMNS) + " |",
-            f"| uniseg3d ({result['config']}) | {result['device']}, {result['points']} points | "
+            f"| uniseg3d ({result.get('recipe', 'ours')}, {result['config']}) | "
+            f"{result['device']}, {result['points']} points | "
             + " | ".join(cell(ours[c]) for c in COLUMNS) + " |"]
     return "\n".join(rows) + "\n"
