@@ -54,10 +54,13 @@ def matrix_nms(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor
     return scores, order[resort]
 
 
-def instances(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: torch.Tensor,
-              score_threshold: float = 0.0, with_iou: bool = False, top_k: int = TOP_K
-              ) -> Instances:
-    """Scored point masks; labels index `prototypes` (C, P, D) or (C, D)."""
+def superpoint_instances(pred: OfficialPredictions, prototypes: torch.Tensor,
+                         superpoints: torch.Tensor, score_threshold: float = 0.0,
+                         with_iou: bool = False, top_k: int = TOP_K
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(masks (K, M) bool over superpoints, labels (K,) into `prototypes`, scores (K,)), best
+    first. Thresholding commutes with indexing by superpoint, so masks are binarised and their
+    points counted per superpoint (the official code does both on (K, N) point masks)."""
     probs = pred.class_logits(prototypes).softmax(-1)[:, :-1]
     if with_iou:
         probs = probs * pred.iou[:, None]
@@ -69,10 +72,19 @@ def instances(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: 
     positive = logits > 0
     scores = scores * (soft * positive).sum(1) / (positive.sum(1) + 1e-6)
     scores, kept = matrix_nms(soft, labels, scores)
-    masks = soft[kept][:, superpoints] > MASK_THRESHOLD
-    keep = (scores > score_threshold) & (masks.sum(1) > MIN_POINTS)
-    return Instances(masks[keep].cpu().numpy(), labels[kept][keep].cpu().numpy(),
-                     scores[keep].cpu().numpy())
+    masks = soft[kept] > MASK_THRESHOLD
+    sizes = torch.bincount(superpoints, minlength=masks.shape[1])
+    keep = (scores > score_threshold) & ((masks.long() * sizes).sum(1) > MIN_POINTS)
+    return masks[keep], labels[kept][keep], scores[keep]
+
+
+def instances(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: torch.Tensor,
+              score_threshold: float = 0.0, with_iou: bool = False, top_k: int = TOP_K
+              ) -> Instances:
+    """Scored point masks; labels index `prototypes` (C, P, D) or (C, D)."""
+    masks, labels, scores = superpoint_instances(pred, prototypes, superpoints,
+                                                 score_threshold, with_iou, top_k)
+    return Instances(to_points(masks, superpoints), labels.cpu().numpy(), scores.cpu().numpy())
 
 
 def semantic_labels(pred: OfficialPredictions, prototypes: torch.Tensor,
@@ -87,22 +99,25 @@ def semantic_labels(pred: OfficialPredictions, prototypes: torch.Tensor,
 def panoptic(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: torch.Tensor
              ) -> tuple[np.ndarray, np.ndarray]:
     """(ScanNet20 class, thing instance id or -1) per point."""
-    stuff = pred.semantic_logits(prototypes)[:, list(STUFF)].argmax(1)
-    classes = to_points(torch.as_tensor(STUFF, device=stuff.device)[stuff], superpoints)
-    things = instances(pred, prototypes[THINGS_FROM:], superpoints, PANOPTIC_SCORE,
-                       with_iou=True)
-    ids = np.full(len(classes), -1, dtype=np.int64)
-    if not len(things.scores):
-        return classes, ids
-    winner = np.full(len(classes), -1, dtype=np.int64)
-    for k in np.argsort(things.scores, kind="stable"):  # ascending: the best painted last
-        winner[things.masks[k]] = k
-    counts = np.bincount(winner[winner >= 0], minlength=len(things.scores))
-    winner[(winner >= 0) & (counts[np.maximum(winner, 0)] <= MIN_POINTS)] = -1
+    stuff = torch.as_tensor(STUFF, device=superpoints.device)[
+        pred.semantic_logits(prototypes)[:, list(STUFF)].argmax(1)]
+    masks, labels, _ = superpoint_instances(pred, prototypes[THINGS_FROM:], superpoints,
+                                            PANOPTIC_SCORE, with_iou=True)
+    count = len(labels)
+    # painted in ascending score order, so the best-scoring mask covering a superpoint wins
+    rank = torch.arange(count, 0, -1, device=masks.device)[:, None]  # best first: highest
+    winner = torch.where(masks, rank, 0).max(0).values if count else stuff.new_zeros(len(stuff))
+    winner = torch.where(winner > 0, count - winner, -1)  # the row in `masks`, -1 for none
+    sizes = torch.bincount(superpoints, minlength=len(stuff))
+    points = torch.zeros(count + 1, dtype=torch.long, device=sizes.device)
+    points.index_add_(0, winner + 1, sizes)
+    winner[(winner >= 0) & (points[winner + 1] <= MIN_POINTS)] = -1
     painted = winner >= 0
-    classes[painted] = things.labels[winner[painted]] + THINGS_FROM
-    ids[painted] = np.unique(winner[painted], return_inverse=True)[1]
-    return classes, ids
+    classes = torch.where(painted, labels[winner.clamp_min(0)] + THINGS_FROM
+                          if count else stuff, stuff)
+    ids = torch.full_like(winner, -1)
+    ids[painted] = torch.unique(winner[painted], return_inverse=True)[1]
+    return to_points(classes, superpoints), to_points(ids, superpoints)
 
 
 def prompt_masks(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: torch.Tensor
