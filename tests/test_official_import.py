@@ -21,7 +21,8 @@ from plyfile import PlyData
 from uniseg3d.cli import main
 from uniseg3d.config import EvaluateConfig, ModelConfig, Params
 from uniseg3d.model.official.checkpoint import (OfficialCheckpointError, convert_state_dict,
-                                                official_key, read_official_checkpoint)
+                                                official_key, read_official_checkpoint,
+                                                released_key)
 from uniseg3d.model.official.network import OfficialUniSeg3D
 from uniseg3d.pipelines.evaluate import run_evaluate
 from uniseg3d.pipelines.train import load_trained_model
@@ -136,6 +137,16 @@ def test_missing_extra_and_misshaped_keys_fail_naming_them():
     assert "unexpected: decoder.extra_head.weight" in message
     assert "shape of unet.u.conv.2.weight: (96, 2, 2, 2, 32), expected (96, 2, 2, 2, 64)" \
         in message
+
+
+def test_the_key_map_is_one_to_one_both_ways():
+    with torch.device("meta"):
+        ours = OfficialUniSeg3D(ModelConfig()).state_dict()
+    released = {key for key, _, _ in manifest() if not key.startswith("criterion.")}
+    assert {released_key(k) for k in ours if k != "class_prototypes"} == released
+    assert all(released_key(official_key(k)) == k for k in released)
+    assert official_key("unet.u.blocks_tail.block0.i_branch.0.weight") == \
+        "backbone.unet.inner.decoder.0.shortcut.0.weight"
 
 
 def test_an_incomplete_checkpoint_fails_in_the_cli_naming_the_keys(tmp_path, released, caplog):

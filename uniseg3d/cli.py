@@ -223,6 +223,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from uniseg3d.benchmarks.evaluate_bench import bench_evaluate
 
         result = bench_evaluate(params)
+    elif args.target == "import-official":
+        from uniseg3d.benchmarks.import_bench import bench_import_official
+
+        result = bench_import_official()
     elif args.target == "instance-ap":
         from uniseg3d.benchmarks.metrics_bench import bench_instance_ap
 
@@ -425,10 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "Train worker) against the plain epoch loop at the same thread count, on "
                     "the train.* scenes of params.yaml, in wall time and in CPU time by "
                     "process. sweep: trials per hour "
-                    "of the sweep in params.yaml.")
+                    "of the sweep in params.yaml. import-official: time and peak memory of "
+                    "importing a full-size checkpoint in the released layout (random weights).")
     bench.add_argument("target", choices=["superpoints", "prepare", "synth", "instance-ap",
                                           "evaluate", "model", "latency", "ray-overhead",
-                                          "sweep"],
+                                          "sweep", "import-official"],
                        help="what to measure")
     bench.add_argument("--out", help="JSON file (default: benchmarks/TARGET.json)")
     bench.add_argument("--mesh", help="superpoints: PLY mesh (default: a generated room)")

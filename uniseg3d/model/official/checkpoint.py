@@ -136,6 +136,29 @@ def official_key(key: str) -> str:
     return key
 
 
+_UNET_NAMES = {ours: theirs for theirs, ours in _UNET_TOKENS.items()}
+
+
+def released_key(key: str) -> str:
+    """The released model's key for one of ours (the inverse of `official_key`)."""
+    if key.startswith("backbone.stem."):
+        return "input_conv." + key.removeprefix("backbone.stem.")
+    if key.startswith("backbone.head."):
+        return "output_layer." + key.removeprefix("backbone.head.")
+    if not key.startswith("backbone.unet."):
+        return key
+    tokens, out = key.removeprefix("backbone.unet.").split("."), []
+    i = 0
+    while i < len(tokens):
+        if tokens[i] in ("encoder", "decoder") and i + 1 < len(tokens) and tokens[i + 1].isdigit():
+            out += ["blocks" if tokens[i] == "encoder" else "blocks_tail", f"block{tokens[i + 1]}"]
+            i += 2
+            continue
+        out.append(_UNET_NAMES.get(tokens[i], tokens[i]))
+        i += 1
+    return "unet." + ".".join(out)
+
+
 def class_prototypes(path: str | Path, classes: int, embed_dim: int) -> torch.Tensor:
     """(classes, P, embed_dim) float32 from `scannet_cls_embedding.pth`: a tensor of that shape
     (or (classes, embed_dim)), or a dict holding exactly one such tensor."""
