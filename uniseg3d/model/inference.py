@@ -23,16 +23,19 @@ __all__ = ["ScenePrediction", "predict_scene"]
 def predict_scene(model: UniSeg3D | OfficialUniSeg3D, scene: SceneInput,
                   class_embeddings: torch.Tensor,
                   open_vocab_embeddings: torch.Tensor | None = None, top_k: int = 600,
-                  stopwatch=NO_TIMING) -> ScenePrediction:
+                  stopwatch=NO_TIMING, features: torch.Tensor | None = None
+                  ) -> ScenePrediction:
     """All six tasks from a single forward pass of `model` (in eval mode); `class_embeddings`
     are ScanNet20's (for `ours` (C, dim) name embeddings, and the semantic logits lose the
     model's training log prior; for `official` the (20, P, D) CLIP prototypes); `stopwatch`
-    times each component and each task's post-processing."""
+    times each component and each task's post-processing; `features`, the scene's superpoint
+    features (`model.superpoint_features`), skips the backbone."""
     if isinstance(model, OfficialUniSeg3D):
         return predict_official_scene(model, scene, class_embeddings, open_vocab_embeddings,
-                                      top_k, stopwatch)
+                                      top_k, stopwatch, features)
     model.eval()
-    out = model([scene], stopwatch=stopwatch)[0]
+    out = model([scene], stopwatch=stopwatch, features=None if features is None
+                else [features])[0]
     generic = out.part("generic")
     sp = scene.superpoints
     things = torch.ones(class_embeddings.shape[0], dtype=torch.bool, device=sp.device)

@@ -112,10 +112,19 @@ class UniSeg3D(nn.Module):
         count = max(1, min(cap, round(ratio * num_superpoints)))
         return torch.randperm(num_superpoints, generator=generator)[:count].sort().values
 
+    def superpoint_features(self, scenes: list[SceneInput], stopwatch=NO_TIMING
+                            ) -> list[torch.Tensor]:
+        """The backbone's (M_b, C) superpoint features of each scene (prompts play no part)."""
+        return self.backbone([s.coords for s in scenes], [s.colors for s in scenes],
+                             [s.superpoints for s in scenes], stopwatch)
+
     def forward(self, scenes: list[SceneInput], generator: torch.Generator | None = None,
-                stopwatch=NO_TIMING) -> list[SceneOutput]:
-        features = self.backbone([s.coords for s in scenes], [s.colors for s in scenes],
-                                 [s.superpoints for s in scenes], stopwatch)
+                stopwatch=NO_TIMING, features: list[torch.Tensor] | None = None
+                ) -> list[SceneOutput]:
+        """Predictions of every scene; `features` (from `superpoint_features`) skips the
+        backbone, e.g. when only the prompts of a scene change."""
+        if features is None:
+            features = self.superpoint_features(scenes, stopwatch)
         outputs = []
         with stopwatch("decoder"):
             for scene, sp_features in zip(scenes, features):

@@ -20,14 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import Sample
-from uniseg3d.datasets.ply import read_mesh, write_scannet_mesh
+from uniseg3d.datasets.ply import Mesh, read_mesh, write_scannet_mesh
 from uniseg3d.datasets.scannet import scene_from_mesh
-from uniseg3d.datasets.scene import IGNORE_INDEX
+from uniseg3d.datasets.scene import IGNORE_INDEX, Scene
 from uniseg3d.datasets.superpoints import segment_mesh
-from uniseg3d.model.inference import predict_scene
+from uniseg3d.model.inference import ScenePrediction, predict_scene
 from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.text_encoder import class_embeddings
 from uniseg3d.pipelines.train import load_trained_model
@@ -147,34 +148,38 @@ def prediction_arrays(prediction, num_points: int) -> dict[str, np.ndarray]:
     }
 
 
-def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
-    """Run every task on one scan and write `<out>/<task>.ply`, `<out>/predictions.npz` and
-    `<out>/summary.json`."""
-    texts = validate_texts(request.texts)
-    mesh = read_mesh(request.mesh, face_lengths=(3, 4))
-    points = click_points(mesh.vertices, request.clicks)
+def read_scan(path: Path, k_thresh: float = 0.01, min_verts: int = 20
+              ) -> tuple[Mesh, Scene]:
+    """A mesh or point cloud as an unlabelled `Scene`, with its superpoints: the segmentator's
+    on a mesh, a voxel grid's on a bare point cloud."""
+    mesh = read_mesh(path, face_lengths=(3, 4))
     if len(mesh.faces):
-        superpoints = segment_mesh(mesh.vertices, mesh.faces, request.k_thresh, request.min_verts)
+        superpoints = segment_mesh(mesh.vertices, mesh.faces, k_thresh, min_verts)
     else:
         superpoints = voxel_superpoints(mesh.vertices, POINT_CLOUD_SUPERPOINT_VOXEL)
-    n = len(mesh.vertices)
-    none = np.full(n, IGNORE_INDEX, dtype=np.int64)
-    scene = scene_from_mesh(request.mesh.stem, mesh, superpoints, none, np.zeros(0), [], none,
-                            none)
-    model, encoder, classes = load_trained_model(request.checkpoint, device)
-    names = list(request.classes) or list(scannet20().names)
-    open_vocab = class_embeddings(encoder, names).to(device)
+    none = np.full(len(mesh.vertices), IGNORE_INDEX, dtype=np.int64)
+    return mesh, scene_from_mesh(path.stem, mesh, superpoints, none, np.zeros(0), [], none,
+                                 none)
+
+
+def predict_prompts(model, encoder, classes, scene: Scene, points: np.ndarray,
+                    texts: list[str], open_vocab: torch.Tensor | None, device: str = "cpu",
+                    features: torch.Tensor | None = None) -> ScenePrediction:
+    """One forward with clicks on the scan points `points` and the descriptions `texts`;
+    `features` (the scene's cached superpoint features) skips the backbone."""
     sample = Sample(scene, points, np.zeros(len(points), dtype=np.int64), texts,
                     np.zeros(len(texts), dtype=np.int64))
     inputs = scene_input(sample, encoder.encode_texts(texts), device)
-    prediction = predict_scene(model, inputs, classes, open_vocab)
-    out = request.out
-    out.mkdir(parents=True, exist_ok=True)
-    arrays = prediction_arrays(prediction, n)
-    np.savez_compressed(out / "predictions.npz", **arrays)
+    return predict_scene(model, inputs, classes, open_vocab, features=features)
+
+
+def task_layers(prediction: ScenePrediction, arrays: dict[str, np.ndarray],
+                base_colors: np.ndarray) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Per task, the (N, 3) colours and the per-vertex properties of its PLY."""
+    n = len(base_colors)
     instance_ids = instance_index(arrays["instance_masks"], n)
     open_vocab_ids = instance_index(arrays["open_vocab_masks"], n)
-    renders = {  # task: (colours, per-vertex properties)
+    return {
         "semantic": (color_labels(prediction.semantic, SCANNET20_COLORS),
                      {"label": prediction.semantic}),
         "instance": (color_labels(instance_ids,
@@ -184,20 +189,22 @@ def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
         "panoptic": (panoptic_colors(prediction.panoptic_classes, prediction.panoptic_ids),
                      {"label": prediction.panoptic_classes,
                       "instance": prediction.panoptic_ids}),
-        "interactive": (color_masks(arrays["click_masks"], mesh.colors),
+        "interactive": (color_masks(arrays["click_masks"], base_colors),
                         {"mask": mask_index(arrays["click_masks"], n)}),
-        "referring": (color_masks(arrays["text_masks"], mesh.colors),
+        "referring": (color_masks(arrays["text_masks"], base_colors),
                       {"mask": mask_index(arrays["text_masks"], n)}),
-        "open_vocabulary": (color_masks(arrays["open_vocab_masks"], mesh.colors),
+        "open_vocabulary": (color_masks(arrays["open_vocab_masks"], base_colors),
                             {"label": labels_of(open_vocab_ids, arrays["open_vocab_labels"]),
                              "instance": open_vocab_ids}),
     }
-    for task, (colors, properties) in renders.items():
-        write_scannet_mesh(out / f"{task}.ply", mesh.vertices, colors, mesh.faces, properties)
+
+
+def summary_document(prediction: ScenePrediction, clicks, points: np.ndarray,
+                     texts: list[str], names: list[str]) -> dict:
+    """The per-task summary (classes by name) that `summary.json` holds."""
     class20 = scannet20().names
-    summary = {
-        "scan": str(request.mesh), "checkpoint": str(request.checkpoint), "points": n,
-        "superpoints": int(superpoints.max()) + 1,
+    open_vocab = prediction.open_vocab
+    return {
         "semantic_points_per_class": {class20[c]: int(k) for c, k in zip(
             *np.unique(prediction.semantic, return_counts=True))},
         "instances": [{"label": class20[int(l)], "score": float(s), "points": int(m.sum())}
@@ -205,16 +212,38 @@ def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
                                          prediction.instances.scores)],
         "clicks": [{"click": list(c), "point": int(p), "mask_points": int(m.sum()),
                     "class": class20[int(prob.argmax())], "probability": float(prob.max())}
-                   for c, p, m, prob in zip(request.clicks, points, prediction.clicks.masks,
+                   for c, p, m, prob in zip(clicks, points, prediction.clicks.masks,
                                             prediction.clicks.class_probs)],
         "texts": [{"text": t, "mask_points": int(m.sum()), "predicted_iou": float(i)}
                   for t, m, i in zip(texts, prediction.texts.masks, prediction.texts.iou)],
-        "open_vocabulary": {"classes": names, "instances": [
+        "open_vocabulary": {"classes": names, "instances": [] if open_vocab is None else [
             {"label": names[int(l)], "score": float(s), "points": int(m.sum())}
-            for m, l, s in zip(prediction.open_vocab.masks, prediction.open_vocab.labels,
-                               prediction.open_vocab.scores)]},
-        "files": sorted([f"{task}.ply" for task in renders] + ["predictions.npz"]),
+            for m, l, s in zip(open_vocab.masks, open_vocab.labels, open_vocab.scores)]},
     }
+
+
+def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
+    """Run every task on one scan and write `<out>/<task>.ply`, `<out>/predictions.npz` and
+    `<out>/summary.json`."""
+    texts = validate_texts(request.texts)
+    mesh, scene = read_scan(request.mesh, request.k_thresh, request.min_verts)
+    points = click_points(mesh.vertices, request.clicks)
+    model, encoder, classes = load_trained_model(request.checkpoint, device)
+    names = list(request.classes) or list(scannet20().names)
+    open_vocab = class_embeddings(encoder, names).to(device)
+    prediction = predict_prompts(model, encoder, classes, scene, points, texts, open_vocab,
+                                 device)
+    out = request.out
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = prediction_arrays(prediction, scene.num_points)
+    np.savez_compressed(out / "predictions.npz", **arrays)
+    renders = task_layers(prediction, arrays, mesh.colors)
+    for task, (colors, properties) in renders.items():
+        write_scannet_mesh(out / f"{task}.ply", mesh.vertices, colors, mesh.faces, properties)
+    summary = {"scan": str(request.mesh), "checkpoint": str(request.checkpoint),
+               "points": scene.num_points, "superpoints": scene.num_superpoints,
+               **summary_document(prediction, request.clicks, points, texts, names),
+               "files": sorted([f"{task}.ply" for task in renders] + ["predictions.npz"])}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("wrote %d PLY files and summary.json to %s", len(renders), out)
     return summary

@@ -25,11 +25,14 @@ def shifted(found: Instances, offset: int) -> Instances:
 @torch.no_grad()
 def predict_official_scene(model: OfficialUniSeg3D, scene: SceneInput, prototypes: torch.Tensor,
                            open_vocab_embeddings: torch.Tensor | None = None,
-                           top_k: int = TOP_K, stopwatch=NO_TIMING) -> ScenePrediction:
+                           top_k: int = TOP_K, stopwatch=NO_TIMING,
+                           features: torch.Tensor | None = None) -> ScenePrediction:
     """All six tasks; `prototypes` (20, P, D) are the ScanNet20 class prototypes (the model's
-    `class_prototypes`), `open_vocab_embeddings` (C, D) unit rows of free-text class names."""
+    `class_prototypes`), `open_vocab_embeddings` (C, D) unit rows of free-text class names;
+    `features` (the scene's superpoint features) skips the backbone."""
     model.eval()
-    out = model([scene], stopwatch=stopwatch)[0]
+    out = model([scene], stopwatch=stopwatch, features=None if features is None
+                else [features])[0]
     generic = out.part("generic")
     sp = scene.superpoints
     with stopwatch("post-processing: instance"):

@@ -92,10 +92,19 @@ class OfficialUniSeg3D(nn.Module):
             return self.type_embedding.weight.new_zeros(0, self.type_embedding.embedding_dim)
         return self.lang.Mlp(scene.texts.tokens[:, 0])
 
+    def superpoint_features(self, scenes: list[SceneInput], stopwatch=NO_TIMING
+                            ) -> list[torch.Tensor]:
+        """The backbone's (M_b, C) superpoint features of each scene (prompts play no part)."""
+        return self.backbone([s.coords for s in scenes], [s.colors for s in scenes],
+                             [s.superpoints for s in scenes], stopwatch)
+
     def forward(self, scenes: list[SceneInput], generator: torch.Generator | None = None,
-                stopwatch=NO_TIMING) -> list[OfficialSceneOutput]:
-        features = self.backbone([s.coords for s in scenes], [s.colors for s in scenes],
-                                 [s.superpoints for s in scenes], stopwatch)
+                stopwatch=NO_TIMING, features: list[torch.Tensor] | None = None
+                ) -> list[OfficialSceneOutput]:
+        """Predictions of every scene; `features` (from `superpoint_features`) skips the
+        backbone."""
+        if features is None:
+            features = self.superpoint_features(scenes, stopwatch)
         kind = self.type_embedding.weight
         outputs = []
         with stopwatch("decoder"):
