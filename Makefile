@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: repro test install clean-venv
+.PHONY: repro test install browser clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,16 @@ repro: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || $(MAKE) --no-print-directory browser
 	$(BIN)/python -m pytest
+
+# Debian's Chromium and ChromeDriver for the browser test of `uniseg3d serve` (tests/test_serve.py);
+# where they cannot be installed (not root, no apt-get), that one test skips and says why.
+browser:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+		|| echo "chromium could not be installed: the browser test will skip"; \
+	else echo "chromium not installed (needs root and apt-get): the browser test will skip"; fi
 
 clean-venv:
 	rm -rf $(VENV)

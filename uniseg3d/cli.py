@@ -186,6 +186,27 @@ def cmd_import_official(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from uniseg3d.pipelines.train import load_trained_model
+    from uniseg3d.serve.app import ServeOptions, serve
+    from uniseg3d.serve.session import Model
+
+    params = load_params(args.params)
+    scans = [Path(s) for s in args.scans]
+    missing = [str(s) for s in scans if not s.is_file()]
+    if missing:
+        log.error("no such scan: %s", ", ".join(missing))
+        return 2
+    model, encoder, classes = load_trained_model(args.checkpoint or params.evaluate.checkpoint,
+                                                 args.device)
+    options = ServeOptions(host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+                           k_thresh=params.superpoints.k_thresh,
+                           min_verts=params.superpoints.min_verts)
+    cache = Path(args.cache or params.evaluate.cache)
+    serve(Model(model, encoder, classes, args.device), scans, cache, options)
+    return 0
+
+
 def cmd_evaluate_predictions(args: argparse.Namespace) -> int:
     from uniseg3d.benchmarks.submission import evaluate_submission, format_table
 
@@ -223,6 +244,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from uniseg3d.benchmarks.evaluate_bench import bench_evaluate
 
         result = bench_evaluate(params)
+    elif args.target == "serve":
+        from uniseg3d.benchmarks.serve_bench import bench_serve
+
+        result = bench_serve(params, points=args.points)
     elif args.target == "import-official":
         from uniseg3d.benchmarks.import_bench import bench_import_official
 
@@ -403,6 +428,32 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="open_clip name of the text tower (default: %(default)s)")
     import_official.set_defaults(func=cmd_import_official)
 
+    serve_verb = verbs.add_parser(
+        "serve", help="the browser app: all six tasks live on a scan",
+        description="Starts a local web app (viser; the page works offline) showing a scan as "
+                    "a point cloud with a panel: open one of SCAN.ply, a prepared scene of "
+                    "--cache or an uploaded .ply; switch between the input colours and the "
+                    "semantic, instance and panoptic layers (with a legend); click a point to "
+                    "segment its object; type a description (referring) or a comma-separated "
+                    "class list (open vocabulary); download the result as PLY or JSON. Only "
+                    "the decoder reruns for a prompt. Binds to 127.0.0.1 unless --host says "
+                    "otherwise.")
+    serve_verb.add_argument("scans", nargs="*", metavar="SCAN.ply",
+                            help="meshes or point clouds to offer (superpoints as predict)")
+    serve_verb.add_argument("--checkpoint",
+                            help="any checkpoint uniseg3d loads, an imported official one "
+                                 "included (default: params evaluate.checkpoint)")
+    serve_verb.add_argument("--cache", help="prepared scenes to offer (default: params "
+                                            "evaluate.cache)")
+    serve_verb.add_argument("--host", default="127.0.0.1",
+                            help="address to bind (default: %(default)s, this machine only)")
+    serve_verb.add_argument("--port", type=_positive_int, default=8080,
+                            help="port (default: %(default)s)")
+    serve_verb.add_argument("--max-upload-mb", type=_positive_float, default=200.0,
+                            help="largest upload accepted (default: %(default)s)")
+    serve_verb.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    serve_verb.set_defaults(func=cmd_serve)
+
     evaluate_predictions = verbs.add_parser(
         "evaluate-predictions", help="score predictions in the ScanNet benchmark format",
         description="instance: per scene <scene>.txt listing 'mask.txt label_id confidence' "
@@ -430,10 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "the train.* scenes of params.yaml, in wall time and in CPU time by "
                     "process. sweep: trials per hour "
                     "of the sweep in params.yaml. import-official: time and peak memory of "
-                    "importing a full-size checkpoint in the released layout (random weights).")
+                    "importing a full-size checkpoint in the released layout (random weights). serve: "
+                    "the browser app's time to first view, click-to-mask and text-to-mask "
+                    "(median, 95th percentile over 50 prompts) and memory with one and three "
+                    "scenes open, for tiny and paper.")
     bench.add_argument("target", choices=["superpoints", "prepare", "synth", "instance-ap",
                                           "evaluate", "model", "latency", "ray-overhead",
-                                          "sweep", "import-official"],
+                                          "sweep", "import-official", "serve"],
                        help="what to measure")
     bench.add_argument("--out", help="JSON file (default: benchmarks/TARGET.json)")
     bench.add_argument("--mesh", help="superpoints: PLY mesh (default: a generated room)")
@@ -458,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--scenes-count", type=_positive_int, default=100,
                        help="synth: scenes to generate (default: %(default)s)")
     bench.add_argument("--points", type=_positive_int, default=100_000,
-                       help="model: points of the generated scene (default: %(default)s)")
+                       help="model, latency, serve: points of the generated scene (default: "
+                            "%(default)s)")
     bench.add_argument("--train-steps", type=_positive_int, default=10,
                        help="model: timed training steps of tiny (default: %(default)s)")
     bench.set_defaults(func=cmd_bench)

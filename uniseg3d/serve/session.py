@@ -1,0 +1,183 @@
+"""One scene open in the browser app: its backbone features computed once, then prompts in and
+every task's layers out.
+
+Opening a scene runs the whole model once (all six tasks; no prompts yet). A click adds an
+object (one click per object), a description replaces the current one, a class list replaces
+the open vocabulary; each reruns only the decoder and the post-processing, for every current
+prompt at once, from the cached superpoint features, through the same `predict_prompts` that
+`uniseg3d predict` uses, so the masks are the ones `predict` gives for the same prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uniseg3d.datasets.classes import scannet20
+from uniseg3d.datasets.loader import Sample
+from uniseg3d.datasets.ply import Mesh, write_scannet_mesh
+from uniseg3d.datasets.scene import Scene
+from uniseg3d.model.inference import ScenePrediction
+from uniseg3d.model.inputs import scene_input
+from uniseg3d.model.text_encoder import EncodedTexts, class_embeddings
+from uniseg3d.pipelines.predict import (PromptError, click_points, prediction_arrays,
+                                        predict_prompts, summary_document, task_layers,
+                                        validate_texts)
+from uniseg3d.reports.palette import SCANNET20_COLORS
+
+LAYERS = ("input", "semantic", "instance", "panoptic", "interactive", "referring",
+          "open_vocabulary")
+MAX_CLASSES = 64  # names in one open-vocabulary list
+MAX_CLASS_CHARS = 64
+
+
+def nearest_on_ray(coords: np.ndarray, origin: np.ndarray, direction: np.ndarray,
+                   tolerance: float = 0.01) -> int | None:
+    """The point a click ray hits: of the points within `tolerance` per metre of depth (at
+    least 2 cm) of the ray, in front of the camera, the nearest to it; None if there is none."""
+    direction = direction / np.linalg.norm(direction)
+    offset = coords.astype(np.float64) - origin
+    depth = offset @ direction
+    miss = np.linalg.norm(offset - depth[:, None] * direction, axis=1)
+    hit = (depth > 0) & (miss <= np.maximum(0.02, tolerance * depth))
+    if not hit.any():
+        return None
+    candidates = np.flatnonzero(hit)
+    return int(candidates[np.argmin(depth[candidates])])
+
+
+@dataclass
+class Model:
+    """A loaded checkpoint: model, text encoder, ScanNet20 class embeddings (or prototypes)."""
+
+    model: torch.nn.Module
+    encoder: object
+    classes: torch.Tensor
+    device: str = "cpu"
+
+
+def parse_classes(text: str) -> list[str]:
+    """'chair, lamp ,plant' -> ['chair', 'lamp', 'plant']; empty or over-long is an error."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise PromptError("type one or more class names, separated by commas")
+    if len(names) > MAX_CLASSES:
+        raise PromptError(f"{len(names)} class names; at most {MAX_CLASSES} are supported")
+    long = [name for name in names if len(name) > MAX_CLASS_CHARS]
+    if long:
+        raise PromptError(f"class name {long[0][:20]!r}... is longer than {MAX_CLASS_CHARS} "
+                          "characters")
+    return names
+
+
+@dataclass
+class SceneSession:
+    """The state of one open scene."""
+
+    name: str
+    mesh: Mesh
+    scene: Scene
+    loaded: Model
+    features: torch.Tensor = field(init=False)
+    clicks: list[tuple[float, float, float]] = field(default_factory=list)
+    points: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=lambda: list(scannet20().names))
+    prediction: ScenePrediction = field(init=False)
+
+    def __post_init__(self):
+        loaded = self.loaded
+        empty = EncodedTexts.from_rows(torch.zeros(0, loaded.encoder.dim), [])
+        none = np.zeros(0, dtype=np.int64)
+        bare = scene_input(Sample(self.scene, none, none, [], none), empty, loaded.device)
+        with torch.no_grad():
+            loaded.model.eval()
+            self.features = loaded.model.superpoint_features([bare])[0]
+        self._vocabulary = self._embed(self.names)
+        self.run()
+
+    def _embed(self, names: list[str]) -> torch.Tensor:
+        return class_embeddings(self.loaded.encoder, names).to(self.loaded.device)
+
+    def run(self) -> ScenePrediction:
+        """Every task for the current prompts, from the cached features."""
+        loaded = self.loaded
+        self.prediction = predict_prompts(loaded.model, loaded.encoder, loaded.classes,
+                                          self.scene, np.asarray(self.points, dtype=np.int64),
+                                          self.texts, self._vocabulary, loaded.device,
+                                          features=self.features)
+        return self.prediction
+
+    def click(self, xyz: tuple[float, float, float]) -> int:
+        """Start an object at the scan point nearest `xyz` (an error if it is off the scan);
+        returns the object's index."""
+        point = int(click_points(self.scene.coords, (tuple(map(float, xyz)),))[0])
+        self.clicks.append(tuple(map(float, self.scene.coords[point])))
+        self.points.append(point)
+        self.run()
+        return len(self.points) - 1
+
+    def clear_clicks(self) -> None:
+        self.clicks.clear()
+        self.points.clear()
+        self.run()
+
+    def describe(self, text: str) -> None:
+        """The referring mask of one description (replaces the previous one)."""
+        self.texts = validate_texts((text,))
+        self.run()
+
+    def find_classes(self, text: str) -> None:
+        """Open-vocabulary instances of a comma-separated class list."""
+        names = parse_classes(text)
+        self.names, self._vocabulary = names, self._embed(names)
+        self.run()
+
+    def layer(self, name: str) -> np.ndarray:
+        """(N, 3) uint8 colours of one layer."""
+        if name == "input":
+            return self.scene.colors
+        if name not in LAYERS:
+            raise ValueError(f"unknown layer {name!r}; one of {', '.join(LAYERS)}")
+        return self._layers()[name][0]
+
+    def _layers(self) -> dict:
+        arrays = prediction_arrays(self.prediction, self.scene.num_points)
+        return task_layers(self.prediction, arrays, self.scene.colors)
+
+    def legend(self, name: str) -> list[tuple[str, tuple[int, int, int]]]:
+        """(class name, colour) of the classes present in the semantic / panoptic layer."""
+        labels = {"semantic": self.prediction.semantic,
+                  "panoptic": self.prediction.panoptic_classes}.get(name)
+        if labels is None:
+            return []
+        present = np.unique(labels[labels >= 0])
+        return [(scannet20().names[c], tuple(int(v) for v in SCANNET20_COLORS[c]))
+                for c in present]
+
+    def objects(self) -> list[dict]:
+        """Per click: its point, mask size, class and confidence."""
+        return self.summary()["clicks"]
+
+    def summary(self) -> dict:
+        return {"scan": self.name, "points": self.scene.num_points,
+                "superpoints": self.scene.num_superpoints,
+                **summary_document(self.prediction, self.clicks, np.asarray(self.points),
+                                   self.texts, self.names)}
+
+    def export_json(self) -> bytes:
+        return json.dumps(self.summary(), indent=2).encode()
+
+    def export_ply(self, layer: str) -> bytes:
+        """The layer as a ScanNet-layout PLY with its per-vertex properties."""
+        colors, properties = (self.scene.colors, {}) if layer == "input" else \
+            self._layers()[layer]
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "layer.ply"
+            write_scannet_mesh(path, self.mesh.vertices, colors, self.mesh.faces, properties)
+            return path.read_bytes()
