@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -11,6 +12,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from ground_truth import write_evaluation_data  # noqa: E402
 from scannet_files import write_label_map, write_scannet_scene  # noqa: E402
+from uniseg3d.config import Params  # noqa: E402
+from uniseg3d.datasets.labels import read_label_map  # noqa: E402
+from uniseg3d.datasets.scannet import read_scannet_scene, scene_files  # noqa: E402
+from uniseg3d.pipelines.train import train  # noqa: E402
 
 
 @pytest.fixture
@@ -28,3 +33,19 @@ def data(tmp_path_factory) -> Path:
     """Two ScanNet-layout scenes with descriptions and one Replica scene, prepared (shared by
     the evaluate and report tests)."""
     return write_evaluation_data(tmp_path_factory.mktemp("evaluate"))
+
+
+@pytest.fixture(scope="session")
+def trained_scan(tmp_path_factory) -> tuple[Path, Path]:
+    """(mesh, checkpoint): one ScanNet-layout scene's mesh and a one-epoch tiny checkpoint
+    trained on it (shared by the predict and serve tests)."""
+    root = tmp_path_factory.mktemp("trained_scan")
+    label_map = read_label_map(write_label_map(root / "labels.tsv"))
+    scene_dir = write_scannet_scene(root)
+    scene = read_scannet_scene(scene_dir, label_map)
+    params = Params()
+    params = dataclasses.replace(
+        params, text=dataclasses.replace(params.text, cache_file=str(root / "text.pt")),
+        train=dataclasses.replace(params.train, out=str(root / "run"), epochs=1, val_scenes=None))
+    result = train(params, train_scenes=[scene], progress=False)
+    return scene_files(scene_dir)["mesh"], result.last

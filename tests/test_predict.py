@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 from plyfile import PlyData
 
-from scannet_files import write_label_map, write_scannet_scene
 from uniseg3d.cli import main
-from uniseg3d.config import Params
-from uniseg3d.datasets.labels import read_label_map
 from uniseg3d.datasets.ply import write_scannet_mesh
-from uniseg3d.datasets.scannet import read_scannet_scene, scene_files
-from uniseg3d.pipelines.train import train
 
 TASKS = ("semantic", "instance", "panoptic", "interactive", "referring", "open_vocabulary")
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict")
-    label_map = read_label_map(write_label_map(root / "labels.tsv"))
-    scene_dir = write_scannet_scene(root)
-    scene = read_scannet_scene(scene_dir, label_map)
-    params = Params()
-    params = dataclasses.replace(
-        params, text=dataclasses.replace(params.text, cache_file=str(root / "text.pt")),
-        train=dataclasses.replace(params.train, out=str(root / "run"), epochs=1, val_scenes=None))
-    result = train(params, train_scenes=[scene], progress=False)
-    return scene_files(scene_dir)["mesh"], result.last
+@pytest.fixture
+def trained(trained_scan):
+    return trained_scan
 
 
 def test_predict_writes_every_task(tmp_path, trained):

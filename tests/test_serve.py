@@ -15,13 +15,10 @@ import numpy as np
 import pytest
 from plyfile import PlyData
 
-from scannet_files import write_label_map, write_scannet_scene
 from uniseg3d.cli import main
-from uniseg3d.config import Params
-from uniseg3d.datasets.labels import read_label_map
-from uniseg3d.datasets.scannet import read_scannet_scene, scene_files
+from uniseg3d.datasets.cache import write_scene
 from uniseg3d.pipelines.predict import PromptError, read_scan
-from uniseg3d.pipelines.train import load_trained_model, train
+from uniseg3d.pipelines.train import load_trained_model
 from uniseg3d.serve.app import ServeApp, ServeOptions
 from uniseg3d.serve.session import Model, SceneSession, nearest_on_ray, parse_classes
 from uniseg3d.serve.uploads import UploadError, read_upload
@@ -32,18 +29,9 @@ CLASSES = "chair, table ,lamp"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    label_map = read_label_map(write_label_map(root / "labels.tsv"))
-    scene_dir = write_scannet_scene(root)
-    scene = read_scannet_scene(scene_dir, label_map)
-    params = Params()
-    params = dataclasses.replace(
-        params, text=dataclasses.replace(params.text, cache_file=str(root / "text.pt")),
-        train=dataclasses.replace(params.train, out=str(root / "run"), epochs=1, val_scenes=None))
-    result = train(params, train_scenes=[scene], progress=False)
-    mesh_path = scene_files(scene_dir)["mesh"]
-    return mesh_path, result.last, Model(*load_trained_model(result.last))
+def trained(trained_scan):
+    mesh_path, checkpoint = trained_scan
+    return mesh_path, checkpoint, Model(*load_trained_model(checkpoint))
 
 
 def free_port() -> int:
@@ -173,6 +161,21 @@ def test_the_app_reports_bad_input_and_keeps_serving(app, trained):
     app._guard("click", app.click_ray, tuple(target + [0, 0, 2.0]), (0.0, 0.0, -1.0))
     assert len(app.current.points) == 1 and app.layer_list.value == "interactive"
     assert np.array_equal(np.asarray(app.cloud.colors), app.current.layer("interactive"))
+
+
+def test_a_prepared_scene_opens_from_the_cache(trained, tmp_path):
+    mesh_path, _, loaded = trained
+    _, scene = read_scan(mesh_path)
+    write_scene(dataclasses.replace(scene, scene_id="room7"), tmp_path / "cache", {})
+    app = ServeApp(loaded, [], tmp_path / "cache", ServeOptions(port=free_port()))
+    try:
+        assert list(app.sources) == ["cache: room7"]
+        app._guard("open", app.open, "cache: room7")
+        assert app.current.scene.num_points == scene.num_points
+        assert app.timings["open"] and app.cloud is not None
+        assert app.legend.content.count("<div>") == len(app.current.legend("semantic"))
+    finally:
+        app.close()
 
 
 def browser_or_skip():

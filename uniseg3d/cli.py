@@ -481,8 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the train.* scenes of params.yaml, in wall time and in CPU time by "
                     "process. sweep: trials per hour "
                     "of the sweep in params.yaml. import-official: time and peak memory of "
-                    "importing a full-size checkpoint in the released layout (random weights). serve: "
-                    "the browser app's time to first view, click-to-mask and text-to-mask "
+                    "importing a full-size checkpoint in the released layout (random "
+                    "weights). serve: the browser app's time to first view, click-to-mask and text-to-mask "
                     "(median, 95th percentile over 50 prompts) and memory with one and three "
                     "scenes open, for tiny and paper.")
     bench.add_argument("target", choices=["superpoints", "prepare", "synth", "instance-ap",

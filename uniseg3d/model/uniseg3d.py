@@ -76,6 +76,13 @@ def superpoint_means(scene: SceneInput, num_superpoints: int
     return means[:, :3], means[:, 3:]
 
 
+def backbone_features(backbone: SparseUNet, scenes: list[SceneInput], stopwatch=NO_TIMING
+                      ) -> list[torch.Tensor]:
+    """The backbone's (M_b, C) superpoint features of each scene (prompts play no part)."""
+    return backbone([s.coords for s in scenes], [s.colors for s in scenes],
+                    [s.superpoints for s in scenes], stopwatch)
+
+
 class SemanticHead(nn.Module):
     """Superpoint features -> unit embeddings in the text space, with a learned temperature."""
 
@@ -114,9 +121,7 @@ class UniSeg3D(nn.Module):
 
     def superpoint_features(self, scenes: list[SceneInput], stopwatch=NO_TIMING
                             ) -> list[torch.Tensor]:
-        """The backbone's (M_b, C) superpoint features of each scene (prompts play no part)."""
-        return self.backbone([s.coords for s in scenes], [s.colors for s in scenes],
-                             [s.superpoints for s in scenes], stopwatch)
+        return backbone_features(self.backbone, scenes, stopwatch)
 
     def forward(self, scenes: list[SceneInput], generator: torch.Generator | None = None,
                 stopwatch=NO_TIMING, features: list[torch.Tensor] | None = None

@@ -83,14 +83,16 @@ def validate_texts(texts: tuple[str, ...]) -> list[str]:
     return cleaned
 
 
-def click_points(coords: np.ndarray, clicks: tuple[tuple[float, float, float], ...]
-                 ) -> np.ndarray:
-    """Index of the scan point nearest each click; a click far from the scan is an error."""
+def click_points(coords: np.ndarray, clicks: tuple[tuple[float, float, float], ...],
+                 tree=None) -> np.ndarray:
+    """Index of the scan point nearest each click; a click far from the scan is an error.
+    `tree`: a `scipy.spatial.cKDTree` of `coords`, when the caller keeps one."""
     from scipy.spatial import cKDTree
 
     if not clicks:
         return np.zeros(0, dtype=np.int64)
-    distance, index = cKDTree(coords).query(np.asarray(clicks, dtype=np.float64))
+    tree = cKDTree(coords) if tree is None else tree
+    distance, index = tree.query(np.asarray(clicks, dtype=np.float64))
     for click, d in zip(clicks, distance):
         if d > MAX_CLICK_DISTANCE:
             raise PromptError(f"click {click} is {d:.2f} m from the nearest point of the scan; "
@@ -132,14 +134,15 @@ def prediction_arrays(prediction, num_points: int) -> dict[str, np.ndarray]:
     open_vocab = prediction.open_vocab
     return {
         "semantic": prediction.semantic.astype(np.int64),
-        "instance_masks": prediction.instances.masks.reshape(-1, num_points).astype(bool),
+        "instance_masks": prediction.instances.masks.reshape(-1, num_points).astype(
+            bool, copy=False),
         "instance_labels": prediction.instances.labels.astype(np.int64),
         "instance_scores": prediction.instances.scores.astype(np.float32),
         "panoptic_semantic": prediction.panoptic_classes.astype(np.int64),
         "panoptic_instance": prediction.panoptic_ids.astype(np.int64),
-        "click_masks": prediction.clicks.masks.reshape(-1, num_points).astype(bool),
-        "text_masks": prediction.texts.masks.reshape(-1, num_points).astype(bool),
-        "open_vocab_masks": open_vocab.masks.reshape(-1, num_points).astype(bool)
+        "click_masks": prediction.clicks.masks.reshape(-1, num_points).astype(bool, copy=False),
+        "text_masks": prediction.texts.masks.reshape(-1, num_points).astype(bool, copy=False),
+        "open_vocab_masks": open_vocab.masks.reshape(-1, num_points).astype(bool, copy=False)
         if open_vocab is not None else empty,
         "open_vocab_labels": open_vocab.labels.astype(np.int64) if open_vocab is not None
         else np.zeros(0, dtype=np.int64),
@@ -173,30 +176,39 @@ def predict_prompts(model, encoder, classes, scene: Scene, points: np.ndarray,
     return predict_scene(model, inputs, classes, open_vocab, features=features)
 
 
-def task_layers(prediction: ScenePrediction, arrays: dict[str, np.ndarray],
-                base_colors: np.ndarray) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """Per task, the (N, 3) colours and the per-vertex properties of its PLY."""
+TASKS = ("semantic", "instance", "panoptic", "interactive", "referring", "open_vocabulary")
+
+
+def task_layer(task: str, prediction: ScenePrediction, arrays: dict[str, np.ndarray],
+               base_colors: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One task's (N, 3) colours and the per-vertex properties of its PLY."""
     n = len(base_colors)
-    instance_ids = instance_index(arrays["instance_masks"], n)
-    open_vocab_ids = instance_index(arrays["open_vocab_masks"], n)
-    return {
-        "semantic": (color_labels(prediction.semantic, SCANNET20_COLORS),
-                     {"label": prediction.semantic}),
-        "instance": (color_labels(instance_ids,
-                                  distinct_colors(max(1, len(arrays["instance_masks"])))),
-                     {"label": labels_of(instance_ids, arrays["instance_labels"]),
-                      "instance": instance_ids}),
-        "panoptic": (panoptic_colors(prediction.panoptic_classes, prediction.panoptic_ids),
-                     {"label": prediction.panoptic_classes,
-                      "instance": prediction.panoptic_ids}),
-        "interactive": (color_masks(arrays["click_masks"], base_colors),
-                        {"mask": mask_index(arrays["click_masks"], n)}),
-        "referring": (color_masks(arrays["text_masks"], base_colors),
-                      {"mask": mask_index(arrays["text_masks"], n)}),
-        "open_vocabulary": (color_masks(arrays["open_vocab_masks"], base_colors),
-                            {"label": labels_of(open_vocab_ids, arrays["open_vocab_labels"]),
-                             "instance": open_vocab_ids}),
-    }
+    if task == "semantic":
+        return color_labels(prediction.semantic, SCANNET20_COLORS), {"label": prediction.semantic}
+    if task == "panoptic":
+        return (panoptic_colors(prediction.panoptic_classes, prediction.panoptic_ids),
+                {"label": prediction.panoptic_classes, "instance": prediction.panoptic_ids})
+    if task in ("interactive", "referring"):
+        masks = arrays["click_masks" if task == "interactive" else "text_masks"]
+        return color_masks(masks, base_colors), {"mask": mask_index(masks, n)}
+    if task == "instance":
+        ids = instance_index(arrays["instance_masks"], n)
+        return (color_labels(ids, distinct_colors(max(1, len(arrays["instance_masks"])))),
+                {"label": labels_of(ids, arrays["instance_labels"]), "instance": ids})
+    if task == "open_vocabulary":
+        ids = instance_index(arrays["open_vocab_masks"], n)
+        return (color_masks(arrays["open_vocab_masks"], base_colors),
+                {"label": labels_of(ids, arrays["open_vocab_labels"]), "instance": ids})
+    raise ValueError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
+
+
+def click_summaries(prediction: ScenePrediction, clicks, points: np.ndarray) -> list[dict]:
+    """Per click: where it was, its scan point, its mask's size, class and probability."""
+    class20 = scannet20().names
+    return [{"click": list(c), "point": int(p), "mask_points": int(m.sum()),
+             "class": class20[int(prob.argmax())], "probability": float(prob.max())}
+            for c, p, m, prob in zip(clicks, points, prediction.clicks.masks,
+                                     prediction.clicks.class_probs)]
 
 
 def summary_document(prediction: ScenePrediction, clicks, points: np.ndarray,
@@ -210,10 +222,7 @@ def summary_document(prediction: ScenePrediction, clicks, points: np.ndarray,
         "instances": [{"label": class20[int(l)], "score": float(s), "points": int(m.sum())}
                       for m, l, s in zip(prediction.instances.masks, prediction.instances.labels,
                                          prediction.instances.scores)],
-        "clicks": [{"click": list(c), "point": int(p), "mask_points": int(m.sum()),
-                    "class": class20[int(prob.argmax())], "probability": float(prob.max())}
-                   for c, p, m, prob in zip(clicks, points, prediction.clicks.masks,
-                                            prediction.clicks.class_probs)],
+        "clicks": click_summaries(prediction, clicks, points),
         "texts": [{"text": t, "mask_points": int(m.sum()), "predicted_iou": float(i)}
                   for t, m, i in zip(texts, prediction.texts.masks, prediction.texts.iou)],
         "open_vocabulary": {"classes": names, "instances": [] if open_vocab is None else [
@@ -237,7 +246,7 @@ def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     arrays = prediction_arrays(prediction, scene.num_points)
     np.savez_compressed(out / "predictions.npz", **arrays)
-    renders = task_layers(prediction, arrays, mesh.colors)
+    renders = {task: task_layer(task, prediction, arrays, mesh.colors) for task in TASKS}
     for task, (colors, properties) in renders.items():
         write_scannet_mesh(out / f"{task}.ply", mesh.vertices, colors, mesh.faces, properties)
     summary = {"scan": str(request.mesh), "checkpoint": str(request.checkpoint),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import Sample
@@ -25,13 +26,12 @@ from uniseg3d.datasets.scene import Scene
 from uniseg3d.model.inference import ScenePrediction
 from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.text_encoder import EncodedTexts, class_embeddings
-from uniseg3d.pipelines.predict import (PromptError, click_points, prediction_arrays,
-                                        predict_prompts, summary_document, task_layers,
-                                        validate_texts)
+from uniseg3d.pipelines.predict import (TASKS, PromptError, click_points, click_summaries,
+                                        prediction_arrays, predict_prompts, summary_document,
+                                        task_layer, validate_texts)
 from uniseg3d.reports.palette import SCANNET20_COLORS
 
-LAYERS = ("input", "semantic", "instance", "panoptic", "interactive", "referring",
-          "open_vocabulary")
+LAYERS = ("input", *TASKS)
 MAX_CLASSES = 64  # names in one open-vocabulary list
 MAX_CLASS_CHARS = 64
 
@@ -99,6 +99,7 @@ class SceneSession:
             loaded.model.eval()
             self.features = loaded.model.superpoint_features([bare])[0]
         self._vocabulary = self._embed(self.names)
+        self._tree = cKDTree(self.scene.coords)
         self.run()
 
     def _embed(self, names: list[str]) -> torch.Tensor:
@@ -116,7 +117,7 @@ class SceneSession:
     def click(self, xyz: tuple[float, float, float]) -> int:
         """Start an object at the scan point nearest `xyz` (an error if it is off the scan);
         returns the object's index."""
-        point = int(click_points(self.scene.coords, (tuple(map(float, xyz)),))[0])
+        point = int(click_points(self.scene.coords, (tuple(map(float, xyz)),), self._tree)[0])
         self.clicks.append(tuple(map(float, self.scene.coords[point])))
         self.points.append(point)
         self.run()
@@ -142,13 +143,11 @@ class SceneSession:
         """(N, 3) uint8 colours of one layer."""
         if name == "input":
             return self.scene.colors
-        if name not in LAYERS:
-            raise ValueError(f"unknown layer {name!r}; one of {', '.join(LAYERS)}")
-        return self._layers()[name][0]
+        return self._layer(name)[0]
 
-    def _layers(self) -> dict:
+    def _layer(self, name: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         arrays = prediction_arrays(self.prediction, self.scene.num_points)
-        return task_layers(self.prediction, arrays, self.scene.colors)
+        return task_layer(name, self.prediction, arrays, self.scene.colors)
 
     def legend(self, name: str) -> list[tuple[str, tuple[int, int, int]]]:
         """(class name, colour) of the classes present in the semantic / panoptic layer."""
@@ -162,7 +161,7 @@ class SceneSession:
 
     def objects(self) -> list[dict]:
         """Per click: its point, mask size, class and confidence."""
-        return self.summary()["clicks"]
+        return click_summaries(self.prediction, self.clicks, np.asarray(self.points))
 
     def summary(self) -> dict:
         return {"scan": self.name, "points": self.scene.num_points,
@@ -176,7 +175,7 @@ class SceneSession:
     def export_ply(self, layer: str) -> bytes:
         """The layer as a ScanNet-layout PLY with its per-vertex properties."""
         colors, properties = (self.scene.colors, {}) if layer == "input" else \
-            self._layers()[layer]
+            self._layer(layer)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "layer.ply"
             write_scannet_mesh(path, self.mesh.vertices, colors, self.mesh.faces, properties)

@@ -28,7 +28,7 @@ from uniseg3d.model.backbone import OFFICIAL_GRID, SparseUNet
 from uniseg3d.model.official.decoder import OfficialDecoder, OfficialPredictions, interaction_mask
 from uniseg3d.model.official.language import LanguageModule, clip_text_config
 from uniseg3d.model.stopwatch import NO_TIMING
-from uniseg3d.model.uniseg3d import SceneInput
+from uniseg3d.model.uniseg3d import SceneInput, backbone_features
 
 TEXT, CLICK, GENERIC = 0, 1, 2  # rows of the official type embedding
 OFFICIAL_BN_EPS = 1e-4
@@ -94,9 +94,7 @@ class OfficialUniSeg3D(nn.Module):
 
     def superpoint_features(self, scenes: list[SceneInput], stopwatch=NO_TIMING
                             ) -> list[torch.Tensor]:
-        """The backbone's (M_b, C) superpoint features of each scene (prompts play no part)."""
-        return self.backbone([s.coords for s in scenes], [s.colors for s in scenes],
-                             [s.superpoints for s in scenes], stopwatch)
+        return backbone_features(self.backbone, scenes, stopwatch)
 
     def forward(self, scenes: list[SceneInput], generator: torch.Generator | None = None,
                 stopwatch=NO_TIMING, features: list[torch.Tensor] | None = None
