@@ -22,7 +22,7 @@ from uniseg3d.model.decoder import (
     FourierPositions, QueryPredictions, UnifiedDecoder, prompt_isolation_mask)
 from uniseg3d.model.inference import predict_scene
 from uniseg3d.model.inputs import scene_input, scene_targets
-from uniseg3d.model.postprocess import Instances, semantic_labels
+from uniseg3d.model.postprocess import Instances, mask_nms, semantic_labels
 from uniseg3d.model.targets import instance_classes, semantic_log_prior
 from uniseg3d.model.text_encoder import EncodedTexts
 from uniseg3d.model.uniseg3d import UniSeg3D, superpoint_means
@@ -365,3 +365,17 @@ def test_semantic_vote_multiplies_the_instance_class_probabilities():
     assert semantic_labels(probs.log(), superpoints, fridge_query).tolist() == [cabinet] * 3
     unknown = Instances(whole, np.array([fridge]), np.array([0.8]))  # no probabilities: head's
     assert semantic_labels(probs.log(), superpoints, unknown).tolist() == [cabinet] * 3
+
+
+def test_mask_nms_is_greedy_within_a_class():
+    masks = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 0],   # A 0.9
+                          [1, 1, 1, 1, 1, 0, 0, 0],   # B 0.8: IoU(A, B) = 0.8 -> dropped
+                          [1, 1, 1, 1, 1, 1, 0, 0],   # C 0.7: IoU(A, C) = 0.67, IoU(B, C) = 0.83
+                          [1, 1, 1, 1, 0, 0, 0, 0]],  # D 0.6: A's mask, another class
+                         dtype=torch.bool)
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    labels = torch.tensor([0, 0, 0, 1])
+    # C stays: only kept masks suppress, and B, which overlaps it, was dropped
+    assert mask_nms(masks, scores, labels, 0.75).tolist() == [0, 2, 3]
+    assert mask_nms(masks[[3, 2, 1, 0]], scores.flip(0), labels.flip(0), 0.75).tolist() == \
+        [3, 1, 0]

@@ -73,14 +73,12 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, th
     inter = masks @ masks.T
     area = masks.sum(1)
     iou = inter / (area[:, None] + area[None] - inter).clamp_min(1)
-    suppress = (iou > threshold) & (labels[:, None] == labels[None]) 
-    keep = torch.ones(len(order), dtype=torch.bool)
-    for i in range(len(order)):
+    suppress = ((iou > threshold) & (labels[:, None] == labels[None])).triu(1).cpu().numpy()
+    keep = np.ones(len(order), dtype=bool)
+    for i in range(len(order)):  # greedy, best first; numpy: cheap steps in a Python loop
         if keep[i]:
-            later = suppress[i].clone()
-            later[: i + 1] = False
-            keep &= ~later
-    return order[keep]
+            keep &= ~suppress[i]
+    return order[torch.from_numpy(keep).to(order.device)]
 
 
 def instances(pred: QueryPredictions, class_embeddings: torch.Tensor, superpoints: torch.Tensor,
