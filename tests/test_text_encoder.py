@@ -43,6 +43,11 @@ class FakeEncoder:
         self.calls.append(["tokens", *texts])
         return [FakeEncoder.encode(self, text.split()) for text in texts]
 
+    def encode_with_tokens(self, texts: list[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        self.calls.append(["both", *texts])
+        plain = FakeEncoder(self.name)  # the same vectors, not recorded as calls
+        return plain.encode(texts), [plain.encode(text.split()) for text in texts]
+
 
 @pytest.fixture(scope="module")
 def minilm() -> MiniLMEncoder:
@@ -130,6 +135,26 @@ def test_encode_texts_writes_the_cache_file_once_per_miss(tmp_path: Path, monkey
     assert len(saves) == 1 and (cached.hits, cached.misses) == (2, 2)  # all hits: no write
     cached.encode(["c", "d"])
     assert len(saves) == 2 and (cached.hits, cached.misses) == (3, 3)
+
+
+def test_encode_texts_sends_its_misses_in_one_call() -> None:
+    fake = FakeEncoder()
+    cached = CachedTextEncoder(fake)
+    first = cached.encode(["red chair"])
+    encoded = cached.encode_texts(["red chair", "a sofa", "a sofa"])
+    assert fake.calls == [["red chair"], ["both", "red chair", "a sofa"]]
+    assert torch.equal(encoded.embeddings[0], first[0])  # the cached embedding is kept
+    assert (cached.hits, cached.misses) == (1, 3)
+    cached.encode_texts(["a sofa", "red chair"])
+    assert len(fake.calls) == 2 and (cached.hits, cached.misses) == (3, 3)
+
+
+def test_minilm_gives_both_in_one_pass_as_the_two_calls(minilm: MiniLMEncoder) -> None:
+    texts = ["the brown chair next to the table", "a lamp", "a big white bed in the corner"]
+    embeddings, tokens = minilm.encode_with_tokens(texts)
+    assert torch.equal(embeddings, minilm.encode(texts))
+    assert all(torch.equal(a, b) for a, b in zip(tokens, minilm.encode_tokens(texts)))
+    assert [len(t) for t in tokens] == [len(t) for t in minilm.encode_tokens(texts)]
 
 
 def test_cache_mixed_batch_keeps_input_order() -> None:

@@ -60,6 +60,10 @@ class TextEncoder(Protocol):
         them before pooling them into the text's embedding (not normalised)."""
         ...
 
+    def encode_with_tokens(self, texts: list[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`encode` and `encode_tokens` of the same texts, in one pass where the model allows."""
+        ...
+
 
 def _freeze(model: torch.nn.Module) -> None:
     model.eval()
@@ -105,6 +109,18 @@ class MiniLMEncoder:
             out = self._model.encode(list(texts), batch_size=self.batch_size,
                                      output_value="token_embeddings", show_progress_bar=False)
         return [tokens.float().cpu().clone() for tokens in out]
+
+    def encode_with_tokens(self, texts: list[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One forward for both (the same values as the two calls: its outputs are the same
+        batches' sentence and token embeddings; padding rows are cut by the attention mask)."""
+        if not texts:
+            return torch.empty(0, self.dim), []
+        with torch.no_grad():
+            out = self._model.encode(list(texts), batch_size=self.batch_size, output_value=None,
+                                     show_progress_bar=False)
+        tokens = [row["token_embeddings"][:int(row["attention_mask"].sum())].float().cpu().clone()
+                  for row in out]
+        return _finish(torch.stack([row["sentence_embedding"] for row in out])), tokens
 
 
 def _load_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -178,6 +194,9 @@ class ClipTextEncoder:
                 tokens = self._tokenizer(list(texts[start : start + self.batch_size]))
                 chunks.append(self._model.encode_text(tokens.to(self.device)).cpu())
         return _finish(torch.cat(chunks))
+
+    def encode_with_tokens(self, texts: list[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return self.encode(texts), self.encode_tokens(texts)  # `encode_text` pools its own way
 
     def encode_tokens(self, texts: list[str]) -> list[torch.Tensor]:
         """`encode_text` up to its pooling, every position projected: the row of the end token
@@ -301,11 +320,24 @@ class CachedTextEncoder:
             self._save()
         return self._token_rows(texts)
 
+    def encode_with_tokens(self, texts: list[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        encoded = self.encode_texts(texts)
+        return encoded.embeddings, self._token_rows(texts)
+
     def encode_texts(self, texts: list[str]) -> EncodedTexts:
-        """Embeddings and token features of `texts` (descriptions), both cached; the file is
-        rewritten once if either missed."""
-        if self._add_embeddings(texts) | self._add_tokens(texts):
+        """Embeddings and token features of `texts` (descriptions), both cached; the misses go
+        to the encoder in one `encode_with_tokens` call (an embedding already cached is kept),
+        and the file is rewritten once."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._rows
+                                     or t not in self._tokens))
+        if missing:
+            embeddings, tokens = self.encoder.encode_with_tokens(missing)
+            for text, embedding, features in zip(missing, embeddings, tokens, strict=True):
+                self._rows.setdefault(text, embedding)
+                self._tokens[text] = features.to(self.token_dtype)
+            self.misses += len(missing)
             self._save()
+        self.hits += len(texts) - len(missing)
         return EncodedTexts.from_rows(self._embeddings(texts), self._token_rows(texts))
 
     def _save(self) -> None:

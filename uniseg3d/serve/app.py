@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import viser
 
 from uniseg3d.datasets.cache import cached_scene_ids, read_scene
 from uniseg3d.datasets.ply import Mesh
@@ -61,8 +62,6 @@ def cache_sources(cache: Path | None) -> dict[str, CachedScene]:
 class ServeApp:
     def __init__(self, loaded: Model, scans: list[Path], cache: Path | None,
                  options: ServeOptions = ServeOptions()):
-        import viser
-
         self.loaded, self.options = loaded, options
         self.lock = threading.RLock()  # viser calls update callbacks in the assigning thread
         self._depth = 0
@@ -75,7 +74,8 @@ class ServeApp:
         self._uploads = tempfile.TemporaryDirectory(prefix="uniseg3d-uploads-")
         self.server = viser.ViserServer(host=options.host, port=options.port, verbose=False)
         self.server.scene.set_up_direction("+z")
-        self.cloud = None
+        self.cloud = None  # the point cloud shown, and the scene it shows
+        self._cloud_scene: str | None = None
         self._build_panel()
         self.server.scene.on_click()(self._on_click)
         self.server.on_client_connect(self._on_connect)
@@ -178,6 +178,7 @@ class ServeApp:
         name = f"upload: {filename}"
         self.sources[name] = (mesh, scene)
         self.sessions.pop(name, None)
+        self._cloud_scene = None  # a new upload of the same name: new points
         return self.open(name)
 
     def show(self) -> None:
@@ -185,11 +186,11 @@ class ServeApp:
         if session is None:
             return
         colors = session.layer(self.layer_list.value)
-        if self.cloud is None or len(self.cloud.points) != session.scene.num_points or \
-                not np.array_equal(self.cloud.points, session.scene.coords.astype(np.float16)):
+        if self._cloud_scene != session.name:
             self.cloud = self.server.scene.add_point_cloud(
                 "/scan", session.scene.coords, colors, point_size=self.options.point_size,
                 point_shape="circle")
+            self._cloud_scene = session.name
         else:
             self.cloud.colors = colors
         rows = "".join(f'<div><span style="background:rgb{c};display:inline-block;width:1em;'

@@ -116,3 +116,7 @@ class OfficialTextEncoder:
     def encode_tokens(self, texts: list[str]) -> list[torch.Tensor]:
         """The decoder reads the end-token feature only: one (1, dim) row per text."""
         return [row[None] for row in self.features(texts)]
+
+    def encode_with_tokens(self, texts: list[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        features = self.features(texts)
+        return F.normalize(features, dim=-1), [row[None] for row in features]
