@@ -15,6 +15,7 @@ from __future__ import annotations
 import resource
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -50,19 +51,33 @@ def _column(name: str) -> str:
     return "text encoder" if name.startswith("text encoder") else name
 
 
-def timed_model(params: Params, config: str, recipe: str, device: str
-                ) -> tuple[UniSeg3D | OfficialUniSeg3D, TextEncoder, torch.dtype]:
-    """(model in eval mode with seeded random weights, its uncached text encoder, the dtype
-    its token features are cached in)."""
-    torch.manual_seed(0)
+@dataclass
+class TimedModel:
+    """A model with seeded random weights, in eval mode, and what inference needs beside it."""
+
+    model: UniSeg3D | OfficialUniSeg3D
+    raw_encoder: TextEncoder  # the uncached text model
+    encoder: CachedTextEncoder
+    classes: torch.Tensor  # ScanNet20 class embeddings (ours) or CLIP prototypes (official)
+    vocabulary: torch.Tensor  # ScanNet20 class-name embeddings, the open-vocabulary list
+
+
+def timed_model(params: Params, config: str, recipe: str, device: str) -> TimedModel:
     dims = getattr(params.model, config)
     if recipe == "official":
+        torch.manual_seed(0)
         model = OfficialUniSeg3D(dims, PAPER_TEXT_MODEL, device=device).to(device).eval()
         model.class_prototypes.copy_(F.normalize(torch.randn_like(model.class_prototypes), dim=-1))
-        return model, OfficialTextEncoder(model.lang.text_encoder, PAPER_TEXT_MODEL), \
-            torch.float32
-    raw_encoder = make_text_encoder(params, device).encoder  # the uncached model itself
-    return UniSeg3D(dims, raw_encoder.dim, device).to(device).eval(), raw_encoder, torch.float16
+        raw_encoder = OfficialTextEncoder(model.lang.text_encoder, PAPER_TEXT_MODEL)
+        encoder = CachedTextEncoder(raw_encoder, token_dtype=torch.float32)
+    else:
+        raw_encoder = make_text_encoder(params, device).encoder  # the uncached model itself
+        torch.manual_seed(0)
+        model = UniSeg3D(dims, raw_encoder.dim, device).to(device).eval()
+        encoder = CachedTextEncoder(raw_encoder)
+    vocabulary = class_embeddings(encoder, class_prompt_names(scannet20().names)).to(device)
+    classes = model.class_prototypes if recipe == "official" else vocabulary
+    return TimedModel(model, raw_encoder, encoder, classes, vocabulary)
 
 
 def bench_latency(params: Params, config: str = "tiny", points: int = 100_000,
@@ -72,10 +87,8 @@ def bench_latency(params: Params, config: str = "tiny", points: int = 100_000,
     whose first scene is used; default: a generated synthetic room of about `points` points)."""
     scene, mesh = read_first_scene(scenes) if scenes else benchmark_scene(points)
     sample = benchmark_sample(scene)
-    model, raw_encoder, token_dtype = timed_model(params, config, recipe, device)
-    encoder = CachedTextEncoder(raw_encoder, token_dtype=token_dtype)
-    vocabulary = class_embeddings(encoder, class_prompt_names(scannet20().names)).to(device)
-    classes = model.class_prototypes if recipe == "official" else vocabulary
+    timed = timed_model(params, config, recipe, device)
+    model, encoder, raw_encoder = timed.model, timed.encoder, timed.raw_encoder
 
     def run(stopwatch: Stopwatch) -> None:
         with stopwatch("superpoints"):
@@ -83,8 +96,8 @@ def bench_latency(params: Params, config: str = "tiny", points: int = 100_000,
                          params.superpoints.min_verts)
         with stopwatch("text encoder (cached)"):
             texts = encoder.encode_texts(sample.texts)
-        predict_scene(model, scene_input(sample, texts, device), classes, vocabulary,
-                      stopwatch=stopwatch)
+        predict_scene(model, scene_input(sample, texts, device), timed.classes,
+                      timed.vocabulary, stopwatch=stopwatch)
 
     run(Stopwatch(device))  # warm-up: kernels compiled, caches filled
     runs, totals = [], []
@@ -97,7 +110,8 @@ def bench_latency(params: Params, config: str = "tiny", points: int = 100_000,
     uncached = []
     for _ in range(repeats):
         start = time.perf_counter()
-        CachedTextEncoder(raw_encoder, token_dtype=token_dtype).encode_texts(sample.texts)
+        CachedTextEncoder(raw_encoder, token_dtype=encoder.token_dtype).encode_texts(
+            sample.texts)
         uncached.append(time.perf_counter() - start)
     components = [{"name": name, "median_ms": 1000 * statistics.median(r[name] for r in runs)}
                   for name in runs[0]]

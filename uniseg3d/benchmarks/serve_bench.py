@@ -27,9 +27,6 @@ from uniseg3d.benchmarks.latency import timed_model
 from uniseg3d.benchmarks.model_bench import benchmark_sample, benchmark_scene
 from uniseg3d.config import Params
 from uniseg3d.datasets.cache import write_scene
-from uniseg3d.datasets.classes import scannet20
-from uniseg3d.model.text_encoder import CachedTextEncoder, class_embeddings
-from uniseg3d.pipelines.train import class_prompt_names
 from uniseg3d.serve.app import ServeApp, ServeOptions
 from uniseg3d.serve.session import Model
 
@@ -51,13 +48,10 @@ def _stats(seconds: list[float]) -> dict:
 
 def bench_config(params: Params, config: str, cache: Path, names: list[str],
                  texts: list[str]) -> dict:
-    recipe = params.model.recipe
-    model, raw_encoder, token_dtype = timed_model(params, config, recipe, "cpu")
-    encoder = CachedTextEncoder(raw_encoder, token_dtype=token_dtype)
-    classes = model.class_prototypes if recipe == "official" else \
-        class_embeddings(encoder, class_prompt_names(scannet20().names))
+    timed = timed_model(params, config, params.model.recipe, "cpu")
     process = psutil.Process()
-    app = ServeApp(Model(model, encoder, classes), [], cache, ServeOptions(port=_free_port()))
+    app = ServeApp(Model(timed.model, timed.encoder, timed.classes), [], cache,
+                   ServeOptions(port=_free_port()))
     try:
         app._guard("open", app.open, names[0])
         memory_one = process.memory_info().rss / 2**20

@@ -243,8 +243,8 @@ class ServeApp:
             raise PromptError("open a scan first")
         self.current.find_classes(text)
         self.switch("open_vocabulary")
-        found = self.current.summary()["open_vocabulary"]["instances"]
-        self.say(f"{len(found)} instances of {', '.join(self.current.names)}")
+        found = len(self.current.prediction.open_vocab.scores)
+        self.say(f"{found} instances of {', '.join(self.current.names)}")
 
     def _download(self, client, kind: str) -> None:
         session = self.current
