@@ -9,8 +9,8 @@ import numpy as np
 
 from scannet_files import (write_label_map, write_replica_scene, write_scannet_scene,
                            write_scanrefer)
-from uniseg3d.benchmarks.task_metrics import instance_labels
 from uniseg3d.datasets.labels import LABEL_MAP_FILE
+from uniseg3d.metrics.tasks import instance_labels
 from uniseg3d.model.inference import ScenePrediction
 from uniseg3d.model.postprocess import Instances, PromptMasks
 from uniseg3d.pipelines.prepare import prepare_dataset

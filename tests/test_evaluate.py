@@ -14,14 +14,14 @@ import pytest
 from ground_truth import EVALUATION_SCENES as SCENES
 from ground_truth import gt_prediction
 from uniseg3d.benchmarks.evaluate_bench import bench_evaluate
-from uniseg3d.benchmarks.leaderboard import TASKS
-from uniseg3d.benchmarks.submission import evaluate_submission
-from uniseg3d.benchmarks.task_metrics import (
-    REPLICA_EXCLUDED, OpenVocabTask, ScanNetTasks, instance_labels, replica_gt, replica_subsets,
-    replica_vocabulary)
+from uniseg3d.benchmarks.leaderboard import TASKS, write_evaluation_leaderboards
 from uniseg3d.config import EvaluateConfig, Params
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import read_split
+from uniseg3d.metrics.submission import evaluate_submission
+from uniseg3d.metrics.tasks import (
+    REPLICA_EXCLUDED, OpenVocabTask, ScanNetTasks, instance_labels, replica_gt, replica_subsets,
+    replica_vocabulary)
 from uniseg3d.model.postprocess import Instances
 from uniseg3d.pipelines.evaluate import (
     METRICS_FILE, evaluation_sample, run_evaluate, write_scene_files)
@@ -53,7 +53,9 @@ def evaluated(data: Path) -> tuple[dict, Params]:
                                 replica_cache=str(data / "replica"), out=str(data / "reports"),
                                 dataset_label="unit-test"))
     train(params, progress=False)
-    return run_evaluate(params, progress=False), params
+    metrics = run_evaluate(params, progress=False)
+    write_evaluation_leaderboards(metrics, params.evaluate.out)  # as `uniseg3d evaluate` does
+    return metrics, params
 
 
 def test_every_section_metric_and_file_is_written(evaluated, data):
@@ -153,6 +155,7 @@ def test_without_replica_scenes_the_section_is_left_out(evaluated, data):
         params.evaluate, replica_cache=str(data / "missing"), out=str(data / "no_replica")))
     metrics = run_evaluate(params, progress=False)
     assert "replica" not in metrics and metrics["counts"]["replica_scenes"] == 0
+    write_evaluation_leaderboards(metrics, params.evaluate.out)
     board = pd.read_csv(data / "no_replica" / "leaderboards" / "open_vocab_replica.csv")
     assert list(board["method"]) == ["UniSeg3D"]
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from uniseg3d.benchmarks.instance_metrics import (
+from uniseg3d.metrics.instance import (
     OVERLAPS, InstanceGT, InstancePredictions, evaluate_instances, evaluate_scannet20_instances,
     instance_ap_table)
 

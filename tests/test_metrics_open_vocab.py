@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from uniseg3d.benchmarks.instance_metrics import InstanceGT, InstancePredictions
-from uniseg3d.benchmarks.open_vocab_metrics import (
-    evaluate_open_vocab, evaluate_scannet200_instances, scannet200_subsets)
 from uniseg3d.datasets.classes import scannet200
+from uniseg3d.metrics.instance import InstanceGT, InstancePredictions
+from uniseg3d.metrics.open_vocab import (
+    evaluate_open_vocab, evaluate_scannet200_instances, scannet200_subsets)
 
 
 def blocks(n: int, spans: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from uniseg3d.benchmarks.panoptic_metrics import PanopticSegmentation, evaluate_panoptic
+from uniseg3d.metrics.panoptic import PanopticSegmentation, evaluate_panoptic
 
 NAMES = ("wall", "floor", "chair", "table", "sofa")
 

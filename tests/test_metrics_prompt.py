@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uniseg3d.benchmarks.instance_metrics import InstanceGT
-from uniseg3d.benchmarks.prompt_metrics import (
+from uniseg3d.metrics.instance import InstanceGT
+from uniseg3d.metrics.prompt import (
     Clicks, click_ap, evaluate_interactive, evaluate_referring, mask_ious, unique_targets)
 
 

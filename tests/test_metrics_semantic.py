@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from uniseg3d.benchmarks.semantic_metrics import class_index, evaluate_semantic
+from uniseg3d.metrics.semantic import class_index, evaluate_semantic
 
 NAMES = ("x", "y", "z")
 

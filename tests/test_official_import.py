@@ -24,9 +24,9 @@ from uniseg3d.model.official.checkpoint import (OfficialCheckpointError, convert
                                                 official_key, read_official_checkpoint,
                                                 released_key)
 from uniseg3d.model.official.network import OfficialUniSeg3D
+from uniseg3d.palette import SCANNET20_COLORS
 from uniseg3d.pipelines.evaluate import run_evaluate
 from uniseg3d.pipelines.train import load_trained_model
-from uniseg3d.reports.palette import SCANNET20_COLORS
 
 MANIFEST = Path(__file__).parent / "data" / "official_state_dict.tsv"
 HISTORY_BUFFER = """

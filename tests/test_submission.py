@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from test_metrics_instance import random_scene, reference_table
-from uniseg3d.benchmarks.instance_metrics import (
-    InstanceGT, InstancePredictions, evaluate_scannet20_instances, summarize_ap)
-from uniseg3d.benchmarks.semantic_metrics import evaluate_semantic
-from uniseg3d.benchmarks.submission import (
-    evaluate_submission, format_table, read_instance_predictions, write_ids,
-    write_instance_submission, write_semantic_submission)
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.scene import InputError
+from uniseg3d.metrics.instance import (
+    InstanceGT, InstancePredictions, evaluate_scannet20_instances, summarize_ap)
+from uniseg3d.metrics.semantic import evaluate_semantic
+from uniseg3d.metrics.submission import (
+    evaluate_submission, format_table, read_instance_predictions, write_ids,
+    write_instance_submission, write_semantic_submission)
 
 THINGS = [int(i) for i in scannet20().source_ids[2:]]  # nyu40 ids of the 18 thing classes
 SEM20_OF_NYU40 = {int(nyu): k for k, nyu in enumerate(scannet20().source_ids)}
@@ -174,8 +174,8 @@ def test_repeated_mask_path_keeps_the_last_line(tmp_path):
 
 
 def test_a_scene_without_predictions_writes_an_empty_list(tmp_path):
-    from uniseg3d.benchmarks.instance_metrics import InstancePredictions
-    from uniseg3d.benchmarks.submission import write_instance_submission
+    from uniseg3d.metrics.instance import InstancePredictions
+    from uniseg3d.metrics.submission import write_instance_submission
 
     path = write_instance_submission(tmp_path, "scene0000_00", InstancePredictions(
         np.zeros((0, 50), dtype=bool), np.zeros(0, dtype=np.int64), np.zeros(0)))

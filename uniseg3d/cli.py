@@ -133,9 +133,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from uniseg3d.benchmarks.leaderboard import write_evaluation_leaderboards
     from uniseg3d.pipelines.evaluate import run_evaluate
 
-    metrics = run_evaluate(load_params(args.params), device=args.device)
+    params = load_params(args.params)
+    metrics = run_evaluate(params, device=args.device)
+    write_evaluation_leaderboards(metrics, params.evaluate.out)
     headline = {task: {k: v for k, v in section.items() if not isinstance(v, dict)}
                 for task, section in metrics.items() if isinstance(section, dict)
                 and task not in ("counts", "timing")}
@@ -208,7 +211,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_predictions(args: argparse.Namespace) -> int:
-    from uniseg3d.benchmarks.submission import evaluate_submission, format_table
+    from uniseg3d.metrics.submission import evaluate_submission, format_table
 
     result = evaluate_submission(args.task, args.gt, args.pred)
     print(format_table(result))
@@ -482,8 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "process. sweep: trials per hour "
                     "of the sweep in params.yaml. import-official: time and peak memory of "
                     "importing a full-size checkpoint in the released layout (random "
-                    "weights). serve: the browser app's time to first view, click-to-mask and text-to-mask "
-                    "(median, 95th percentile over 50 prompts) and memory with one and three "
+                    "weights). serve: the browser app's time to first view, click-to-mask and "
+                    "text-to-mask (median, 95th percentile over 50 prompts) and memory with one and three "
                     "scenes open, for tiny and paper.")
     bench.add_argument("target", choices=["superpoints", "prepare", "synth", "instance-ap",
                                           "evaluate", "model", "latency", "ray-overhead",

@@ -20,6 +20,7 @@ import pandas as pd
 REFERENCE_FILE = "paper_reference.csv"
 OURS = "uniseg3d (ours, {})"
 OUR_SOURCE = "measured (metrics.json)"
+LEADERBOARDS_DIR = "leaderboards"  # under `evaluate.out`
 NOTE = ("Numbers in percent (ours: metrics.json fractions x 100). The dataset column names the "
         "data each row was measured on; rows on different data are not comparable.")
 
@@ -32,7 +33,7 @@ TASKS: dict[str, tuple[str, tuple[tuple[str, str | None], ...]]] = {
     "instance": ("Instance segmentation", (
         ("mAP", "instance.ap"), ("mAP50", "instance.ap50"), ("mAP25", "instance.ap25"),
         ("mask mIoU", None))),
-    # the paper's interactive AP is UniSeg3D's own evaluator (`click_ap`, see prompt_metrics)
+    # the paper's interactive AP is UniSeg3D's own evaluator (`metrics.prompt.click_ap`)
     "interactive": ("Interactive segmentation (one click per object)", (
         ("AP", "interactive.click_ap"), ("AP50", "interactive.click_ap50"),
         ("AP25", "interactive.click_ap25"), ("mask mIoU", "interactive.miou"),
@@ -159,3 +160,9 @@ def write_leaderboards(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> 
         table.to_csv(path, index=False)
         written.append(path)
     return written
+
+
+def write_evaluation_leaderboards(metrics: dict, evaluate_out: str | Path) -> list[Path]:
+    """The leaderboards of an `evaluate` run's metrics, under `<evaluate.out>/leaderboards/`."""
+    return write_leaderboards(leaderboards(metrics, metrics["dataset"]),
+                              Path(evaluate_out) / LEADERBOARDS_DIR)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from uniseg3d.benchmarks.data_bench import machine
-from uniseg3d.benchmarks.instance_metrics import (
+from uniseg3d.metrics.instance import (
     InstanceGT, InstancePredictions, evaluate_scannet20_instances)
 
 

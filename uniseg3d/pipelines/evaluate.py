@@ -12,8 +12,10 @@ are not a ScanNet20 training class). Outputs under `evaluate.out`:
 * `per_class_{semantic,instance,panoptic,open_vocab}.csv`;
 * `predictions/`: ScanNet submission files (`instance/`, `semantic/`) with the matching ground
   truth (`gt_instance/`, `gt_semantic/`), so `evaluate_submission` reproduces the instance and
-  semantic numbers;
-* `leaderboards/`: the paper's comparison tables with our rows (`benchmarks.leaderboard`).
+  semantic numbers.
+
+The `evaluate` command then writes the leaderboards from `metrics.json` beside them
+(`uniseg3d.benchmarks.leaderboard.write_evaluation_leaderboards`).
 """
 
 from __future__ import annotations
@@ -31,18 +33,17 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from uniseg3d.benchmarks.instance_metrics import InstancePredictions
-from uniseg3d.benchmarks.leaderboard import leaderboards, write_leaderboards
-from uniseg3d.benchmarks.submission import (
-    write_ids, write_instance_submission, write_semantic_submission)
-from uniseg3d.benchmarks.task_metrics import (
-    REPLICA_EXCLUDED, OpenVocabTask, ScanNetTasks, free_text, instance_gt_ids, replica_gt,
-    replica_subsets, replica_vocabulary)
 from uniseg3d.config import Params
 from uniseg3d.datasets.cache import cached_scene_ids, read_scene
 from uniseg3d.datasets.classes import scannet20, scannet200
 from uniseg3d.datasets.loader import Sample, make_sample, read_scene_list, read_split
 from uniseg3d.datasets.scene import Scene
+from uniseg3d.metrics.instance import InstancePredictions
+from uniseg3d.metrics.submission import (
+    write_ids, write_instance_submission, write_semantic_submission)
+from uniseg3d.metrics.tasks import (
+    REPLICA_EXCLUDED, OpenVocabTask, ScanNetTasks, free_text, instance_gt_ids, replica_gt,
+    replica_subsets, replica_vocabulary)
 from uniseg3d.model.inference import ScenePrediction, predict_scene
 from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.text_encoder import CachedTextEncoder, class_embeddings
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_DIR = "predictions"
-LEADERBOARDS_DIR = "leaderboards"
 PER_CLASS_FILE = "per_class_{}.csv"
 COUNT_KEYS = ("classes", "count", "clicks")  # per-class tables and counts: not metric sections
 
@@ -158,7 +158,7 @@ def evaluate_replica(predictor: Predictor, params: Params, progress: bool
 
 def write_outputs(out: Path, metrics: dict, results: dict[str, dict],
                   vocabularies: dict[str, tuple[str, OpenVocabTask]]) -> None:
-    """`metrics.json`, the per-class CSVs and the leaderboards; `vocabularies`: benchmark name
+    """`metrics.json` and the per-class CSVs; `vocabularies`: benchmark name
     -> (its task key in `results`, the open-vocabulary task that produced it)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n",
@@ -170,7 +170,6 @@ def write_outputs(out: Path, metrics: dict, results: dict[str, dict],
     table = pd.concat(tables, ignore_index=True)
     table.insert(0, "benchmark", table.pop("benchmark"))
     table.to_csv(out / PER_CLASS_FILE.format("open_vocab"), index=False)
-    write_leaderboards(leaderboards(metrics, metrics["dataset"]), out / LEADERBOARDS_DIR)
 
 
 def run_evaluate(params: Params, progress: bool = True, device: str = "cpu") -> dict:

@@ -31,9 +31,9 @@ from uniseg3d.datasets.superpoints import segment_mesh
 from uniseg3d.model.inference import ScenePrediction, predict_scene
 from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.text_encoder import class_embeddings
+from uniseg3d.palette import (SCANNET20_COLORS, color_labels, color_masks, distinct_colors,
+                              panoptic_colors)
 from uniseg3d.pipelines.train import load_trained_model
-from uniseg3d.reports.palette import (SCANNET20_COLORS, color_labels, color_masks,
-                                      distinct_colors, panoptic_colors)
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from uniseg3d.datasets.scene import Scene
 from uniseg3d.model.inference import ScenePrediction
 from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.text_encoder import EncodedTexts, class_embeddings
+from uniseg3d.palette import SCANNET20_COLORS
 from uniseg3d.pipelines.predict import (TASKS, PromptError, click_points, click_summaries,
                                         prediction_arrays, predict_prompts, summary_document,
                                         task_layer, validate_texts)
-from uniseg3d.reports.palette import SCANNET20_COLORS
 
 LAYERS = ("input", *TASKS)
 MAX_CLASSES = 64  # names in one open-vocabulary list

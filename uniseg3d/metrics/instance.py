@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uniseg3d.benchmarks.semantic_metrics import class_index, nanmean
 from uniseg3d.datasets.classes import scannet20
+from uniseg3d.metrics.semantic import class_index, nanmean
 
 OVERLAPS = np.append(np.arange(0.5, 0.95, 0.05), 0.25)
 MIN_REGION_SIZE = 100

@@ -1,5 +1,5 @@
 """Open-vocabulary instance segmentation: ScanNet200 (with its class subsets) and free-text
-class lists such as Replica's, through the ScanNet AP engine of `instance_metrics`.
+class lists such as Replica's, through the ScanNet AP engine of `metrics.instance`.
 
 Labels (GT and predictions) are indices into the class list. Excluded classes (ScanNet200:
 wall and floor, as the ScanNet200 instance benchmark) are void for the ground truth and not
@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from uniseg3d.benchmarks.instance_metrics import (
-    InstanceGT, InstancePredictions, instance_ap_table, summarize_ap)
-from uniseg3d.benchmarks.semantic_metrics import nanmean
 from uniseg3d.datasets.classes import scannet200
+from uniseg3d.metrics.instance import (
+    InstanceGT, InstancePredictions, instance_ap_table, summarize_ap)
+from uniseg3d.metrics.semantic import nanmean
 
 SCANNET200_EXCLUDED = ("wall", "floor")
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from uniseg3d.benchmarks.instance_metrics import (
-    InstanceGT, InstancePredictions, evaluate_instances)
-from uniseg3d.benchmarks.semantic_metrics import evaluate_semantic
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.scene import InputError
+from uniseg3d.metrics.instance import (
+    InstanceGT, InstancePredictions, evaluate_instances)
+from uniseg3d.metrics.semantic import evaluate_semantic
 
 MASK_FOLDER = "pred_mask"
 COLUMNS = {"instance": (("AP", "ap", "ap"), ("AP50", "ap50", "ap50"), ("AP25", "ap25", "ap25")),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uniseg3d.benchmarks.instance_metrics import (
+from uniseg3d.metrics.instance import (
     InstanceGT, InstancePredictions, evaluate_instances)
 
 

@@ -26,17 +26,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from uniseg3d.benchmarks.instance_metrics import (
-    InstanceGT, InstancePredictions, evaluate_scannet20_instances)
-from uniseg3d.benchmarks.open_vocab_metrics import (
-    SCANNET200_EXCLUDED, evaluate_open_vocab, scannet200_subsets)
-from uniseg3d.benchmarks.panoptic_metrics import PanopticSegmentation, evaluate_panoptic
-from uniseg3d.benchmarks.prompt_metrics import (
-    Clicks, evaluate_interactive, evaluate_referring, unique_targets)
-from uniseg3d.benchmarks.semantic_metrics import evaluate_semantic
 from uniseg3d.datasets.classes import STUFF_CLASSES20, scannet20, scannet200
 from uniseg3d.datasets.loader import Sample
 from uniseg3d.datasets.scene import IGNORE_INDEX, Scene
+from uniseg3d.metrics.instance import (
+    InstanceGT, InstancePredictions, evaluate_scannet20_instances)
+from uniseg3d.metrics.open_vocab import (
+    SCANNET200_EXCLUDED, evaluate_open_vocab, scannet200_subsets)
+from uniseg3d.metrics.panoptic import PanopticSegmentation, evaluate_panoptic
+from uniseg3d.metrics.prompt import (
+    Clicks, evaluate_interactive, evaluate_referring, unique_targets)
+from uniseg3d.metrics.semantic import evaluate_semantic
 
 if TYPE_CHECKING:
     from uniseg3d.model.inference import ScenePrediction

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from uniseg3d.benchmarks.semantic_metrics import nanmean
+from uniseg3d.metrics.semantic import nanmean
 
 EPS = 1e-15
 STUFF20 = (0, 1)  # wall, floor
