@@ -85,6 +85,26 @@ def test_every_section_metric_and_file_is_written(evaluated, data):
         assert "uniseg3d (ours, unit-test)" in set(board["method"])
 
 
+def test_the_interactive_protocol_section(evaluated):
+    metrics, _ = evaluated
+    protocol = metrics["interactive_protocol"]
+    assert protocol["max_clicks"] == 20
+    single, multi = protocol["single"], protocol["multi"]
+    # every clickable object of the two scenes alone, and the two scenes' objects together
+    assert single["objects"] == metrics["counts"]["clicks"] == 4 and multi["objects"] == 2
+    for mode in (single, multi):
+        assert set(mode) == {"noc@50", "noc@65", "noc@80", "noc@85", "noc@90", "iou@1",
+                             "iou@3", "iou@5", "iou@10", "iou@15", "objects", "curve",
+                             "per_scene"}
+        assert 1 <= mode["noc@50"] <= mode["noc@65"] <= mode["noc@90"] <= 20
+        assert len(mode["curve"]) == 20 and all(0 <= v <= 1 for v in mode["curve"])
+        assert mode["curve"][0] == pytest.approx(mode["iou@1"])
+        assert mode["curve"][14] == pytest.approx(mode["iou@15"])
+        assert sorted(mode["per_scene"]) == ["scene0000_00", "scene0001_00"]
+    assert sum(s["objects"] for s in single["per_scene"].values()) == 4
+    assert metrics["timing"]["interactive_protocol_s"] > 0
+
+
 def test_submission_files_reproduce_the_in_memory_numbers(evaluated):
     metrics, params = evaluated
     predictions = Path(params.evaluate.out) / "predictions"

@@ -19,7 +19,7 @@ from uniseg3d.datasets.scannet import read_scannet_scene
 from uniseg3d.datasets.scene import Description
 from uniseg3d.model.criterion import Criterion, hungarian_match, mask_losses
 from uniseg3d.model.decoder import (
-    FourierPositions, QueryPredictions, UnifiedDecoder, prompt_isolation_mask)
+    Clicks, FourierPositions, QueryPredictions, UnifiedDecoder, prompt_attention_mask)
 from uniseg3d.model.inference import predict_scene
 from uniseg3d.model.inputs import scene_input, scene_targets
 from uniseg3d.model.postprocess import Instances, mask_nms, semantic_labels
@@ -133,8 +133,9 @@ def test_semantic_labels_lose_the_model_training_prior(scene, classes):
     inputs, model = scene_input(sample, texts_of(sample)), tiny_model().eval()
     with torch.no_grad():
         logits = model([inputs])[0].semantic_logits(classes)
-    plain = predict_scene(model, inputs, classes).semantic
-    assert plain.tolist() == logits.argmax(1)[inputs.superpoints].tolist()  # zeros: no change
+    plain = predict_scene(model, inputs, classes)
+    expected = semantic_labels(logits, inputs.superpoints, plain.instances)  # zeros: no change
+    assert plain.semantic.tolist() == expected.tolist()
     sofa = scannet20().names.index("sofa")
     model.semantic_log_prior[sofa] = -1000.0  # a class never seen in training: +1000 at test
     assert (predict_scene(model, inputs, classes).semantic == sofa).all()
@@ -164,10 +165,14 @@ def test_semantic_head_loss_and_labels_follow_its_embeddings(scene, classes):
 
 def test_prompts_are_isolated_and_texts_read_the_generic_queries(scene, classes):
     # 2 generic, 1 click, 2 texts: a text row sees the generic columns and itself, nothing else
-    mask = prompt_isolation_mask(2, 1, 2)
-    assert mask.tolist() == [[False, False, True, True, True], [False, False, True, True, True],
-                             [True, True, False, True, True], [False, False, True, False, True],
+    mask = prompt_attention_mask(2, torch.tensor([0]), 2)
+    assert mask.tolist() == [[True, True, False, True, True], [False, False, True, False, True],
                              [False, False, True, True, False]]
+    # clicks 0 and 2 on object 0, click 1 on object 1, clicks 3 and 4 negative
+    mask = prompt_attention_mask(1, torch.tensor([0, 1, 0, -1, -1]), 0)
+    assert (~mask).int().tolist() == [[0, 1, 0, 1, 0, 0], [0, 0, 1, 0, 0, 0],
+                                      [0, 1, 0, 1, 0, 0], [0, 0, 0, 0, 1, 1],
+                                      [0, 0, 0, 0, 1, 1]]
     model = tiny_model().eval()
     sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
     texts = texts_of(sample)
@@ -185,7 +190,7 @@ def test_prompts_are_isolated_and_texts_read_the_generic_queries(scene, classes)
     # dropping generic queries changes what a text query reads, but no click query
     with torch.no_grad():
         features = model.backbone([base.coords], [base.colors], [base.superpoints])[0]
-        clicks = base.superpoints[base.click_points]
+        clicks = base.clicks()
 
         def last_masks(count: int) -> torch.Tensor:
             return model.decoder(features, *superpoint_means(base, len(features)),
@@ -247,8 +252,7 @@ def test_positions_and_colours_tell_alike_superpoints_apart():
     features[1] = features[0]
     colours, centroids = torch.rand(6, 3) * 2 - 1, torch.randn(6, 3)
     colours[1] = colours[0]
-    no_prompts = torch.zeros(0, dtype=torch.long), EncodedTexts.from_rows(
-        torch.zeros(0, TEXT_DIM), [])
+    no_prompts = Clicks.none(), EncodedTexts.from_rows(torch.zeros(0, TEXT_DIM), [])
 
     def masks() -> torch.Tensor:
         with torch.no_grad():

@@ -28,7 +28,8 @@ def test_predict_writes_every_task(tmp_path, trained):
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["files"] == sorted([f"{t}.ply" for t in TASKS] + ["predictions.npz"])
-    assert len(summary["clicks"]) == 2 and len(summary["texts"]) == 1
+    assert len(summary["objects"]) == 2 and len(summary["texts"]) == 1
+    assert summary["negative_clicks"] == []
     assert summary["open_vocabulary"]["classes"] == ["chair", "table", "lamp"]
     source = PlyData.read(str(mesh))
     for task in TASKS:
@@ -36,7 +37,32 @@ def test_predict_writes_every_task(tmp_path, trained):
         assert ply["vertex"].count == source["vertex"].count
         assert ply["face"].count == source["face"].count
     # a click on the chair box's top lands on a vertex of the chair
-    assert summary["clicks"][0]["point"] >= 0
+    assert summary["objects"][0]["clicks"][0]["point"] >= 0
+    interactive = PlyData.read(str(out / "interactive.ply"))["vertex"]["mask"]
+    arrays = np.load(out / "predictions.npz")
+    for k, obj in enumerate(summary["objects"]):
+        assert obj["assigned_points"] == int((interactive == k).sum())
+        assert obj["mask_points"] == int(arrays["click_masks"][k].sum())
+        # every point assigned to an object lies in that object's own mask
+        assert arrays["click_masks"][k][interactive == k].all()
+
+
+def test_several_clicks_per_object_and_negative_clicks(tmp_path, trained):
+    mesh, checkpoint = trained
+    out = tmp_path / "out"
+    vertex = PlyData.read(str(mesh))["vertex"]
+    first, second, third = (",".join(f"{vertex[a][i]:.4f}" for a in "xyz")
+                            for i in (0, len(vertex.data) // 2, len(vertex.data) - 1))
+    assert main(["predict", str(mesh), "--checkpoint", str(checkpoint), "--click", first,
+                 "--negative", second, "--click", f"{third}@0", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["objects"]) == 1
+    assert [c["point"] for c in summary["objects"][0]["clicks"]] == [0, len(vertex.data) - 1]
+    assert [c["point"] for c in summary["negative_clicks"]] == [len(vertex.data) // 2]
+    labels = PlyData.read(str(out / "interactive.ply"))["vertex"]["mask"]
+    # a clicked point takes its click's label: the negative one no object, the others object 0
+    assert labels[len(vertex.data) // 2] == -1
+    assert labels[0] == labels[len(vertex.data) - 1] == 0
 
 
 def test_point_cloud_without_faces(tmp_path, trained):
@@ -55,6 +81,10 @@ def test_point_cloud_without_faces(tmp_path, trained):
 @pytest.mark.parametrize("arguments, message", [
     (["--click", "9,9,9"], "from the nearest point of the scan"),
     (["--click", "1,2"], "three comma-separated numbers"),
+    (["--click", "1,2,3@x"], "with K the object's number"),
+    (["--click", "0,0,0@0"], "no object 0 yet"),
+    (["--negative", "0,0,0"], "need at least one object"),
+    (["--negative", "0,0"], "--negative '0,0': expected three"),
     (["--text", "   "], "is empty"),
     (["--text", "word " * 200], "200 words"),
 ])

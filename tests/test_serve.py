@@ -19,7 +19,7 @@ from uniseg3d.cli import main
 from uniseg3d.datasets.cache import write_scene
 from uniseg3d.pipelines.predict import PromptError, read_scan
 from uniseg3d.pipelines.train import load_trained_model
-from uniseg3d.serve.app import ServeApp, ServeOptions
+from uniseg3d.serve.app import ADD, NEGATIVE, ServeApp, ServeOptions
 from uniseg3d.serve.session import Model, SceneSession, nearest_on_ray, parse_classes
 from uniseg3d.serve.uploads import UploadError, read_upload
 
@@ -63,7 +63,7 @@ def test_session_prompts_give_the_masks_predict_gives(tmp_path, trained):
     assert np.array_equal(prediction.semantic, expected["semantic"])
     assert np.array_equal(prediction.instances.masks, expected["instance_masks"])
     assert session.names == ["chair", "table", "lamp"]
-    assert [o["point"] for o in session.objects()] == session.points
+    assert [o["clicks"][0]["point"] for o in session.objects()] == session.points
     # every layer's colours are those of predict's PLYs
     for task in ("semantic", "instance", "panoptic", "interactive", "referring",
                  "open_vocabulary"):
@@ -73,7 +73,32 @@ def test_session_prompts_give_the_masks_predict_gives(tmp_path, trained):
     assert np.array_equal(session.layer("input"), scene.colors)
     ply = session.export_ply("semantic")
     assert ply.startswith(b"ply\n") and b"property int label" in ply
-    assert b'"clicks"' in session.export_json()
+    assert b'"objects"' in session.export_json()
+
+
+def test_several_clicks_and_negative_clicks_give_predict_s_masks(tmp_path, trained):
+    mesh_path, checkpoint, loaded = trained
+    mesh, scene = read_scan(mesh_path)
+    first, negative, second = (tuple(float(v) for v in scene.coords[i])
+                               for i in (0, scene.num_points // 2, scene.num_points - 1))
+    out = tmp_path / "predict"
+    assert main(["predict", str(mesh_path), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--click", ",".join(map(str, first)), "--negative",
+                 ",".join(map(str, negative)), "--click",
+                 ",".join(map(str, second)) + "@0"]) == 0
+    expected = np.load(out / "predictions.npz")
+    session = SceneSession("scan", mesh, scene, loaded)
+    with pytest.raises(PromptError, match="need at least one object"):
+        session.click(negative, negative=True)  # refused: nothing is clicked yet
+    with pytest.raises(PromptError, match="no object 0 yet"):
+        session.click(second, target=0)
+    assert session.click(first) == 0
+    assert session.click(negative, negative=True) == -1
+    assert session.click(second, target=0) == 0
+    assert np.array_equal(session.prediction.clicks.masks, expected["click_masks"])
+    labels = PlyData.read(str(out / "interactive.ply"))["vertex"]["mask"]
+    assert np.array_equal(session.prediction.clicks.labels, labels)
+    assert len(session.objects()) == 1 and len(session.objects()[0]["clicks"]) == 2
 
 
 def test_the_click_ray_takes_the_nearest_point_in_front():
@@ -160,6 +185,12 @@ def test_the_app_reports_bad_input_and_keeps_serving(app, trained):
     target = app.current.scene.coords[0]
     app._guard("click", app.click_ray, tuple(target + [0, 0, 2.0]), (0.0, 0.0, -1.0))
     assert len(app.current.points) == 1 and app.layer_list.value == "interactive"
+    app._guard("click", app.click_ray, tuple(target + [0, 0, 2.0]), (0.0, 0.0, -1.0), ADD, 2)
+    assert "no object 1 yet" in app.status.content and len(app.current.points) == 1
+    app.click_mode.value = NEGATIVE  # the panel's mode applies when none is passed
+    app._guard("click", app.click_ray, tuple(target + [0, 0, 2.0]), (0.0, 0.0, -1.0))
+    assert "negative click" in app.status.content
+    assert app.current.objects_of_clicks().tolist() == [0, -1]
     assert np.array_equal(np.asarray(app.cloud.colors), app.current.layer("interactive"))
 
 

@@ -28,6 +28,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class TaggedAppend(argparse.Action):
+    """Append (tag, value) to one list, so that several options keep their order on the
+    command line (predict's --click and --negative)."""
+
+    def __init__(self, *args, tag: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tag = tag
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, [*getattr(namespace, self.dest), (self.tag, values)])
+
+
 def _write_json(document: dict, out: str | None) -> None:
     text = json.dumps(document, indent=2)
     if out:
@@ -159,12 +171,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from uniseg3d.pipelines.predict import PredictRequest, PromptError, parse_click, run_predict
+    from uniseg3d.pipelines.predict import (PredictRequest, PromptError, parse_click,
+                                            parse_negative, run_predict)
 
     try:
+        clicks = tuple(parse_negative(text) if option == "negative" else parse_click(text)
+                       for option, text in args.clicks)
         request = PredictRequest(
             mesh=Path(args.scan), checkpoint=Path(args.checkpoint), out=Path(args.out),
-            clicks=tuple(parse_click(c) for c in args.click), texts=tuple(args.text),
+            clicks=clicks, texts=tuple(args.text),
             classes=tuple(c.strip() for c in args.classes.split(",") if c.strip())
             if args.classes else ())
         summary = run_predict(request, device=args.device)
@@ -398,13 +413,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict = verbs.add_parser(
         "predict", help="run all six tasks on one mesh or point cloud",
         description="One forward pass on a PLY scan: semantic, instance, panoptic, interactive "
-                    "(one mask per --click), referring (one mask per --text) and "
+                    "(one mask per clicked object), referring (one mask per --text) and "
                     "open-vocabulary instances (against --classes). Writes a coloured PLY per "
                     "task and summary.json to --out.")
     predict.add_argument("scan", help="PLY mesh (superpoints by the segmentator) or point cloud")
     predict.add_argument("--checkpoint", required=True, help="a checkpoint from uniseg3d train")
-    predict.add_argument("--click", action="append", default=[], metavar="X,Y,Z",
-                         help="a click on the object to segment (repeatable)")
+    predict.add_argument("--click", dest="clicks", action=TaggedAppend, tag="click",
+                         default=[], metavar="X,Y,Z[@K]",
+                         help="a click on an object to segment (repeatable): X,Y,Z starts a "
+                              "new object, X,Y,Z@K adds a click to object K (0 = the first)")
+    predict.add_argument("--negative", dest="clicks", action=TaggedAppend, tag="negative",
+                         default=[], metavar="X,Y,Z",
+                         help="a negative click: background, where no object is (repeatable)")
     predict.add_argument("--text", action="append", default=[], metavar="DESCRIPTION",
                          help="a description of one object (repeatable)")
     predict.add_argument("--classes", help="comma-separated class names for open vocabulary "

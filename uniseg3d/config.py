@@ -128,6 +128,7 @@ class LossWeights:
     no_object: float = 0.1
     align: float = 0.5  # matched generic queries toward their class-name embedding (ours)
     prompt_weight: float = 0.1  # click and text query losses
+    click_objects: float = 1.0  # clicked objects' assignment CE (several clicks, negatives; ours)
     semantic: float = 1.0  # superpoint semantic head (our departure, see model/uniseg3d.py)
     lambda_inter: float = 0.1  # distillation + contrastive (inter-task) terms
     distill_top: float = 0.1  # fraction of superpoints used by click -> generic distillation
@@ -147,6 +148,9 @@ class AugmentConfig:
     elastic: tuple[tuple[float, float], ...] = ((0.12, 0.048), (0.4, 0.192))
 
 
+CORRECTIVE_CLICKS = ("deepest", "random")  # where a corrective click goes in its error region
+
+
 @dataclass(frozen=True)
 class PromptConfig:
     """Click and description prompts; training and evaluation strategies are set separately."""
@@ -157,6 +161,16 @@ class PromptConfig:
     max_clicks: int = 16  # per scene in training
     max_texts: int = 16  # per scene in training
     min_points: int = 20  # smallest instance that gets a click
+    corrective_rounds: int = 0  # training: up to this many corrective clicks per scene (ours)
+    corrective_click: str = "deepest"  # deepest (AGILE3D) | random: where in the error region
+
+    def __post_init__(self):
+        if self.corrective_click not in CORRECTIVE_CLICKS:
+            raise ConfigError(f"prompts.corrective_click: expected one of "
+                              f"{list(CORRECTIVE_CLICKS)}, found {self.corrective_click!r}")
+        if self.corrective_rounds < 0:
+            raise ConfigError(f"prompts.corrective_rounds: expected >= 0, found "
+                              f"{self.corrective_rounds}")
 
 
 @dataclass(frozen=True)
@@ -187,6 +201,7 @@ class EvaluateConfig:
     replica_cache: str | None = "data/cache/replica"  # None: skip the Replica evaluation
     out: str = "reports"  # metrics.json, per-class CSVs, predictions/ in the submission format
     dataset_label: str = "synthetic"  # names the dataset of our leaderboard rows
+    protocol_clicks: int = 20  # AGILE3D's interactive protocol: clicks per object; 0 = skip
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,23 @@ STUFF20 = np.array([scannet20().names.index(n) for n in STUFF_CLASSES20])
 class Sample:
     scene: Scene  # coordinates possibly augmented
     click_points: np.ndarray  # (Kc,) point index of each click
-    click_instances: np.ndarray  # (Kc,) instance clicked
+    click_instances: np.ndarray  # (Kc,) the object each click prompts (a GT instance in
+    #                               training and evaluation); -1 = a negative click
     texts: list[str]
     text_instances: np.ndarray  # (Kt,) instance each description names
+
+
+def objects_of_clicks(click_instances: np.ndarray) -> np.ndarray:
+    """(Kc,) object index of each click: objects numbered 0, 1, ... in the order of their first
+    click; -1 stays -1 (a negative click)."""
+    click_instances = np.asarray(click_instances, dtype=np.int64)
+    positive = click_instances >= 0
+    ids, first = np.unique(click_instances[positive], return_index=True)
+    rank = np.empty(len(ids), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(ids))
+    objects = np.full(len(click_instances), -1, dtype=np.int64)
+    objects[positive] = rank[np.searchsorted(ids, click_instances[positive])]
+    return objects
 
 
 def read_split(cache_dir: str | Path, scene_ids: list[str] | None = None) -> list[Scene]:

@@ -3,7 +3,9 @@
 Generic queries are matched to object and stuff segments by Hungarian matching
 (scipy's `linear_sum_assignment`) on class + BCE + Dice costs; click and text queries know their
 target. Per layer: CE (no-object weight 0.1), BCE, Dice and the IoU-head MSE; prompt losses are
-scaled by `prompt_weight`; matched generic queries' embeddings are pulled toward their
+scaled by `prompt_weight` (click queries: the positive ones, each against its object); the
+clicked objects' combined logits (`model.click_objects`) by a per-superpoint cross-entropy
+over background and objects, scaled by `click_objects`; matched generic queries' embeddings are pulled toward their
 class-name embedding (1 - cosine, scaled by `align`). The superpoint semantic head:
 cross-entropy against each superpoint's majority class, scaled by `semantic`. Inter-task terms
 on the last layer, scaled by `lambda_inter`: distillation click -> generic on the top 10 %
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from uniseg3d.config import LossWeights
+from uniseg3d.model.click_objects import number_of_objects
 from uniseg3d.model.decoder import QueryPredictions
 from uniseg3d.model.targets import SceneTargets
 from uniseg3d.model.uniseg3d import SceneOutput
@@ -117,22 +120,46 @@ class Criterion:
 
     def scene_losses(self, out: SceneOutput, t: SceneTargets, class_embeddings: torch.Tensor
                      ) -> dict[str, torch.Tensor]:
-        losses = {"generic": 0.0, "click": 0.0, "text": 0.0}
+        losses = {"generic": 0.0, "click": 0.0, "text": 0.0, "click_objects": 0.0}
+        positive = t.click_segments >= 0
         for layer in range(len(out.layers)):
             generic = out.part("generic", layer)
             loss, rows, segments = self.generic_loss(generic, class_embeddings, t)
             losses["generic"] = losses["generic"] + loss
-            for kind, seg in (("click", t.click_segments), ("text", t.text_segments)):
+            clicks = out.part("click", layer)
+            prompts = {"click": (clicks.select(positive), t.click_segments[positive]),
+                       "text": (out.part("text", layer), t.text_segments)}
+            for kind, (pred, seg) in prompts.items():
                 if len(seg):
-                    pred = out.part(kind, layer)
                     losses[kind] = losses[kind] + self.w.prompt_weight * self._query_losses(
                         pred, pred.class_logits(class_embeddings), t.masks[seg], t.labels[seg])
+            losses["click_objects"] = losses["click_objects"] + self.w.click_objects * \
+                self.click_object_loss(clicks.masks, out.click_objects, t)
         losses = {k: torch.as_tensor(v) / len(out.layers) for k, v in losses.items()}
         logits = out.semantic_logits(class_embeddings)
         losses["semantic"] = self.w.semantic * F.cross_entropy(
             logits, t.semantic, ignore_index=-1) if (t.semantic >= 0).any() else logits.sum() * 0
         losses.update(self.inter_task_losses(out, t, class_embeddings, rows, segments))
         return losses
+
+    @staticmethod
+    def click_object_loss(click_logits: torch.Tensor, objects: torch.Tensor, t: SceneTargets
+                          ) -> torch.Tensor:
+        """Cross-entropy of each superpoint's assignment among the background and the clicked
+        objects, from the logits `model.click_objects` combines (an object's: the maximum over
+        its click queries; the background's: over the negative clicks, floored at 0): the
+        superpoint's target is the object whose segment covers it, else the background."""
+        count = number_of_objects(objects)
+        if not count:
+            return click_logits.sum() * 0
+        logits = torch.stack([click_logits[objects == k].max(0).values for k in range(count)])
+        negative = objects < 0
+        background = click_logits[negative].max(0).values.clamp(min=0) if negative.any() \
+            else click_logits.new_zeros(click_logits.shape[1])
+        first_click = [int(torch.nonzero(objects == k)[0]) for k in range(count)]
+        covered = t.masks[t.click_segments[first_click]] > 0  # (K, M)
+        target = torch.where(covered.any(0), covered.float().argmax(0) + 1, 0)
+        return F.cross_entropy(torch.cat([background[None], logits]).T, target)
 
     def inter_task_losses(self, out: SceneOutput, t: SceneTargets, class_embeddings: torch.Tensor,
                           generic_rows: torch.Tensor, generic_segments: torch.Tensor
@@ -144,7 +171,8 @@ class Criterion:
         # click -> generic: the generic query matched to the clicked object mimics the click
         # mask on the superpoints where the click query is most confident
         match = {int(s): int(r) for r, s in zip(generic_rows, generic_segments)}
-        pairs = [(c, match[int(s)]) for c, s in enumerate(t.click_segments) if int(s) in match]
+        pairs = [(c, match[int(s)]) for c, s in enumerate(t.click_segments) if int(s) in match
+                 and int(s) >= 0]
         if pairs:
             c_idx, g_idx = (torch.tensor(x) for x in zip(*pairs))
             teacher = click.masks[c_idx].detach().sigmoid()
@@ -153,8 +181,11 @@ class Criterion:
             chosen = confidence.topk(top, dim=1).indices
             distill = F.binary_cross_entropy_with_logits(
                 generic.masks[g_idx].gather(1, chosen), teacher.gather(1, chosen))
-        # click <-> text of the same object
-        click_of = {int(s): c for c, s in enumerate(t.click_segments)}
+        # click <-> text of the same object (its first click)
+        click_of = {}
+        for c, s in enumerate(t.click_segments.tolist()):
+            if s >= 0:
+                click_of.setdefault(s, c)
         pairs = [(click_of[int(s)], i) for i, s in enumerate(t.text_segments) if int(s) in click_of]
         if pairs:
             c_idx, t_idx = (torch.tensor(x) for x in zip(*pairs))

@@ -1,4 +1,4 @@
-"""The unified decoder: generic, click and text queries decoded together in one pass.
+"""The unified decoder: generic, click and text queries, every task from one forward.
 
 Memory: the superpoint features projected to `d_model`, plus a Fourier encoding of each
 superpoint's centroid (wavelengths 0.25-16 m, relative to the scene's centre), as in Mask3D,
@@ -8,16 +8,24 @@ neither generic nor click queries could tell them apart, and the backbone's feat
 mostly for classes and instances, keep too little colour for descriptions that name one.
 
 Queries: generic ones from superpoint features (a random 50-100 % of the superpoints in
-training, all of them at test), one click query per prompted object (the feature of the
-superpoint holding the click), one text query per description (its projected text embedding),
-each plus a learned task embedding. Before every layer each text query reads the token features
-of its own description (attention over its words), so that it can tell the object a description
-names from the anchors named beside it, which one pooled sentence embedding mixes. Every layer
-then runs masked cross-attention to the superpoint features (a query sees the superpoints its
-previous mask covers), self-attention in which generic queries see only each other, a click
-query only itself, and a text query itself and the generic queries (the object proposals, whose
-features carry their positions: what a relation such as "left of the desk" needs), and a
-feed-forward block. Mask, class and IoU heads run before the first layer and after every layer.
+training, all of them at test), one click query per click (the memory of the superpoint holding
+the click, a learned positive or negative click embedding and the Fourier code of the clicked
+point; several clicks may prompt one object, and negative clicks mark background), one text
+query per description (its projected text embedding), each plus a learned task embedding.
+Before every layer each text query reads the token features of its own description (attention
+over its words), so that it can tell the object a description names from the anchors named
+beside it, which one pooled sentence embedding mixes. Every layer then runs masked
+cross-attention to the superpoint features (a query sees the superpoints its previous mask
+covers), self-attention in which generic queries see only each other, a click query the clicks
+of its own object (a negative click the other negative ones), and a text query itself and the
+generic queries (the object proposals, whose features carry their positions: what a relation
+such as "left of the desk" needs), and a feed-forward block. Mask, class and IoU heads run
+before the first layer and after every layer.
+
+Since no prompt reaches a generic query, the decoder runs in two passes that give what one
+joint pass would: the generic queries alone (`decode_generic`, kept per layer), then the
+prompts reading the kept states (`decode_prompts`). A scene open in the browser app decodes its
+generic queries once, and each click or description reruns the prompt pass only.
 
 Classification is by cosine similarity between a query's projection into the text-embedding
 space and class-name text embeddings, so the same weights classify against any class list;
@@ -35,7 +43,7 @@ from torch import nn
 
 from uniseg3d.model.text_encoder import EncodedTexts
 
-GENERIC, CLICK, TEXT = 0, 1, 2
+GENERIC, CLICK, TEXT, NEGATIVE = 0, 1, 2, 3  # rows of the task embedding
 
 
 @dataclass
@@ -53,13 +61,19 @@ class QueryPredictions:
         cosine = self.embeddings @ class_embeddings.T
         return torch.cat([cosine * self.logit_scale, self.no_object[:, None]], 1)
 
+    @staticmethod
+    def cat(parts: list["QueryPredictions"]) -> "QueryPredictions":
+        return QueryPredictions(*(torch.cat([getattr(p, name) for p in parts]) for name in (
+            "masks", "embeddings", "no_object", "iou")), parts[0].logit_scale)
+
     def select(self, rows: slice | torch.Tensor) -> "QueryPredictions":
         return QueryPredictions(self.masks[rows], self.embeddings[rows], self.no_object[rows],
                                 self.iou[rows], self.logit_scale)
 
 
 class DecoderLayer(nn.Module):
-    """Masked cross-attention, self-attention and FFN, each with residual and post-norm."""
+    """Masked cross-attention, self-attention and FFN, each with residual and post-norm; the
+    three steps are separate methods so that generic and prompt queries can take them apart."""
 
     def __init__(self, d_model: int, heads: int, ffn: int, dropout: float = 0.0):
         super().__init__()
@@ -68,26 +82,73 @@ class DecoderLayer(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(d_model, ffn), nn.ReLU(), nn.Linear(ffn, d_model))
         self.norms = nn.ModuleList([nn.LayerNorm(d_model) for _ in range(3)])
 
-    def forward(self, queries: torch.Tensor, memory: torch.Tensor, cross_mask: torch.Tensor,
-                self_mask: torch.Tensor) -> torch.Tensor:
+    def attend_scene(self, queries: torch.Tensor, memory: torch.Tensor, blocked: torch.Tensor
+                     ) -> torch.Tensor:
         q, m = queries[None], memory[None]
-        q = self.norms[0](q + self.cross(q, m, m, attn_mask=cross_mask)[0])
-        q = self.norms[1](q + self.self_attn(q, q, q, attn_mask=self_mask)[0])
-        return self.norms[2](q + self.ffn(q))[0]
+        return self.norms[0](q + self.cross(q, m, m, attn_mask=blocked)[0])[0]
+
+    def attend_queries(self, queries: torch.Tensor, keys: torch.Tensor,
+                       blocked: torch.Tensor | None = None) -> torch.Tensor:
+        q, k = queries[None], keys[None]
+        return self.norms[1](q + self.self_attn(q, k, k, attn_mask=blocked)[0])[0]
+
+    def feed_forward(self, queries: torch.Tensor) -> torch.Tensor:
+        return self.norms[2](queries + self.ffn(queries))
 
 
-def prompt_isolation_mask(num_generic: int, num_clicks: int, num_texts: int,
-                          device=None) -> torch.Tensor:
-    """Self-attention mask (True = blocked), queries ordered generic, clicks, texts: generic
-    queries see each other only; every prompt query sees itself, and a text query also sees
-    every generic query, so that it can read where the objects a description names lie."""
-    total = num_generic + num_clicks + num_texts
-    blocked = torch.ones(total, total, dtype=torch.bool, device=device)
-    blocked[:num_generic, :num_generic] = False
-    blocked[num_generic + num_clicks:, :num_generic] = False
-    index = torch.arange(num_generic, total, device=device)
-    blocked[index, index] = False
+def cross_attention_mask(previous: QueryPredictions) -> torch.Tensor:
+    """(Q, M) True = blocked: a query sees the superpoints its previous mask covers (all of them
+    when that mask is empty)."""
+    blocked = previous.masks.detach().sigmoid() < 0.5
+    blocked[blocked.all(1)] = False
     return blocked
+
+
+@dataclass
+class Clicks:
+    """The clicks of one scene, one query each."""
+
+    superpoints: torch.Tensor  # (K,) superpoint holding each click
+    positions: torch.Tensor  # (K, 3) the clicked point, relative to the scene's centre
+    objects: torch.Tensor  # (K,) the object each click adds to (0, 1, ...); -1 = negative
+
+    @classmethod
+    def none(cls, device=None) -> "Clicks":
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return cls(empty, torch.zeros(0, 3, device=device), empty)
+
+    def __len__(self) -> int:
+        return len(self.superpoints)
+
+
+def prompt_attention_mask(num_generic: int, click_objects: torch.Tensor, num_texts: int
+                          ) -> torch.Tensor:
+    """(P, G + P) self-attention mask of the prompt queries (True = blocked), rows clicks then
+    texts, columns generic, clicks, texts: a click query sees the clicks of its own object (the
+    negative clicks: each other), a text query itself and every generic query, so that it can
+    read where the objects a description names lie. Generic queries see only each other, so
+    that no prompt changes them."""
+    clicks = len(click_objects)
+    prompts = clicks + num_texts
+    blocked = torch.ones(prompts, num_generic + prompts, dtype=torch.bool,
+                         device=click_objects.device)
+    blocked[:clicks, num_generic:num_generic + clicks] = (click_objects[:, None]
+                                                           != click_objects[None, :])
+    blocked[clicks:, :num_generic] = False
+    texts = torch.arange(clicks, prompts, device=click_objects.device)
+    blocked[texts, num_generic + texts] = False
+    return blocked
+
+
+@dataclass
+class GenericPass:
+    """The generic queries decoded on their own: they never see a prompt, so one pass serves
+    every set of prompts on the scene."""
+
+    memory: torch.Tensor  # (M, d) the decoder's superpoint memory
+    seeds: torch.Tensor  # (G,) the superpoint each generic query started from
+    states: list[torch.Tensor]  # per layer: the generic queries entering its self-attention
+    layers: list[QueryPredictions]  # heads before the first layer and after every layer
 
 
 class FourierPositions(nn.Module):
@@ -131,7 +192,7 @@ class UnifiedDecoder(nn.Module):
         self.colours = nn.Linear(3, d_model)
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d_model), nn.ReLU(),
                                        nn.Linear(d_model, d_model))
-        self.task_embedding = nn.Embedding(3, d_model)
+        self.task_embedding = nn.Embedding(4, d_model)
         self.layers = nn.ModuleList([DecoderLayer(d_model, heads, ffn) for _ in range(layers)])
         self.word_proj = nn.Sequential(nn.Linear(text_dim, d_model), nn.LayerNorm(d_model))
         self.word_attention = nn.ModuleList([WordAttention(d_model, heads)
@@ -152,32 +213,62 @@ class UnifiedDecoder(nn.Module):
             no_object=self.no_object(q)[:, 0], iou=self.iou_head(q)[:, 0],
             logit_scale=self.logit_scale.exp().clamp(max=100.0))
 
-    def forward(self, superpoint_features: torch.Tensor, colours: torch.Tensor,
-                centroids: torch.Tensor, generic: torch.Tensor, click_superpoints: torch.Tensor,
-                texts: EncodedTexts) -> list[QueryPredictions]:
-        """Predictions of every layer (first = before any layer) for one scene; `colours`: (M, 3)
+    def scene_memory(self, superpoint_features: torch.Tensor, colours: torch.Tensor,
+                     centroids: torch.Tensor) -> torch.Tensor:
+        """(M, d) memory: projected features + colour + Fourier position; `colours`: (M, 3)
         mean superpoint colours (RGB/127.5 - 1); `centroids`: (M, 3) superpoint centres
-        relative to the scene's centre.
+        relative to the scene's centre."""
+        return (self.input_proj(superpoint_features) + self.colours(colours)
+                + self.positions(centroids))
 
-        Query order: generic (superpoint indices `generic`), then clicks (superpoint indices
-        holding each click), then texts (one per description of `texts`)."""
-        memory = (self.input_proj(superpoint_features) + self.colours(colours)
-                  + self.positions(centroids))
+    def decode_generic(self, memory: torch.Tensor, generic: torch.Tensor) -> GenericPass:
+        """The generic queries (seeded at superpoint indices `generic`) through every layer."""
+        queries = memory[generic] + self.task_embedding.weight[GENERIC]
+        layers, states = [self.heads(queries, memory)], []
+        for layer in self.layers:
+            queries = layer.attend_scene(queries, memory, cross_attention_mask(layers[-1]))
+            states.append(queries)
+            queries = layer.feed_forward(layer.attend_queries(queries, queries))
+            layers.append(self.heads(queries, memory))
+        return GenericPass(memory, generic, states, layers)
+
+    def click_queries(self, memory: torch.Tensor, clicks: Clicks) -> torch.Tensor:
+        """A click's query: its superpoint's memory, the positive or negative click embedding
+        and the Fourier code of the clicked point."""
         task = self.task_embedding.weight
-        queries = torch.cat([memory[generic] + task[GENERIC],
-                             memory[click_superpoints] + task[CLICK],
-                             self.text_proj(texts.embeddings) + task[TEXT]])
-        first_text = len(generic) + len(click_superpoints)
-        words = self.word_proj(texts.tokens)
-        self_mask = prompt_isolation_mask(len(generic), len(click_superpoints), len(texts),
-                                          queries.device)
+        kind = torch.where(clicks.objects[:, None] >= 0, task[CLICK], task[NEGATIVE])
+        return memory[clicks.superpoints] + kind + self.positions(clicks.positions)
+
+    def decode_prompts(self, generic: GenericPass, clicks: Clicks, texts: EncodedTexts
+                       ) -> list[QueryPredictions]:
+        """Click then text queries through every layer, reading the generic pass's states:
+        the prompts' rows of what one joint pass would give."""
+        memory = generic.memory
+        queries = torch.cat([self.click_queries(memory, clicks),
+                             self.text_proj(texts.embeddings) + self.task_embedding.weight[TEXT]])
         predictions = [self.heads(queries, memory)]
-        for layer, word_attention in zip(self.layers, self.word_attention):
+        if not len(queries):
+            return predictions * (len(self.layers) + 1)
+        first_text = len(clicks)
+        words = self.word_proj(texts.tokens)
+        blocked = prompt_attention_mask(len(generic.seeds), clicks.objects, len(texts))
+        for layer, word_attention, states in zip(self.layers, self.word_attention,
+                                                 generic.states):
             if len(texts):
                 queries = torch.cat([queries[:first_text], word_attention(
                     queries[first_text:], words, texts.token_mask)])
-            cross_mask = predictions[-1].masks.detach().sigmoid() < 0.5
-            cross_mask[cross_mask.all(1)] = False  # a query with an empty mask sees everything
-            queries = layer(queries, memory, cross_mask, self_mask)
+            queries = layer.attend_scene(queries, memory, cross_attention_mask(predictions[-1]))
+            queries = layer.feed_forward(layer.attend_queries(
+                queries, torch.cat([states, queries]), blocked))
             predictions.append(self.heads(queries, memory))
         return predictions
+
+    def forward(self, superpoint_features: torch.Tensor, colours: torch.Tensor,
+                centroids: torch.Tensor, generic: torch.Tensor, clicks: Clicks,
+                texts: EncodedTexts) -> list[QueryPredictions]:
+        """Predictions of every layer (first = before any layer) for one scene, queries in the
+        order generic (superpoint indices `generic`), clicks, texts (one per description)."""
+        generic_pass = self.decode_generic(
+            self.scene_memory(superpoint_features, colours, centroids), generic)
+        prompts = self.decode_prompts(generic_pass, clicks, texts)
+        return [QueryPredictions.cat([g, p]) for g, p in zip(generic_pass.layers, prompts)]

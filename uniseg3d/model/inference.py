@@ -10,8 +10,9 @@ import torch
 
 from uniseg3d.model.official.inference import predict_official_scene
 from uniseg3d.model.official.network import OfficialUniSeg3D
-from uniseg3d.model.postprocess import (ScenePrediction, instances, panoptic, prompt_masks,
-                                        semantic_labels)
+from uniseg3d.model.decoder import GenericPass
+from uniseg3d.model.postprocess import (ScenePrediction, click_prompt_masks, instances, panoptic,
+                                        prompt_masks, semantic_labels)
 from uniseg3d.model.stopwatch import NO_TIMING
 from uniseg3d.model.targets import STUFF_IDS
 from uniseg3d.model.uniseg3d import SceneInput, UniSeg3D
@@ -23,19 +24,20 @@ __all__ = ["ScenePrediction", "predict_scene"]
 def predict_scene(model: UniSeg3D | OfficialUniSeg3D, scene: SceneInput,
                   class_embeddings: torch.Tensor,
                   open_vocab_embeddings: torch.Tensor | None = None, top_k: int = 600,
-                  stopwatch=NO_TIMING, features: torch.Tensor | None = None
-                  ) -> ScenePrediction:
+                  stopwatch=NO_TIMING, features: torch.Tensor | None = None,
+                  generic: GenericPass | None = None) -> ScenePrediction:
     """All six tasks from a single forward pass of `model` (in eval mode); `class_embeddings`
     are ScanNet20's (for `ours` (C, dim) name embeddings, and the semantic logits lose the
     model's training log prior; for `official` the (20, P, D) CLIP prototypes); `stopwatch`
     times each component and each task's post-processing; `features`, the scene's superpoint
-    features (`model.superpoint_features`), skips the backbone."""
+    features (`model.superpoint_features`), skips the backbone, and `generic`, the scene's
+    generic pass (`ours`: `model.generic_pass`), the generic queries too."""
     if isinstance(model, OfficialUniSeg3D):
         return predict_official_scene(model, scene, class_embeddings, open_vocab_embeddings,
                                       top_k, stopwatch, features)
     model.eval()
     out = model([scene], stopwatch=stopwatch, features=None if features is None
-                else [features])[0]
+                else [features], generic=None if generic is None else [generic])[0]
     generic = out.part("generic")
     sp = scene.superpoints
     things = torch.ones(class_embeddings.shape[0], dtype=torch.bool, device=sp.device)
@@ -48,7 +50,10 @@ def predict_scene(model: UniSeg3D | OfficialUniSeg3D, scene: SceneInput,
     with stopwatch("post-processing: panoptic"):
         pan_classes, pan_ids = panoptic(semantic, inst)
     with stopwatch("post-processing: interactive"):
-        clicks = prompt_masks(out.part("click"), class_embeddings, sp)
+        click = out.part("click")
+        clicks = click_prompt_masks(
+            click.masks, click.class_logits(class_embeddings).softmax(-1)[:, :-1],
+            click.iou.sigmoid(), out.click_objects, sp[scene.click_points], sp)
     with stopwatch("post-processing: referring"):
         texts = prompt_masks(out.part("text"), class_embeddings, sp)
     with stopwatch("post-processing: open vocabulary"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from uniseg3d.datasets.loader import Sample
+from uniseg3d.datasets.loader import Sample, objects_of_clicks
 from uniseg3d.model.targets import SceneTargets, build_targets
 from uniseg3d.model.text_encoder import EncodedTexts
 from uniseg3d.model.uniseg3d import SceneInput
@@ -18,7 +18,8 @@ def scene_input(sample: Sample, texts: EncodedTexts, device: str | torch.device 
         colors=torch.as_tensor(scene.colors, device=device),
         superpoints=torch.as_tensor(scene.superpoints, dtype=torch.long, device=device),
         click_points=torch.as_tensor(sample.click_points, dtype=torch.long, device=device),
-        texts=texts.to(device))
+        texts=texts.to(device),
+        click_objects=torch.as_tensor(objects_of_clicks(sample.click_instances), device=device))
 
 
 def scene_targets(sample: Sample, device: str | torch.device = "cpu") -> SceneTargets:

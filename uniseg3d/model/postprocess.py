@@ -7,9 +7,9 @@ query's own class probability (two classifiers' evidence, multiplied), so that o
 one class.
 Instances: the top 600 (query, class) pairs (the paper's `topk_insts`) scored by class
 probability x mean mask probability x predicted IoU, with per-class mask NMS. Panoptic: stuff
-points from the semantic result, things painted from confident instances in score order. Click
-and text queries: one mask each (click masks also carry class probabilities, used to rank them
-for interactive AP). Open vocabulary: the same instance path against any list of class-name
+points from the semantic result, things painted from confident instances in score order. Text
+queries: one mask each. Clicks: one mask per clicked object from its click queries
+(`click_objects`), with class probabilities, used to rank them for interactive AP. Open vocabulary: the same instance path against any list of class-name
 embeddings.
 """
 
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from uniseg3d.model.click_objects import combine_clicks, per_object_mean
 from uniseg3d.model.decoder import QueryPredictions
 from uniseg3d.model.targets import STUFF_IDS
 
@@ -129,6 +130,7 @@ class PromptMasks:
     masks: np.ndarray  # (K, N) bool
     class_probs: np.ndarray  # (K, C) class probabilities (no-object dropped)
     iou: np.ndarray  # (K,) predicted IoU
+    labels: np.ndarray | None = None  # (N,) clicks: the object each point goes to, -1 = none
 
 
 @dataclass
@@ -139,7 +141,7 @@ class ScenePrediction:
     instances: Instances  # thing instances, ScanNet20 labels
     panoptic_classes: np.ndarray  # (N,) class per point (-1 = none)
     panoptic_ids: np.ndarray  # (N,) thing instance id per point (-1 = stuff or none)
-    clicks: PromptMasks  # one mask per click
+    clicks: PromptMasks  # one mask per clicked object
     texts: PromptMasks  # one mask per description
     open_vocab: Instances | None  # instances labelled against the open-vocabulary class list
 
@@ -149,3 +151,15 @@ def prompt_masks(pred: QueryPredictions, class_embeddings: torch.Tensor,
     probs = pred.class_logits(class_embeddings).softmax(-1)[:, :-1]
     return PromptMasks(to_points(pred.masks > 0, superpoints), probs.cpu().numpy(),
                        pred.iou.sigmoid().cpu().numpy())
+
+
+def click_prompt_masks(click_logits: torch.Tensor, class_probs: torch.Tensor, iou: torch.Tensor,
+                       objects: torch.Tensor, click_superpoints: torch.Tensor,
+                       superpoints: torch.Tensor, threshold: float = 0.0) -> PromptMasks:
+    """One mask per clicked object from its click queries (`click_objects`); class
+    probabilities and IoU: the means over the object's positive clicks."""
+    combined = combine_clicks(click_logits, objects, click_superpoints, threshold)
+    return PromptMasks(to_points(combined.masks, superpoints),
+                       per_object_mean(class_probs, objects).cpu().numpy(),
+                       per_object_mean(iou, objects).cpu().numpy(),
+                       to_points(combined.labels, superpoints))

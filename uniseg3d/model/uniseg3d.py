@@ -25,7 +25,7 @@ from torch import nn
 from uniseg3d.config import ModelConfig
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.model.backbone import SparseUNet, point_features, scatter_mean
-from uniseg3d.model.decoder import QueryPredictions, UnifiedDecoder
+from uniseg3d.model.decoder import Clicks, GenericPass, QueryPredictions, UnifiedDecoder
 from uniseg3d.model.stopwatch import NO_TIMING
 from uniseg3d.model.text_encoder import EncodedTexts
 
@@ -39,6 +39,20 @@ class SceneInput:
     superpoints: torch.Tensor  # (N,) int64, contiguous
     click_points: torch.Tensor  # (Kc,) int64 point index of each click
     texts: EncodedTexts  # Kt descriptions: embeddings and token features
+    click_objects: torch.Tensor | None = None  # (Kc,) object of each click, -1 = negative;
+    #                                            None: every click starts an object of its own
+
+    def objects_of_clicks(self) -> torch.Tensor:
+        if self.click_objects is None:
+            return torch.arange(len(self.click_points), device=self.click_points.device)
+        return self.click_objects
+
+    def clicks(self) -> Clicks:
+        """The decoder's click prompts: superpoint, position relative to the scene's centre,
+        object."""
+        centre = self.coords.mean(0)
+        return Clicks(self.superpoints[self.click_points],
+                      self.coords[self.click_points] - centre, self.objects_of_clicks())
 
 
 @dataclass
@@ -47,7 +61,7 @@ class SceneOutput:
 
     layers: list[QueryPredictions]
     generic_superpoints: torch.Tensor  # superpoint each generic query started from
-    num_clicks: int
+    click_objects: torch.Tensor  # (Kc,) object of each click query, -1 = negative
     num_texts: int
     semantic_embeddings: torch.Tensor  # (M, text_dim) unit embedding of every superpoint
     semantic_scale: torch.Tensor  # scalar temperature of the semantic classifier
@@ -59,6 +73,10 @@ class SceneOutput:
     @property
     def num_generic(self) -> int:
         return len(self.generic_superpoints)
+
+    @property
+    def num_clicks(self) -> int:
+        return len(self.click_objects)
 
     def part(self, name: str, layer: int = -1) -> QueryPredictions:
         """The generic, click or text queries of one layer."""
@@ -123,20 +141,35 @@ class UniSeg3D(nn.Module):
                             ) -> list[torch.Tensor]:
         return backbone_features(self.backbone, scenes, stopwatch)
 
+    def generic_pass(self, scene: SceneInput, features: torch.Tensor,
+                     generator: torch.Generator | None = None) -> GenericPass:
+        """The generic queries of one scene decoded from its superpoint `features`: what every
+        prompt on the scene reads (no prompt changes it)."""
+        memory = self.decoder.scene_memory(features, *superpoint_means(scene, len(features)))
+        generic = self.generic_queries(len(features), generator).to(features.device)
+        return self.decoder.decode_generic(memory, generic)
+
+    def scene_output(self, scene: SceneInput, features: torch.Tensor, generic: GenericPass
+                     ) -> SceneOutput:
+        """Every query's predictions: the generic pass's and the scene's prompts' rows."""
+        clicks = scene.clicks()
+        prompts = self.decoder.decode_prompts(generic, clicks, scene.texts)
+        layers = [QueryPredictions.cat([g, p]) for g, p in zip(generic.layers, prompts)]
+        return SceneOutput(layers, generic.seeds, clicks.objects, len(scene.texts),
+                           *self.semantic_head(features))
+
     def forward(self, scenes: list[SceneInput], generator: torch.Generator | None = None,
-                stopwatch=NO_TIMING, features: list[torch.Tensor] | None = None
-                ) -> list[SceneOutput]:
+                stopwatch=NO_TIMING, features: list[torch.Tensor] | None = None,
+                generic: list[GenericPass] | None = None) -> list[SceneOutput]:
         """Predictions of every scene; `features` (from `superpoint_features`) skips the
-        backbone, e.g. when only the prompts of a scene change."""
+        backbone, and `generic` (from `generic_pass`) also the generic queries, e.g. when only
+        the prompts of a scene change."""
         if features is None:
             features = self.superpoint_features(scenes, stopwatch)
         outputs = []
         with stopwatch("decoder"):
-            for scene, sp_features in zip(scenes, features):
-                generic = self.generic_queries(len(sp_features), generator).to(sp_features.device)
-                clicks = scene.superpoints[scene.click_points]
-                layers = self.decoder(sp_features, *superpoint_means(scene, len(sp_features)),
-                                      generic, clicks, scene.texts)
-                outputs.append(SceneOutput(layers, generic, len(clicks), len(scene.texts),
-                                           *self.semantic_head(sp_features)))
+            for index, (scene, sp_features) in enumerate(zip(scenes, features)):
+                passed = self.generic_pass(scene, sp_features, generator) if generic is None \
+                    else generic[index]
+                outputs.append(self.scene_output(scene, sp_features, passed))
         return outputs

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from uniseg3d.config import Params
+from uniseg3d.config import EvaluateConfig, Params
 from uniseg3d.datasets.cache import cached_scene_ids, read_scene
 from uniseg3d.datasets.classes import scannet20, scannet200
 from uniseg3d.datasets.loader import Sample, make_sample, read_scene_list, read_split
@@ -48,6 +48,7 @@ from uniseg3d.model.inference import ScenePrediction, predict_scene
 from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.text_encoder import CachedTextEncoder, class_embeddings
 from uniseg3d.model.uniseg3d import UniSeg3D
+from uniseg3d.pipelines.interactive import evaluate_protocol
 from uniseg3d.pipelines.train import class_prompt_names, load_trained_model
 
 log = logging.getLogger(__name__)
@@ -118,13 +119,18 @@ def per_class_table(result: dict, subsets: dict | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def validation_ids(cfg: EvaluateConfig) -> list[str]:
+    scene_ids = read_scene_list(cfg.scenes) if cfg.scenes else cached_scene_ids(cfg.cache)
+    if not scene_ids:
+        raise ValueError(f"no validation scenes: {cfg.scenes or cfg.cache} lists none")
+    return scene_ids
+
+
 def evaluate_scannet(predictor: Predictor, params: Params, out: Path, progress: bool
                      ) -> ScanNetTasks:
     """Every ScanNet-layout validation scene through the model; submission files on the way."""
     cfg = params.evaluate
-    scene_ids = read_scene_list(cfg.scenes) if cfg.scenes else cached_scene_ids(cfg.cache)
-    if not scene_ids:
-        raise ValueError(f"no validation scenes: {cfg.scenes or cfg.cache} lists none")
+    scene_ids = validation_ids(cfg)
     vocabulary = predictor.vocabulary(class_prompt_names(scannet200().names))
     tasks = ScanNetTasks()
     for index, scene_id in enumerate(tqdm(scene_ids, desc="evaluate", unit="scene",
@@ -189,6 +195,12 @@ def run_evaluate(params: Params, progress: bool = True, device: str = "cpu") -> 
     if replica is not None:
         results["replica"] = replica.evaluate()
         vocabularies["replica"] = ("replica", replica)
+    protocol_start = time.perf_counter()
+    protocol = evaluate_protocol(
+        predictor.model, read_split(cfg.cache, validation_ids(cfg)), predictor.encoder.dim,
+        params.prompts.min_points, cfg.protocol_clicks, device, progress) \
+        if cfg.protocol_clicks else None
+    protocol_seconds = time.perf_counter() - protocol_start
     referring = results["referring"]
     counts = {"scannet_scenes": len(tasks), "replica_scenes": 0, "replica_classes": 0,
               "replica_unseen_classes": 0, "clicks": results["interactive"]["clicks"],
@@ -201,10 +213,12 @@ def run_evaluate(params: Params, progress: bool = True, device: str = "cpu") -> 
     metrics = {
         "dataset": cfg.dataset_label,
         **{task: metric_section(result) for task, result in results.items()},
+        **({"interactive_protocol": metric_section(protocol)} if protocol else {}),
         "counts": counts,
         "timing": {"forward_s": predictor.seconds, "scannet_forward_s": scannet_seconds,
                    "forward_s_per_scene": predictor.seconds
                    / (counts["scannet_scenes"] + counts["replica_scenes"]),
+                   "interactive_protocol_s": protocol_seconds,
                    "total_s": time.perf_counter() - start},
     }
     write_outputs(out, metrics, results, vocabularies)

@@ -4,8 +4,14 @@ per-vertex properties, every task's arrays in `predictions.npz`, and a JSON summ
 Per-vertex properties (int32, -1 = none): `label` (semantic, instance, panoptic: the ScanNet20
 class index, 0 = wall ... 19 = other furniture; open_vocabulary: the index into the class
 list), `instance` (instance, panoptic, open_vocabulary: the instance id, the row of its mask in
-`predictions.npz`), `mask` (interactive, referring: the index of the click or description whose
-mask covers the vertex; the later one where two overlap, as the colours show).
+`predictions.npz`), `mask` (interactive: the clicked object the vertex goes to, where the
+objects' masks overlap the one of the highest logit; referring: the description whose mask
+covers the vertex, the later one where two overlap, as the colours show).
+
+Clicks: `--click X,Y,Z` starts an object, `--click X,Y,Z@K` adds a click to object K (0 = the
+first object), `--negative X,Y,Z` marks background; an object's click queries are combined into
+its mask (`uniseg3d.model.click_objects`). `predictions.npz`'s `click_masks` are the objects'
+own masks, which may overlap.
 
 Superpoints come from the mesh segmentator when the file has faces; a bare point cloud is
 grouped by a voxel grid instead (`POINT_CLOUD_SUPERPOINT_VOXEL`). Clicks must lie on the scan
@@ -47,18 +53,28 @@ class PromptError(ValueError):
 
 
 @dataclass(frozen=True)
+class ClickPrompt:
+    """One click: where, and which object it adds to (`--click X,Y,Z` starts a new object,
+    `--click X,Y,Z@K` adds to object K, `--negative X,Y,Z` marks background)."""
+
+    xyz: tuple[float, float, float]
+    target: int | None = None  # the object (0 = the first --click) it adds to; None = a new one
+    negative: bool = False
+
+
+@dataclass(frozen=True)
 class PredictRequest:
     mesh: Path
     checkpoint: Path
     out: Path
-    clicks: tuple[tuple[float, float, float], ...] = ()
+    clicks: tuple[ClickPrompt, ...] = ()
     texts: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()  # open-vocabulary class names; empty = ScanNet20's
     k_thresh: float = 0.01
     min_verts: int = 20
 
 
-def parse_click(text: str) -> tuple[float, float, float]:
+def parse_xyz(text: str, option: str = "--click") -> tuple[float, float, float]:
     """'x,y,z' -> a 3-tuple of floats (metres, the scan's frame)."""
     parts = text.split(",")
     try:
@@ -66,8 +82,44 @@ def parse_click(text: str) -> tuple[float, float, float]:
             raise ValueError
         x, y, z = (float(p) for p in parts)
     except ValueError:
-        raise PromptError(f"--click {text!r}: expected three comma-separated numbers x,y,z")
+        raise PromptError(f"{option} {text!r}: expected three comma-separated numbers x,y,z")
     return x, y, z
+
+
+def parse_click(text: str) -> ClickPrompt:
+    """'x,y,z' (a new object) or 'x,y,z@K' (another click on object K, counted from 0)."""
+    where, at, target = text.partition("@")
+    if not at:
+        return ClickPrompt(parse_xyz(where))
+    if not target.strip().isdigit():
+        raise PromptError(f"--click {text!r}: expected x,y,z@K with K the object's number "
+                          "(0 = the object of the first --click)")
+    return ClickPrompt(parse_xyz(where), int(target))
+
+
+def parse_negative(text: str) -> ClickPrompt:
+    """'x,y,z': a negative click (background: no object there)."""
+    return ClickPrompt(parse_xyz(text, "--negative"), negative=True)
+
+
+def click_objects(clicks: tuple[ClickPrompt, ...]) -> np.ndarray:
+    """(Kc,) the object of each click in order (-1 = negative); an @K that names no object
+    started by an earlier click is an error."""
+    objects, count = [], 0
+    for click in clicks:
+        if click.negative:
+            objects.append(-1)
+        elif click.target is None:
+            objects.append(count)
+            count += 1
+        elif click.target < count:
+            objects.append(click.target)
+        else:
+            raise PromptError(f"click {click.xyz}@{click.target}: no object {click.target} yet "
+                              f"({count} started by earlier clicks; the first is object 0)")
+    if clicks and not count:
+        raise PromptError("negative clicks need at least one object: add a --click X,Y,Z")
+    return np.asarray(objects, dtype=np.int64)
 
 
 def validate_texts(texts: tuple[str, ...]) -> list[str]:
@@ -166,14 +218,17 @@ def read_scan(path: Path, k_thresh: float = 0.01, min_verts: int = 20
 
 
 def predict_prompts(model, encoder, classes, scene: Scene, points: np.ndarray,
-                    texts: list[str], open_vocab: torch.Tensor | None, device: str = "cpu",
-                    features: torch.Tensor | None = None) -> ScenePrediction:
-    """One forward with clicks on the scan points `points` and the descriptions `texts`;
-    `features` (the scene's cached superpoint features) skips the backbone."""
-    sample = Sample(scene, points, np.zeros(len(points), dtype=np.int64), texts,
-                    np.zeros(len(texts), dtype=np.int64))
+                    objects: np.ndarray, texts: list[str], open_vocab: torch.Tensor | None,
+                    device: str = "cpu", features: torch.Tensor | None = None,
+                    generic=None) -> ScenePrediction:
+    """One forward with clicks on the scan points `points` (`objects`: the object of each,
+    -1 = negative) and the descriptions `texts`; `features` (the scene's cached superpoint
+    features) skips the backbone, `generic` (its generic pass, `ours` only) the generic
+    queries too."""
+    sample = Sample(scene, points, objects, texts, np.zeros(len(texts), dtype=np.int64))
     inputs = scene_input(sample, encoder.encode_texts(texts), device)
-    return predict_scene(model, inputs, classes, open_vocab, features=features)
+    return predict_scene(model, inputs, classes, open_vocab, features=features,
+                         generic=generic)
 
 
 TASKS = ("semantic", "instance", "panoptic", "interactive", "referring", "open_vocabulary")
@@ -188,8 +243,12 @@ def task_layer(task: str, prediction: ScenePrediction, arrays: dict[str, np.ndar
     if task == "panoptic":
         return (panoptic_colors(prediction.panoptic_classes, prediction.panoptic_ids),
                 {"label": prediction.panoptic_classes, "instance": prediction.panoptic_ids})
-    if task in ("interactive", "referring"):
-        masks = arrays["click_masks" if task == "interactive" else "text_masks"]
+    if task == "interactive":  # each point in the object it went to (`PromptMasks.labels`)
+        labels = prediction.clicks.labels
+        assigned = labels[None, :] == np.arange(len(arrays["click_masks"]))[:, None]
+        return color_masks(assigned, base_colors), {"mask": labels}
+    if task == "referring":
+        masks = arrays["text_masks"]
         return color_masks(masks, base_colors), {"mask": mask_index(masks, n)}
     if task == "instance":
         ids = instance_index(arrays["instance_masks"], n)
@@ -202,17 +261,25 @@ def task_layer(task: str, prediction: ScenePrediction, arrays: dict[str, np.ndar
     raise ValueError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
 
 
-def click_summaries(prediction: ScenePrediction, clicks, points: np.ndarray) -> list[dict]:
-    """Per click: where it was, its scan point, its mask's size, class and probability."""
+def click_summaries(prediction: ScenePrediction, clicks, points: np.ndarray,
+                    objects: np.ndarray) -> list[dict]:
+    """Per clicked object: its clicks (where, the scan point, positive or negative), the size
+    of its mask and of its share of the interactive layer, its class and probability."""
     class20 = scannet20().names
-    return [{"click": list(c), "point": int(p), "mask_points": int(m.sum()),
-             "class": class20[int(prob.argmax())], "probability": float(prob.max())}
-            for c, p, m, prob in zip(clicks, points, prediction.clicks.masks,
-                                     prediction.clicks.class_probs)]
+    labels = prediction.clicks.labels
+    summaries = []
+    for k, (mask, prob) in enumerate(zip(prediction.clicks.masks,
+                                         prediction.clicks.class_probs)):
+        own = [{"click": list(c), "point": int(p)} for c, p, o in zip(clicks, points, objects)
+               if o == k]
+        summaries.append({"object": k, "clicks": own, "mask_points": int(mask.sum()),
+                          "assigned_points": int((labels == k).sum()),
+                          "class": class20[int(prob.argmax())], "probability": float(prob.max())})
+    return summaries
 
 
 def summary_document(prediction: ScenePrediction, clicks, points: np.ndarray,
-                     texts: list[str], names: list[str]) -> dict:
+                     objects: np.ndarray, texts: list[str], names: list[str]) -> dict:
     """The per-task summary (classes by name) that `summary.json` holds."""
     class20 = scannet20().names
     open_vocab = prediction.open_vocab
@@ -222,7 +289,9 @@ def summary_document(prediction: ScenePrediction, clicks, points: np.ndarray,
         "instances": [{"label": class20[int(l)], "score": float(s), "points": int(m.sum())}
                       for m, l, s in zip(prediction.instances.masks, prediction.instances.labels,
                                          prediction.instances.scores)],
-        "clicks": click_summaries(prediction, clicks, points),
+        "objects": click_summaries(prediction, clicks, points, objects),
+        "negative_clicks": [{"click": list(c), "point": int(p)}
+                            for c, p, o in zip(clicks, points, objects) if o < 0],
         "texts": [{"text": t, "mask_points": int(m.sum()), "predicted_iou": float(i)}
                   for t, m, i in zip(texts, prediction.texts.masks, prediction.texts.iou)],
         "open_vocabulary": {"classes": names, "instances": [] if open_vocab is None else [
@@ -236,12 +305,14 @@ def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
     `<out>/summary.json`."""
     texts = validate_texts(request.texts)
     mesh, scene = read_scan(request.mesh, request.k_thresh, request.min_verts)
-    points = click_points(mesh.vertices, request.clicks)
+    objects = click_objects(request.clicks)
+    where = tuple(click.xyz for click in request.clicks)
+    points = click_points(mesh.vertices, where)
     model, encoder, classes = load_trained_model(request.checkpoint, device)
     names = list(request.classes) or list(scannet20().names)
     open_vocab = class_embeddings(encoder, names).to(device)
-    prediction = predict_prompts(model, encoder, classes, scene, points, texts, open_vocab,
-                                 device)
+    prediction = predict_prompts(model, encoder, classes, scene, points, objects, texts,
+                                 open_vocab, device)
     out = request.out
     out.mkdir(parents=True, exist_ok=True)
     arrays = prediction_arrays(prediction, scene.num_points)
@@ -251,7 +322,7 @@ def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
         write_scannet_mesh(out / f"{task}.ply", mesh.vertices, colors, mesh.faces, properties)
     summary = {"scan": str(request.mesh), "checkpoint": str(request.checkpoint),
                "points": scene.num_points, "superpoints": scene.num_superpoints,
-               **summary_document(prediction, request.clicks, points, texts, names),
+               **summary_document(prediction, where, points, objects, texts, names),
                "files": sorted([f"{task}.ply" for task in renders] + ["predictions.npz"])}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("wrote %d PLY files and summary.json to %s", len(renders), out)

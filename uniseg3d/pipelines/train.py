@@ -30,6 +30,7 @@ from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import make_sample, read_scene_list, read_split
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.model.criterion import Criterion
+from uniseg3d.model.corrective import simulate_corrections
 from uniseg3d.model.inputs import scene_input, scene_targets
 from uniseg3d.model.official.checkpoint import load_official_model
 from uniseg3d.model.official.network import OfficialUniSeg3D
@@ -82,12 +83,21 @@ def forward_losses(model: UniSeg3D, criterion: Criterion, scenes: list[Scene], p
                    encoder: CachedTextEncoder, classes: torch.Tensor, rng: np.random.Generator,
                    generator: torch.Generator, training: bool, device: str = "cpu"
                    ) -> dict[str, torch.Tensor]:
-    """Losses of one batch of scenes (augmented and prompted when `training`)."""
-    augment = params.train.augment if training else None
-    samples = [make_sample(s, params.prompts, rng, augment, training) for s in scenes]
+    """Losses of one batch of scenes (augmented and prompted when `training`, with simulated
+    corrective clicks when `prompts.corrective_rounds` > 0)."""
+    augment, prompts = params.train.augment if training else None, params.prompts
+    samples = [make_sample(s, prompts, rng, augment, training) for s in scenes]
     inputs = [scene_input(s, encoder.encode_texts(s.texts), device) for s in samples]
+    if training and prompts.corrective_rounds:
+        features = model.superpoint_features(inputs)
+        generic = [model.generic_pass(i, f, generator) for i, f in zip(inputs, features)]
+        samples, inputs = simulate_corrections(model, samples, inputs, features, generic,
+                                               prompts.corrective_rounds,
+                                               prompts.corrective_click, rng)
+        outputs = model(inputs, features=features, generic=generic)
+    else:
+        outputs = model(inputs, generator)
     targets = [scene_targets(s, device) for s in samples]
-    outputs = model(inputs, generator)
     return criterion(outputs, targets, classes)
 
 

@@ -1,6 +1,6 @@
 """The browser app on viser: the scan as a point cloud (orbit, pan, zoom), and a panel to open
-a scan, switch layers, click objects, type a description or a class list, and download the
-result.
+a scan, switch layers, click objects (a new object, another click on an object, or a negative
+click on background), type a description or a class list, and download the result.
 
 viser ships its web client inside its wheel and serves it from this process (no CDN, works
 offline); the page and the server talk over one websocket. The app is for one person on one
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_CACHE_SCENES = 50  # prepared scenes offered in the scene list
+NEW, ADD, NEGATIVE = "new object", "add to object", "negative (background)"
+CLICK_MODES = (NEW, ADD, NEGATIVE)  # what the next click on the scan does
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,9 @@ class ServeApp:
         self.layer_list.on_update(lambda _: self._guard("layer", self.show))
         self.legend = gui.add_html("")
         gui.add_markdown("**Click** a point of the scan to segment its object.")
+        self.click_mode = gui.add_dropdown("Next click", CLICK_MODES,
+                                           initial_value=CLICK_MODES[0])
+        self.click_object = gui.add_number("Object", initial_value=1, min=1, step=1)
         self.objects = gui.add_markdown("")
         clear = gui.add_button("Clear clicks")
         clear.on_click(lambda _: self._guard("clear", self._clear))
@@ -199,8 +204,8 @@ class ServeApp:
         self.legend.content = f'<div style="font-size:0.85em">{rows}</div>'
         self.objects.content = "\n".join(
             f"- object {k + 1}: **{o['class']}** ({o['probability']:.2f}), "
-            f"{o['mask_points']} points" for k, o in enumerate(session.objects())) or \
-            "No objects yet."
+            f"{o['assigned_points']} points, {len(o['clicks'])} click(s)"
+            for k, o in enumerate(session.objects())) or "No objects yet."
 
     def switch(self, layer: str) -> None:
         """Show `layer` (its dropdown's callback shows it when the value changes)."""
@@ -212,17 +217,31 @@ class ServeApp:
     def _on_click(self, event) -> None:
         self._guard("click", self.click_ray, event.ray_origin, event.ray_direction)
 
-    def click_ray(self, origin, direction) -> int:
+    def click_ray(self, origin, direction, mode: str | None = None,
+                  target: int | None = None) -> int:
+        """A click along a camera ray: `mode` (default: the panel's) one of `CLICK_MODES`,
+        `target` the object (1 = the first) a positive click adds to (default: the panel's);
+        returns the object's index from 0 (-1 for a negative click)."""
         session = self.current
         if session is None:
             raise PromptError("open a scan first")
+        mode = self.click_mode.value if mode is None else mode
+        if mode not in CLICK_MODES:
+            raise PromptError(f"unknown click mode {mode!r}; one of {', '.join(CLICK_MODES)}")
+        target = int(self.click_object.value if target is None else target)
         point = nearest_on_ray(session.scene.coords, np.asarray(origin), np.asarray(direction))
         if point is None:
             raise PromptError("the click hit no point of the scan; click on the scan")
-        index = session.click(tuple(session.scene.coords[point]))
+        xyz = tuple(session.scene.coords[point])
+        index = session.click(xyz, target - 1 if mode == ADD else None, mode == NEGATIVE)
         self.switch("interactive")
-        obj = session.objects()[index]
-        self.say(f"object {index + 1}: {obj['class']} ({obj['probability']:.2f})")
+        if index < 0:
+            self.say("negative click: background there")
+        else:
+            obj = session.objects()[index]
+            self.click_object.value = index + 1
+            self.say(f"object {index + 1}: {obj['class']} ({obj['probability']:.2f}), "
+                     f"{len(obj['clicks'])} click(s)")
         return index
 
     def _clear(self) -> None:

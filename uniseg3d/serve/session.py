@@ -1,11 +1,13 @@
 """One scene open in the browser app: its backbone features computed once, then prompts in and
 every task's layers out.
 
-Opening a scene runs the whole model once (all six tasks; no prompts yet). A click adds an
-object (one click per object), a description replaces the current one, a class list replaces
-the open vocabulary; each reruns only the decoder and the post-processing, for every current
-prompt at once, from the cached superpoint features, through the same `predict_prompts` that
-`uniseg3d predict` uses, so the masks are the ones `predict` gives for the same prompts.
+Opening a scene runs the whole model once (all six tasks; no prompts yet) and keeps its
+superpoint features and, for `ours`, the generic queries' decoder pass (`GenericPass`). A click
+starts an object, adds a positive click to one, or marks background (a negative click); a
+description replaces the current one, a class list replaces the open vocabulary. Each reruns
+only the prompt queries' decoder pass (`official`: the decoder) and the post-processing, for
+every current prompt at once, through the same `predict_prompts` that `uniseg3d predict` uses,
+so the masks are the ones `predict` gives for the same prompts.
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ from uniseg3d.datasets.loader import Sample
 from uniseg3d.datasets.ply import Mesh, write_scannet_mesh
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.model.inference import ScenePrediction
+from uniseg3d.model.decoder import GenericPass
 from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.text_encoder import EncodedTexts, class_embeddings
+from uniseg3d.model.uniseg3d import UniSeg3D
 from uniseg3d.palette import SCANNET20_COLORS
-from uniseg3d.pipelines.predict import (TASKS, PromptError, click_points, click_summaries,
-                                        prediction_arrays, predict_prompts, summary_document,
-                                        task_layer, validate_texts)
+from uniseg3d.pipelines.predict import (TASKS, ClickPrompt, PromptError, click_objects,
+                                        click_points, click_summaries, prediction_arrays,
+                                        predict_prompts, summary_document, task_layer,
+                                        validate_texts)
 
 LAYERS = ("input", *TASKS)
 MAX_CLASSES = 64  # names in one open-vocabulary list
@@ -84,7 +89,8 @@ class SceneSession:
     scene: Scene
     loaded: Model
     features: torch.Tensor = field(init=False)
-    clicks: list[tuple[float, float, float]] = field(default_factory=list)
+    generic: GenericPass | None = field(init=False)  # `ours`: the generic queries' pass
+    clicks: list[ClickPrompt] = field(default_factory=list)  # at scan points, in click order
     points: list[int] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=lambda: list(scannet20().names))
@@ -98,6 +104,8 @@ class SceneSession:
         with torch.no_grad():
             loaded.model.eval()
             self.features = loaded.model.superpoint_features([bare])[0]
+            self.generic = loaded.model.generic_pass(bare, self.features) \
+                if isinstance(loaded.model, UniSeg3D) else None
         self._vocabulary = self._embed(self.names)
         self._tree = cKDTree(self.scene.coords)
         self.run()
@@ -110,18 +118,26 @@ class SceneSession:
         loaded = self.loaded
         self.prediction = predict_prompts(loaded.model, loaded.encoder, loaded.classes,
                                           self.scene, np.asarray(self.points, dtype=np.int64),
-                                          self.texts, self._vocabulary, loaded.device,
-                                          features=self.features)
+                                          self.objects_of_clicks(), self.texts,
+                                          self._vocabulary, loaded.device,
+                                          features=self.features, generic=self.generic)
         return self.prediction
 
-    def click(self, xyz: tuple[float, float, float]) -> int:
-        """Start an object at the scan point nearest `xyz` (an error if it is off the scan);
-        returns the object's index."""
+    def objects_of_clicks(self) -> np.ndarray:
+        return click_objects(tuple(self.clicks))
+
+    def click(self, xyz: tuple[float, float, float], target: int | None = None,
+              negative: bool = False) -> int:
+        """A click at the scan point nearest `xyz` (an error if it is off the scan): a new
+        object, another click on object `target`, or a negative click; returns the object's
+        index (-1 for a negative click). A click that names no object is refused."""
         point = int(click_points(self.scene.coords, (tuple(map(float, xyz)),), self._tree)[0])
-        self.clicks.append(tuple(map(float, self.scene.coords[point])))
+        prompt = ClickPrompt(tuple(map(float, self.scene.coords[point])), target, negative)
+        objects = click_objects((*self.clicks, prompt))  # refuses a bad target first
+        self.clicks.append(prompt)
         self.points.append(point)
         self.run()
-        return len(self.points) - 1
+        return int(objects[-1])
 
     def clear_clicks(self) -> None:
         self.clicks.clear()
@@ -160,13 +176,18 @@ class SceneSession:
                 for c in present]
 
     def objects(self) -> list[dict]:
-        """Per click: its point, mask size, class and confidence."""
-        return click_summaries(self.prediction, self.clicks, np.asarray(self.points))
+        """Per clicked object: its clicks, mask size, class and confidence."""
+        return click_summaries(self.prediction, self._where(), np.asarray(self.points),
+                               self.objects_of_clicks())
+
+    def _where(self) -> list[tuple[float, float, float]]:
+        return [click.xyz for click in self.clicks]
 
     def summary(self) -> dict:
         return {"scan": self.name, "points": self.scene.num_points,
                 "superpoints": self.scene.num_superpoints,
-                **summary_document(self.prediction, self.clicks, np.asarray(self.points),
+                **summary_document(self.prediction, self._where(), np.asarray(self.points),
+                                   self.objects_of_clicks(),
                                    self.texts, self.names)}
 
     def export_json(self) -> bytes:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 
 from uniseg3d.model.official.network import OfficialUniSeg3D
-from uniseg3d.model.official.postprocess import (THINGS_FROM, TOP_K, instances, panoptic,
-                                                 prompt_masks, semantic_labels)
+from uniseg3d.model.official.postprocess import (THINGS_FROM, TOP_K, click_objects_masks,
+                                                 instances, panoptic, prompt_masks,
+                                                 semantic_labels)
 from uniseg3d.model.postprocess import Instances, ScenePrediction
 from uniseg3d.model.stopwatch import NO_TIMING
 from uniseg3d.model.uniseg3d import SceneInput
@@ -43,7 +44,8 @@ def predict_official_scene(model: OfficialUniSeg3D, scene: SceneInput, prototype
     with stopwatch("post-processing: panoptic"):
         pan_classes, pan_ids = panoptic(generic, prototypes, sp)
     with stopwatch("post-processing: interactive"):
-        clicks = prompt_masks(out.part("click"), prototypes, sp)
+        clicks = click_objects_masks(out.part("click"), prototypes, scene.objects_of_clicks(),
+                                     sp[scene.click_points], sp)
     with stopwatch("post-processing: referring"):
         texts = prompt_masks(out.part("text"), prototypes, sp)
     with stopwatch("post-processing: open vocabulary"):

@@ -13,19 +13,23 @@ Panoptic: every point starts with the better of wall / floor from the semantic l
 instances of score > 0.5 (scores also times the predicted IoU) are painted in ascending score
 order, so the best-scoring mask covering a point wins; an instance left with 100 points or
 fewer goes back to stuff.
-Click and text prompts: their own masks at sigmoid > 0.4.
+Click and text prompts: their own masks at sigmoid > 0.4 (a description's; a clicked object's
+from its click queries, `model.click_objects`).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
 from uniseg3d.model.official.decoder import OfficialPredictions
-from uniseg3d.model.postprocess import Instances, PromptMasks, to_points
+from uniseg3d.model.postprocess import Instances, PromptMasks, click_prompt_masks, to_points
 
 TOP_K = 600
 MASK_THRESHOLD = 0.4  # sp_score_thr
+MASK_LOGIT = math.log(MASK_THRESHOLD / (1 - MASK_THRESHOLD))  # the same, as a mask logit
 MIN_POINTS = 100  # npoint_thr: masks of more points are kept
 PANOPTIC_SCORE = 0.5  # pan_score_thr
 STUFF = (0, 1)  # wall, floor
@@ -120,11 +124,26 @@ def panoptic(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: t
     return to_points(classes, superpoints), to_points(ids, superpoints)
 
 
+def prompt_class_probs(pred: OfficialPredictions, prototypes: torch.Tensor) -> torch.Tensor:
+    """(Q, 20) class probabilities of prompt queries over ScanNet20 (stuff columns 0, since the
+    official instance classifier knows only the 18 thing classes)."""
+    things = pred.class_logits(prototypes[THINGS_FROM:]).softmax(-1)[:, :-1]
+    return torch.cat([things.new_zeros(len(things), THINGS_FROM), things], 1)
+
+
 def prompt_masks(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: torch.Tensor
                  ) -> PromptMasks:
-    """One mask per prompt query; class probabilities over ScanNet20 (stuff columns 0, since
-    the official instance classifier knows only the 18 thing classes)."""
-    things = pred.class_logits(prototypes[THINGS_FROM:]).softmax(-1)[:, :-1]
-    probs = torch.cat([things.new_zeros(len(things), THINGS_FROM), things], 1)
+    """One mask per prompt query, with its class probabilities."""
     masks = to_points(pred.masks.sigmoid() > MASK_THRESHOLD, superpoints)
-    return PromptMasks(masks, probs.cpu().numpy(), pred.iou.cpu().numpy())
+    return PromptMasks(masks, prompt_class_probs(pred, prototypes).cpu().numpy(),
+                       pred.iou.cpu().numpy())
+
+
+def click_objects_masks(pred: OfficialPredictions, prototypes: torch.Tensor,
+                        objects: torch.Tensor, click_superpoints: torch.Tensor,
+                        superpoints: torch.Tensor) -> PromptMasks:
+    """One mask per clicked object, its click queries combined (`model.click_objects`; the
+    official code has one click per object: several, and negative clicks, are our
+    training-free extension), at the official mask threshold."""
+    return click_prompt_masks(pred.masks, prompt_class_probs(pred, prototypes), pred.iou,
+                              objects, click_superpoints, superpoints, MASK_LOGIT)

@@ -1,0 +1,181 @@
+"""Several clicks per object and negative clicks: the split decode equals one joint pass, the
+objects combine by hand-computed rules, gradients reach every click query, and a corrective
+round clicks where the objects are wrong."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scannet_files import write_label_map, write_scannet_scene
+from uniseg3d.config import TINY_MODEL, LossWeights, Params
+from uniseg3d.datasets.corrective_clicks import multi_object_labels
+from uniseg3d.datasets.labels import read_label_map
+from uniseg3d.datasets.loader import make_sample, objects_of_clicks
+from uniseg3d.datasets.scannet import read_scannet_scene
+from uniseg3d.model.click_objects import combine_clicks, per_object_mean
+from uniseg3d.model.corrective import clicked_labels, corrective_round, with_clicks
+from uniseg3d.model.criterion import Criterion
+from uniseg3d.model.decoder import (CLICK, GENERIC, NEGATIVE, TEXT, Clicks, QueryPredictions,
+                                    UnifiedDecoder, cross_attention_mask)
+from uniseg3d.model.inputs import scene_input, scene_targets
+from uniseg3d.model.text_encoder import EncodedTexts
+from uniseg3d.model.uniseg3d import UniSeg3D
+
+TEXT_DIM = 16
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    label_map = read_label_map(write_label_map(root / "labels.tsv"))
+    return read_scannet_scene(write_scannet_scene(root), label_map)
+
+
+def no_texts() -> EncodedTexts:
+    return EncodedTexts.from_rows(torch.zeros(0, TEXT_DIM), [])
+
+
+def joint_pass(decoder: UnifiedDecoder, memory: torch.Tensor, generic: torch.Tensor,
+               clicks: Clicks, texts: EncodedTexts) -> list[QueryPredictions]:
+    """The reference: every query in one sequence under one (Q, Q) self-attention mask."""
+    task = decoder.task_embedding.weight
+    kind = torch.where(clicks.objects[:, None] >= 0, task[CLICK], task[NEGATIVE])
+    queries = torch.cat([memory[generic] + task[GENERIC],
+                         memory[clicks.superpoints] + kind + decoder.positions(clicks.positions),
+                         decoder.text_proj(texts.embeddings) + task[TEXT]])
+    g, c = len(generic), len(clicks)
+    blocked = torch.ones(len(queries), len(queries), dtype=torch.bool)
+    blocked[:g, :g] = False
+    blocked[g:g + c, g:g + c] = clicks.objects[:, None] != clicks.objects[None, :]
+    blocked[g + c:, :g] = False
+    blocked[range(g + c, len(queries)), range(g + c, len(queries))] = False
+    words = decoder.word_proj(texts.tokens)
+    predictions = [decoder.heads(queries, memory)]
+    for layer, word_attention in zip(decoder.layers, decoder.word_attention):
+        queries = torch.cat([queries[:g + c], word_attention(queries[g + c:], words,
+                                                             texts.token_mask)])
+        queries = layer.attend_scene(queries, memory, cross_attention_mask(predictions[-1]))
+        queries = layer.feed_forward(layer.attend_queries(queries, queries, blocked))
+        predictions.append(decoder.heads(queries, memory))
+    return predictions
+
+
+def test_the_two_pass_decode_is_the_joint_pass():
+    torch.manual_seed(0)
+    decoder = UnifiedDecoder(8, TEXT_DIM, d_model=32, heads=4, ffn=64, layers=3).eval()
+    features, colours, centroids = torch.randn(12, 8), torch.rand(12, 3) * 2 - 1, torch.randn(12, 3)
+    clicks = Clicks(torch.tensor([2, 7, 3, 9]), torch.randn(4, 3), torch.tensor([0, 1, 0, -1]))
+    texts = EncodedTexts.from_rows(F.normalize(torch.randn(2, TEXT_DIM), dim=1),
+                                   [torch.randn(3, TEXT_DIM), torch.randn(5, TEXT_DIM)])
+    generic = torch.tensor([0, 2, 4, 5, 8, 11])
+    with torch.no_grad():
+        memory = decoder.scene_memory(features, colours, centroids)
+        split = decoder(features, colours, centroids, generic, clicks, texts)
+        reference = joint_pass(decoder, memory, generic, clicks, texts)
+    assert len(split) == len(reference) == 4
+    for ours, theirs in zip(split, reference):
+        for name in ("masks", "embeddings", "no_object", "iou"):
+            torch.testing.assert_close(getattr(ours, name), getattr(theirs, name),
+                                       atol=1e-5, rtol=1e-5)
+
+
+def test_objects_combine_their_clicks_and_the_background_its_negative_ones():
+    # 3 clicks on 5 superpoints: clicks 0 and 1 on object 0, click 2 negative
+    logits = torch.tensor([[2.0, -1.0, 0.5, -3.0, 1.0],
+                           [-2.0, 3.0, -1.0, -3.0, 0.2],
+                           [-5.0, 1.0, 1.5, -1.0, 0.1]])
+    combined = combine_clicks(logits, torch.tensor([0, 0, -1]), torch.tensor([0, 1, 3]))
+    torch.testing.assert_close(combined.logits, torch.tensor([[2.0, 3.0, 0.5, -3.0, 1.0]]))
+    torch.testing.assert_close(combined.background, torch.tensor([0.0, 1.0, 1.5, 0.0, 0.1]))
+    # superpoint 2: 0.5 < background 1.5, a leak the negative click removes
+    assert combined.masks.tolist() == [[True, True, False, False, True]]
+    assert combined.labels.tolist() == [0, 0, -1, -1, 0]
+
+
+def test_overlapping_objects_go_to_the_higher_logit_and_clicks_force_their_superpoint():
+    logits = torch.tensor([[1.0, 2.0, -1.0, 0.5],
+                           [-1.0, 1.0, 3.0, 2.0]])
+    combined = combine_clicks(logits, torch.tensor([0, 1]), torch.tensor([0, 3]))
+    # superpoint 3 is forced to object 1 by its click, although object 0 covers it too
+    assert combined.masks.tolist() == [[True, True, False, False], [False, True, True, True]]
+    assert combined.labels.tolist() == [0, 0, 1, 1]
+    # superpoint 1: both masks cover it, object 0's logit (2.0) beats object 1's (1.0)
+    # with one click per object the masks are the clicks' own logit > 0 masks
+    single = combine_clicks(logits, torch.tensor([0, 1]), torch.tensor([0, 2]))
+    assert single.masks.tolist() == (logits > 0).tolist()
+    assert per_object_mean(torch.tensor([[1.0, 3.0], [5.0, 7.0], [9.0, 9.0]]),
+                           torch.tensor([0, -1, 0])).tolist() == [[5.0, 6.0]]
+
+
+def test_click_object_loss_is_hand_computed_and_reaches_every_click_query(scene):
+    sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
+    targets = scene_targets(sample)
+    m = targets.masks.shape[1]
+    first = int(targets.click_segments[0])
+    # object 0: clicks 0 and 1 (the first clicked instance), click 2 negative
+    objects = torch.tensor([0, 0, -1])
+    segments = torch.tensor([first, first, -1])
+    t = dataclasses.replace(targets, click_segments=segments)
+    torch.manual_seed(3)
+    logits = torch.randn(3, m, requires_grad=True)
+    loss = Criterion.click_object_loss(logits, objects, t)
+    background = logits[2].clamp(min=0)
+    object_logit = logits[:2].max(0).values
+    target = (targets.masks[first] > 0).long()
+    expected = F.cross_entropy(torch.stack([background, object_logit], 1), target)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert all(logits.grad[k].abs().sum() > 0 for k in range(3))
+
+
+def test_gradients_reach_every_click_query_through_the_model(scene):
+    torch.manual_seed(0)
+    model = UniSeg3D(TINY_MODEL, TEXT_DIM)
+    sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
+    instance = int(sample.click_instances[0])
+    points = np.flatnonzero(scene.instance == instance)[[0, -1]]
+    outside = int(np.flatnonzero(scene.instance != instance)[0])
+    sample, inputs = with_clicks(sample, scene_input(sample, no_texts()),
+                                 np.append(points, outside), np.array([instance, instance, -1]))
+    out = model([inputs], torch.Generator().manual_seed(0))[0]
+    criterion = Criterion(LossWeights(prompt_weight=1.0), 20)
+    classes = F.normalize(torch.randn(20, TEXT_DIM), dim=1)
+    losses = criterion.scene_losses(out, scene_targets(sample), classes)
+    assert losses["click_objects"] > 0
+    queries = model.decoder.task_embedding.weight
+    grad = torch.autograd.grad(losses["click_objects"], queries)[0]
+    assert grad[CLICK].abs().sum() > 0 and grad[NEGATIVE].abs().sum() > 0
+    assert grad[TEXT].abs().sum() == 0
+
+
+def test_a_corrective_round_clicks_where_the_objects_are_wrong(scene):
+    torch.manual_seed(0)
+    model = UniSeg3D(TINY_MODEL, TEXT_DIM).eval()
+    sample = make_sample(scene, Params().prompts, np.random.default_rng(0), training=False)
+    inputs = scene_input(sample, no_texts())
+    with torch.no_grad():
+        features = model.superpoint_features([inputs])[0]
+        generic = model.generic_pass(inputs, features)
+    before = clicked_labels(model, inputs, features, generic)
+    targets = list(sample.click_instances)
+    gt = multi_object_labels(scene.instance, targets)
+    step = corrective_round(model, sample, inputs, features, generic)
+    assert step is not None
+    after, after_inputs = step
+    point = int(after.click_points[-1])
+    assert len(after.click_points) == len(sample.click_points) + 1
+    assert before[point] != gt[point]  # an error point
+    label = int(gt[point])  # positive for its object, negative on a leak onto anything else
+    assert after.click_instances[-1] == (targets[label] if label >= 0 else -1)
+    assert after_inputs.click_objects.tolist() == objects_of_clicks(
+        after.click_instances).tolist()
+    # once every point is right, there is nothing left to click
+    perfect = dataclasses.replace(scene, instance=np.where(before >= 0, np.array(
+        targets)[np.maximum(before, 0)], -1))
+    assert corrective_round(model, dataclasses.replace(sample, scene=perfect), inputs,
+                            features, generic) is None

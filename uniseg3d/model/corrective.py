@@ -1,0 +1,96 @@
+"""Corrective clicks with the model in the loop: the objects the current clicks give, and the
+next click where they are most wrong.
+
+Training (`ours`, as AGILE3D trains): after a scene's first clicks, a random number of rounds
+(0 to `prompts.corrective_rounds`) each runs the prompt queries without gradient, from the
+backbone features and the generic pass that the loss then reuses, and adds one click in the
+deepest error region of the clicked objects (`datasets.corrective_clicks`, multi-object mode:
+a click on a missed part is positive for its object, one on a leak onto anything else
+negative). The evaluation protocol (`pipelines.interactive`) takes the same steps.
+
+A clicked superpoint is forced to its click's label (`model.click_objects`), so another click
+in it changes nothing: its points are left out of the error regions that place the next click
+(they still count in every IoU); otherwise a superpoint that straddles two objects would draw
+every later click.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from uniseg3d.datasets.corrective_clicks import multi_object_labels, next_click
+from uniseg3d.datasets.loader import Sample, objects_of_clicks
+from uniseg3d.model.click_objects import combine_clicks
+from uniseg3d.model.decoder import GenericPass
+from uniseg3d.model.official.network import OfficialUniSeg3D
+from uniseg3d.model.official.postprocess import MASK_LOGIT as OFFICIAL_MASK_LOGIT
+from uniseg3d.model.uniseg3d import SceneInput, UniSeg3D
+
+
+def with_clicks(sample: Sample, inputs: SceneInput, points: np.ndarray,
+                instances: np.ndarray) -> tuple[Sample, SceneInput]:
+    """The sample and its model input with the clicks `points` on objects `instances` (-1 =
+    negative) instead of its own."""
+    points, instances = np.asarray(points, np.int64), np.asarray(instances, np.int64)
+    sample = dataclasses.replace(sample, click_points=points, click_instances=instances)
+    device = inputs.coords.device
+    inputs = dataclasses.replace(
+        inputs, click_points=torch.as_tensor(points, device=device),
+        click_objects=torch.as_tensor(objects_of_clicks(instances), device=device))
+    return sample, inputs
+
+
+@torch.no_grad()
+def clicked_labels(model: UniSeg3D | OfficialUniSeg3D, inputs: SceneInput,
+                   features: torch.Tensor, generic: GenericPass | None = None) -> np.ndarray:
+    """(N,) the clicked object (0, 1, ... in order of first click) each point goes to, -1 for
+    none, from the click queries' last layer; `ours` reruns only the prompt queries (from the
+    scene's `generic` pass), `official` its decoder."""
+    if isinstance(model, OfficialUniSeg3D):
+        click, threshold = model([inputs], features=[features])[0].part("click"), \
+            OFFICIAL_MASK_LOGIT
+    else:
+        click, threshold = model.scene_output(inputs, features, generic).part("click"), 0.0
+    superpoints = inputs.superpoints
+    combined = combine_clicks(click.masks, inputs.objects_of_clicks(),
+                              superpoints[inputs.click_points], threshold)
+    return combined.labels[superpoints].cpu().numpy()
+
+
+def corrective_round(model: UniSeg3D, sample: Sample, inputs: SceneInput,
+                     features: torch.Tensor, generic: GenericPass, strategy: str = "deepest",
+                     rng: np.random.Generator | None = None
+                     ) -> tuple[Sample, SceneInput] | None:
+    """One more click where the clicked objects are most wrong (None when they are right)."""
+    instances = sample.click_instances
+    targets = list(dict.fromkeys(int(i) for i in instances if i >= 0))  # first-click order
+    gt = multi_object_labels(sample.scene.instance, targets)
+    pred = clicked_labels(model, inputs, features, generic)
+    superpoints = sample.scene.superpoints
+    fixed = np.isin(superpoints, superpoints[sample.click_points])
+    click = next_click(sample.scene.coords, gt, np.where(fixed, gt, pred), strategy, rng)
+    if click is None:
+        return None
+    instance = targets[click.label] if click.label >= 0 else -1
+    return with_clicks(sample, inputs, np.append(sample.click_points, click.point),
+                       np.append(instances, instance))
+
+
+def simulate_corrections(model: UniSeg3D, samples: list[Sample], inputs: list[SceneInput],
+                         features: list[torch.Tensor], generic: list[GenericPass],
+                         max_rounds: int, strategy: str, rng: np.random.Generator
+                         ) -> tuple[list[Sample], list[SceneInput]]:
+    """Training's corrective clicks: per scene a random 0..`max_rounds` rounds (fewer when the
+    clicked objects come out right)."""
+    samples, inputs = list(samples), list(inputs)
+    for index in range(len(samples)):
+        for _ in range(int(rng.integers(0, max_rounds + 1))):
+            step = corrective_round(model, samples[index], inputs[index], features[index],
+                                    generic[index], strategy, rng)
+            if step is None:
+                break
+            samples[index], inputs[index] = step
+    return samples, inputs

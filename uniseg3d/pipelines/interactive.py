@@ -1,0 +1,136 @@
+"""AGILE3D's interactive evaluation protocol with the model in the loop, single- and
+multi-object, on the validation scenes.
+
+Per scene the backbone runs once (and, for `ours`, the generic queries' pass); every click then
+reruns only the prompt queries. The objects are the scene's clickable instances (those the
+paper's one-click evaluation clicks). Single-object mode: per object, the first click at its
+deepest point (the point farthest from anything outside it), each next one at the deepest point
+of the deepest error region (`datasets.corrective_clicks`), labelled as the ground truth there
+(background = a negative click), `evaluate.protocol_clicks` (20) clicks at most. Multi-object
+mode: every object clicked at its deepest point first, then one click per round in the deepest
+error region among all objects and background, up to 20 clicks per object. Errors inside a
+clicked superpoint cannot be corrected by another click there and are left out of the click
+placement (`model.corrective`); every IoU is on the full-resolution points. The scores
+(NoC@50/65/80/85/90, IoU@1/3/5/10/15, the mean IoU after each click) come from
+`metrics.interactive`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from uniseg3d.datasets.corrective_clicks import (deepest_point, error_clicks,
+                                                 initial_prediction, multi_object_labels,
+                                                 next_click, single_object_labels)
+from uniseg3d.datasets.loader import Sample, clickable_instances
+from uniseg3d.datasets.scene import Scene
+from uniseg3d.metrics.interactive import (iou_at, multi_object_clicks, object_ious, summarise,
+                                          summarise_per_scene)
+from uniseg3d.model.corrective import clicked_labels, with_clicks
+from uniseg3d.model.inputs import scene_input
+from uniseg3d.model.text_encoder import EncodedTexts
+from uniseg3d.model.uniseg3d import UniSeg3D
+
+
+class ClickLoop:
+    """One scene with its features computed once: clicks in, each point's object out."""
+
+    def __init__(self, model, scene: Scene, text_dim: int, device: str = "cpu"):
+        none = np.zeros(0, dtype=np.int64)
+        self.sample = Sample(scene, none, none, [], none)
+        empty = EncodedTexts.from_rows(torch.zeros(0, text_dim), [])
+        self.inputs = scene_input(self.sample, empty, device)
+        self.model = model
+        with torch.no_grad():
+            self.features = model.superpoint_features([self.inputs])[0]
+            self.generic = model.generic_pass(self.inputs, self.features) \
+                if isinstance(model, UniSeg3D) else None
+
+    def labels(self, points: list[int], instances: list[int]) -> np.ndarray:
+        """(N,) the object (0, 1, ... in first-click order) of each point, -1 for none."""
+        _, inputs = with_clicks(self.sample, self.inputs, np.asarray(points),
+                                np.asarray(instances))
+        return clicked_labels(self.model, inputs, self.features, self.generic)
+
+    def correctable(self, gt: np.ndarray, pred: np.ndarray, points: list[int]) -> np.ndarray:
+        """`pred` with the clicked superpoints' points taken as right (no click changes
+        them)."""
+        superpoints = self.sample.scene.superpoints
+        return np.where(np.isin(superpoints, superpoints[points]), gt, pred)
+
+
+def single_object_run(loop: ClickLoop, instance: int, budget: int) -> list[float]:
+    """The object's IoU after each of up to `budget` clicks (the last carried on when no error
+    is left that a click could correct)."""
+    scene = loop.sample.scene
+    gt = single_object_labels(scene.instance, instance)
+    points, instances, ious = [deepest_point(scene.coords, gt == 0)], [instance], []
+    while True:
+        pred = loop.labels(points, instances)
+        ious.append(float(object_ious(gt, pred, 1)[0]))
+        if len(ious) == budget:
+            return ious
+        click = next_click(scene.coords, gt, loop.correctable(gt, pred, points))
+        if click is None:
+            return ious + [ious[-1]] * (budget - len(ious))
+        points.append(click.point)
+        instances.append(instance if click.label == 0 else -1)
+
+
+def multi_object_run(loop: ClickLoop, targets: list[int], budget: int) -> list[float]:
+    """The scene's mean object IoU after round 0 (one click per object) and each later round,
+    up to `budget` clicks per object."""
+    scene = loop.sample.scene
+    gt = multi_object_labels(scene.instance, targets)
+    first = error_clicks(scene.coords, gt, initial_prediction(scene.num_points))
+    points = [c.point for c in first]
+    instances = [targets[c.label] for c in first]
+    rounds = len(multi_object_clicks(len(targets), budget))
+    ious = []
+    while True:
+        pred = loop.labels(points, instances)
+        ious.append(float(np.nanmean(object_ious(gt, pred, len(targets)))))
+        if len(ious) == rounds:
+            return ious
+        click = next_click(scene.coords, gt, loop.correctable(gt, pred, points))
+        if click is None:
+            return ious + [ious[-1]] * (rounds - len(ious))
+        points.append(click.point)
+        instances.append(targets[click.label] if click.label >= 0 else -1)
+
+
+def mean_curve(sequences: list[list[float]], clicks: list[np.ndarray] | None,
+               budget: int) -> list[float | None]:
+    """Mean IoU after 1..budget clicks (per object in multi-object mode)."""
+    counts = clicks or [None] * len(sequences)
+    return [float(np.mean([iou_at(s, k, c) for s, c in zip(sequences, counts)]))
+            if sequences else None for k in range(1, budget + 1)]
+
+
+def evaluate_protocol(model, scenes: list[Scene], text_dim: int, min_points: int,
+                      budget: int = 20, device: str = "cpu", progress: bool = True) -> dict:
+    """The `interactive_protocol` section of `metrics.json`: per mode the overall scores, the
+    mean IoU curve over clicks and the scores per scene."""
+    single, single_ids, multi, multi_ids, multi_clicks = [], [], [], [], []
+    model.eval()
+    for scene in tqdm(scenes, desc="interactive protocol", unit="scene", disable=not progress):
+        targets = [int(t) for t in clickable_instances(scene, min_points)]
+        if not targets:
+            continue
+        loop = ClickLoop(model, scene, text_dim, device)
+        for instance in targets:
+            single.append(single_object_run(loop, instance, budget))
+            single_ids.append(scene.scene_id)
+        multi.append(multi_object_run(loop, targets, budget))
+        multi_ids.append(scene.scene_id)
+        multi_clicks.append(multi_object_clicks(len(targets), budget))
+    section = {"max_clicks": budget}
+    for mode, sequences, ids, clicks in (("single", single, single_ids, None),
+                                         ("multi", multi, multi_ids, multi_clicks)):
+        section[mode] = {
+            **summarise(sequences, clicks, budget=budget),
+            "curve": mean_curve(sequences, clicks, budget),
+            "per_scene": summarise_per_scene(ids, sequences, clicks, budget=budget)}
+    return section
