@@ -18,7 +18,8 @@ from uniseg3d.datasets.labels import read_label_map
 from uniseg3d.datasets.loader import make_sample, objects_of_clicks
 from uniseg3d.datasets.scannet import read_scannet_scene
 from uniseg3d.model.click_objects import combine_clicks, per_object_mean
-from uniseg3d.model.corrective import clicked_labels, corrective_round, with_clicks
+from uniseg3d.model.corrective import (clicked_labels, corrective_round, superpoint_labels,
+                                       with_clicks)
 from uniseg3d.model.criterion import Criterion
 from uniseg3d.model.decoder import (CLICK, GENERIC, NEGATIVE, TEXT, Clicks, QueryPredictions,
                                     UnifiedDecoder, cross_attention_mask)
@@ -63,6 +64,12 @@ def joint_pass(decoder: UnifiedDecoder, memory: torch.Tensor, generic: torch.Ten
         queries = layer.feed_forward(layer.attend_queries(queries, queries, blocked))
         predictions.append(decoder.heads(queries, memory))
     return predictions
+
+
+def test_superpoint_labels_take_the_majority():
+    labels = np.array([-1, 0, 0, 1, 1, -1, 2])
+    superpoints = np.array([0, 0, 0, 1, 1, 1, 2])
+    assert superpoint_labels(labels, superpoints, 4).tolist() == [0, 1, 2, -1]
 
 
 def test_the_two_pass_decode_is_the_joint_pass():
@@ -163,14 +170,17 @@ def test_a_corrective_round_clicks_where_the_objects_are_wrong(scene):
         generic = model.generic_pass(inputs, features)
     before = clicked_labels(model, inputs, features, generic)
     targets = list(sample.click_instances)
-    gt = multi_object_labels(scene.instance, targets)
+    gt = superpoint_labels(multi_object_labels(scene.instance, targets), scene.superpoints,
+                           scene.num_superpoints)
     step = corrective_round(model, sample, inputs, features, generic)
     assert step is not None
     after, after_inputs = step
     point = int(after.click_points[-1])
+    superpoint = scene.superpoints[point]
     assert len(after.click_points) == len(sample.click_points) + 1
-    assert before[point] != gt[point]  # an error point
-    label = int(gt[point])  # positive for its object, negative on a leak onto anything else
+    assert before[point] != gt[superpoint]  # a superpoint most of whose points are wrong
+    assert superpoint not in scene.superpoints[sample.click_points]  # not a clicked one
+    label = int(gt[superpoint])  # positive for its object, negative on a leak elsewhere
     assert after.click_instances[-1] == (targets[label] if label >= 0 else -1)
     assert after_inputs.click_objects.tolist() == objects_of_clicks(
         after.click_instances).tolist()

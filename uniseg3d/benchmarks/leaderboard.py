@@ -21,9 +21,12 @@ REFERENCE_FILE = "paper_reference.csv"
 OURS = "uniseg3d (ours, {})"
 OUR_SOURCE = "measured (metrics.json)"
 LEADERBOARDS_DIR = "leaderboards"  # under `evaluate.out`
-NOTE = ("Numbers in percent (ours: metrics.json fractions x 100). The dataset column names the "
-        "data each row was measured on; rows on different data are not comparable.")
+NOTE = ("Numbers in percent (ours: metrics.json fractions x 100), NoC in clicks per object. The "
+        "dataset column names the data each row was measured on; rows on different data are "
+        "not comparable.")
 
+PROTOCOL_CLICKS = (1, 3, 5, 10, 15)  # metrics.interactive.IOU_CLICKS
+PROTOCOL_TARGETS = (50, 65, 80, 85, 90)  # metrics.interactive.NOC_THRESHOLDS, in percent
 TASKS: dict[str, tuple[str, tuple[tuple[str, str | None], ...]]] = {
     # task: (title, ((metric column, its path in metrics.json or None), ...))
     "panoptic": ("Panoptic segmentation", (
@@ -52,12 +55,24 @@ TASKS: dict[str, tuple[str, tuple[tuple[str, str | None], ...]]] = {
     "open_vocab_replica": ("Open-vocabulary instance segmentation, Replica (zero-shot)", (
         ("AP", "replica.ap"), ("AP50", "replica.ap50"), ("AP25", "replica.ap25"),
         ("AP unseen classes", "replica.unseen.ap"))),
+    # AGILE3D's protocol (`pipelines.interactive`): IoU after k clicks per object, and the
+    # clicks per object needed for an IoU (NoC, a count, not a percentage)
+    **{f"interactive_{mode}": (f"Interactive segmentation, {title} (AGILE3D's protocol)", tuple(
+        (f"{name}@{value}", f"interactive_protocol.{mode}.{name.lower()}@{value}")
+        for name, values in (("IoU", PROTOCOL_CLICKS), ("NoC", PROTOCOL_TARGETS))
+        for value in values))
+       for mode, title in (("multi", "multi-object"), ("single", "single-object"))},
 }
 
 
+def is_count(metric: str) -> bool:
+    """NoC is a number of clicks; every other metric a fraction, shown in percent."""
+    return metric.startswith("NoC")
+
+
 def column(metric: str) -> str:
-    """A leaderboard column header: the metric, in percent."""
-    return f"{metric} (%)"
+    """A leaderboard column header: the metric, in percent (NoC: in clicks)."""
+    return f"{metric} (clicks)" if is_count(metric) else f"{metric} (%)"
 
 
 @cache
@@ -82,13 +97,13 @@ def _lookup(measured: dict, path: str) -> float | None:
 
 
 def _our_row(measured: dict, dataset_label: str, metrics: tuple) -> dict | None:
-    values = {column(metric): _lookup(measured, path) if path else None
-              for metric, path in metrics}
+    values = {metric: _lookup(measured, path) if path else None for metric, path in metrics}
     if all(value is None for value in values.values()):
         return None  # the evaluation did not cover this task (e.g. no Replica scenes)
     return {"method": OURS.format(dataset_label), "dataset": dataset_label,
-            **{key: float("nan") if value is None else 100.0 * value
-               for key, value in values.items()},
+            **{column(metric): float("nan") if value is None
+               else value if is_count(metric) else 100.0 * value
+               for metric, value in values.items()},
             "source": OUR_SOURCE}
 
 

@@ -6,11 +6,13 @@ Training (`ours`, as AGILE3D trains): after a scene's first clicks, a random num
 backbone features and the generic pass that the loss then reuses, and adds one click in the
 deepest error region of the clicked objects (`datasets.corrective_clicks`, multi-object mode:
 a click on a missed part is positive for its object, one on a leak onto anything else
-negative). The evaluation protocol (`pipelines.interactive`) takes the same steps.
+negative), found among the superpoints (the model's resolution). The evaluation protocol
+(`pipelines.interactive`) places its clicks on the points, as AGILE3D does, from
+`clicked_labels`.
 
 A clicked superpoint is forced to its click's label (`model.click_objects`), so another click
-in it changes nothing: its points are left out of the error regions that place the next click
-(they still count in every IoU); otherwise a superpoint that straddles two objects would draw
+in it changes nothing: it is left out of the error regions that place the next click (its
+points still count in every IoU); otherwise a superpoint that straddles two objects would draw
 every later click.
 """
 
@@ -44,38 +46,61 @@ def with_clicks(sample: Sample, inputs: SceneInput, points: np.ndarray,
 
 
 @torch.no_grad()
-def clicked_labels(model: UniSeg3D | OfficialUniSeg3D, inputs: SceneInput,
-                   features: torch.Tensor, generic: GenericPass | None = None) -> np.ndarray:
-    """(N,) the clicked object (0, 1, ... in order of first click) each point goes to, -1 for
-    none, from the click queries' last layer; `ours` reruns only the prompt queries (from the
-    scene's `generic` pass), `official` its decoder."""
+def clicked_superpoint_labels(model: UniSeg3D | OfficialUniSeg3D, inputs: SceneInput,
+                              features: torch.Tensor, generic: GenericPass | None = None
+                              ) -> torch.Tensor:
+    """(M,) the clicked object (0, 1, ... in order of first click) each superpoint goes to,
+    -1 for none, from the click queries' last layer; `ours` reruns only the prompt queries
+    (from the scene's `generic` pass), `official` its decoder."""
     if isinstance(model, OfficialUniSeg3D):
         click, threshold = model([inputs], features=[features])[0].part("click"), \
             OFFICIAL_MASK_LOGIT
     else:
         click, threshold = model.scene_output(inputs, features, generic).part("click"), 0.0
-    superpoints = inputs.superpoints
-    combined = combine_clicks(click.masks, inputs.objects_of_clicks(),
-                              superpoints[inputs.click_points], threshold)
-    return combined.labels[superpoints].cpu().numpy()
+    return combine_clicks(click.masks, inputs.objects_of_clicks(),
+                          inputs.superpoints[inputs.click_points], threshold).labels
+
+
+def clicked_labels(model: UniSeg3D | OfficialUniSeg3D, inputs: SceneInput,
+                   features: torch.Tensor, generic: GenericPass | None = None) -> np.ndarray:
+    """(N,) `clicked_superpoint_labels` at every point."""
+    labels = clicked_superpoint_labels(model, inputs, features, generic)
+    return labels[inputs.superpoints].cpu().numpy()
+
+
+def superpoint_labels(labels: np.ndarray, superpoints: np.ndarray, count: int) -> np.ndarray:
+    """(M,) the most frequent of the point labels (-1, 0, 1, ...) in each superpoint (ties to
+    the lower label)."""
+    width = int(labels.max()) + 2
+    votes = np.bincount(superpoints * width + labels + 1, minlength=count * width)
+    return votes.reshape(count, width).argmax(1) - 1
 
 
 def corrective_round(model: UniSeg3D, sample: Sample, inputs: SceneInput,
                      features: torch.Tensor, generic: GenericPass, strategy: str = "deepest",
                      rng: np.random.Generator | None = None
                      ) -> tuple[Sample, SceneInput] | None:
-    """One more click where the clicked objects are most wrong (None when they are right)."""
-    instances = sample.click_instances
+    """One more click where the clicked objects are most wrong (None when they are right), at
+    the model's resolution: superpoints at their centroids, each labelled by most of its
+    points, so that a round costs a few milliseconds; the click goes to the chosen
+    superpoint's point nearest its centroid."""
+    scene, instances = sample.scene, sample.click_instances
     targets = list(dict.fromkeys(int(i) for i in instances if i >= 0))  # first-click order
-    gt = multi_object_labels(sample.scene.instance, targets)
-    pred = clicked_labels(model, inputs, features, generic)
-    superpoints = sample.scene.superpoints
-    fixed = np.isin(superpoints, superpoints[sample.click_points])
-    click = next_click(sample.scene.coords, gt, np.where(fixed, gt, pred), strategy, rng)
+    count = scene.num_superpoints
+    gt = superpoint_labels(multi_object_labels(scene.instance, targets), scene.superpoints,
+                           count)
+    pred = clicked_superpoint_labels(model, inputs, features, generic).cpu().numpy()
+    pred[scene.superpoints[sample.click_points]] = gt[scene.superpoints[sample.click_points]]
+    sizes = np.bincount(scene.superpoints, minlength=count)[:, None]
+    centroids = np.stack([np.bincount(scene.superpoints, scene.coords[:, a], count)
+                          for a in range(3)], 1) / sizes
+    click = next_click(centroids, gt, pred, strategy, rng)
     if click is None:
         return None
+    members = np.flatnonzero(scene.superpoints == click.point)
+    point = members[np.argmin(((scene.coords[members] - centroids[click.point]) ** 2).sum(1))]
     instance = targets[click.label] if click.label >= 0 else -1
-    return with_clicks(sample, inputs, np.append(sample.click_points, click.point),
+    return with_clicks(sample, inputs, np.append(sample.click_points, point),
                        np.append(instances, instance))
 
 

@@ -165,3 +165,27 @@ def latency_bars(latency: dict, path: Path) -> Path:
     axes.grid(axis="x", alpha=0.3)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return save(figure, path)
+
+
+def click_curves(curves: dict[str, list[float | None]],
+                 references: dict[str, dict[int, float]], one_click: tuple[str, float] | None,
+                 path: Path) -> Path:
+    """IoU (%) against the number of clicks per object: our protocol curves (fractions), the
+    reference methods' published points (percent) and the paper's one-click number (a star)."""
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    for name, curve in curves.items():
+        points = [(k, 100 * v) for k, v in enumerate(curve, 1) if v is not None]
+        if points:
+            axes.plot(*zip(*points), marker=".", label=name)
+    for name, values in references.items():
+        axes.plot(list(values), list(values.values()), linestyle="none", marker="s",
+                  label=name)
+    if one_click is not None:
+        axes.plot([1], [one_click[1]], linestyle="none", marker="*", markersize=14,
+                  color="black", label=one_click[0])
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set(xlabel="clicks per object", ylabel="IoU (%)", ylim=(0, 100),
+             title="interactive segmentation over clicks (AGILE3D's protocol)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
+    return save(figure, path)

@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 
 from uniseg3d.benchmarks.latency import latency_table
-from uniseg3d.benchmarks.leaderboard import NOTE, OURS, TASKS, column, leaderboards
+from uniseg3d.benchmarks.leaderboard import (NOTE, OURS, TASKS, column, leaderboards,
+                                             reference_table)
 from uniseg3d.config import Params
 from uniseg3d.datasets.cache import cached_scene_ids
 from uniseg3d.pipelines.evaluate import METRICS_FILE, PER_CLASS_FILE
@@ -40,6 +41,7 @@ SWEEP_DIR = Path("reports/sweep")
 LATENCY_FILE = Path("benchmarks/latency.json")
 FIGURES_DIR, SCENES_DIR = "figures", "scenes"
 HEADLINE_TASKS = ("semantic", "instance", "panoptic", "interactive", "referring", "open_vocab")
+PROTOCOL = "interactive_protocol"  # metrics.json's section of AGILE3D's protocol
 PER_CLASS = {"semantic": "iou", "instance": "ap", "panoptic": "pq", "open_vocab": "ap"}
 
 
@@ -118,6 +120,43 @@ def _task_table(section: dict) -> pd.DataFrame:
     return frame.rename(columns=lambda name: f"{name} (%)").rename_axis("subset").reset_index()
 
 
+def _protocol_table(scores: dict[str, dict]) -> pd.DataFrame:
+    """Rows of NoC (clicks) and IoU@k (percent) scores, keyed by the row's name."""
+    rows = [{"": name, **{(f"{k} (%)" if k.startswith("iou") else k): (
+        100 * v if k.startswith("iou") and v is not None else v)
+        for k, v in values.items() if not isinstance(v, (dict, list))}}
+        for name, values in scores.items()]
+    return pd.DataFrame(rows)
+
+
+def protocol_section(report: _Report, protocol: dict) -> None:
+    """AGILE3D's protocol: the scores per mode and per scene, and IoU against clicks."""
+    report.add(Heading("Interactive segmentation over clicks (AGILE3D's protocol)", 3))
+    modes = {mode: protocol[mode] for mode in ("single", "multi")}
+    report.add(Table(_protocol_table(modes), (
+        f"Up to {protocol['max_clicks']} clicks per object; NoC@t: clicks per object to reach "
+        "IoU t (the budget when never reached); IoU@k after k clicks per object; objects: "
+        "single-object units (objects), multi-object units (scenes)."), ".3g"))
+    for mode, values in modes.items():
+        report.add(Table(_protocol_table(values["per_scene"]), f"{mode}-object, per scene.",
+                         ".3g"))
+    reference = reference_table()
+    multi = reference[(reference["task"] == "interactive_multi")
+                      & reference["metric"].str.startswith("IoU@")]
+    references = {f"{method} (multi-object, {rows['dataset'].iloc[0]})": {
+        int(metric[4:]): value for metric, value in zip(rows["metric"], rows["value"])}
+        for method, rows in multi.groupby("method", sort=False)}
+    paper = reference[(reference["task"] == "interactive") & (reference["method"] == "UniSeg3D")
+                      & (reference["metric"] == "mask mIoU")]
+    one_click = (f"UniSeg3D paper, one click ({paper['dataset'].iloc[0]})",
+                 float(paper["value"].iloc[0])) if len(paper) else None
+    curves = {f"ours, {mode}-object": values["curve"] for mode, values in modes.items()}
+    report.figure(plots.click_curves(curves, references, one_click,
+                                     report.out / FIGURES_DIR / "click_curves.png"),
+                  "Mean IoU after each click per object: ours on the validation scenes, the "
+                  "reference methods' numbers on theirs, and the paper's one-click mask mIoU.")
+
+
 def metrics_section(report: _Report, metrics: dict | None, folder: Path) -> None:
     """Every metric of `metrics.json` (a table per task), counts and timing, and the
     per-class tables and bars."""
@@ -126,8 +165,10 @@ def metrics_section(report: _Report, metrics: dict | None, folder: Path) -> None
         report.add(Missing(str(folder / METRICS_FILE), "uniseg3d evaluate"))
     else:
         for task, section in metrics.items():
-            if isinstance(section, dict) and task not in ("counts", "timing"):
+            if isinstance(section, dict) and task not in ("counts", "timing", PROTOCOL):
                 report.add(Table(_task_table(section), f"**{task}** (metrics.json)"))
+        if PROTOCOL in metrics:
+            protocol_section(report, metrics[PROTOCOL])
         quantities = _flatten({"counts": metrics["counts"], "timing": metrics["timing"]})
         report.add(Table(pd.DataFrame(quantities.items(), columns=["quantity", "value"]),
                          "Evaluation counts and seconds.", ".4g"))
