@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 from uniseg3d.datasets.corrective_clicks import (
-    Click, apply_clicks, deepest_point, error_clicks, error_regions, initial_prediction,
+    NEIGHBOURS, Click, apply_clicks, deepest_point, error_clicks, error_regions, initial_prediction,
     multi_object_labels, next_click, single_object_labels)
 
 
@@ -142,3 +143,28 @@ def test_multi_object_labels_and_apply_clicks() -> None:
 def test_deepest_point_needs_a_point_inside() -> None:
     with pytest.raises(ValueError):
         deepest_point(line(3), np.zeros(3, bool))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_region_depths_match_a_dense_reference(seed):
+    # clustered labels, so that some points lie deep inside their region (beyond the nearest
+    # neighbours searched first) and others on its border
+    rng = np.random.default_rng(seed)
+    coords = rng.uniform(0, 4, size=(1500, 3)) * [2, 1, 1]
+    gt = np.floor(coords[:, 0] / 2).astype(np.int64) * 2 - 1  # slabs -1, 1, 3 of 2 m
+    pred = np.where(coords[:, 1] < 1.5, gt, -1)  # blocks of missed points
+    pred[(coords[:, 1] > 3) & (gt == -1)] = 1  # a leak
+    pred[rng.random(1500) < 0.03] = 3  # scattered noise
+    regions = error_regions(coords, gt, pred)
+    distances = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+    for region in regions:
+        inside = (gt == region.gt) & (pred == region.pred)
+        depth = distances[np.ix_(inside, ~inside)].min(1)
+        assert region.size == inside.sum()
+        assert region.depth == pytest.approx(depth.max())
+        assert region.deepest == np.flatnonzero(inside)[np.argmax(depth)]
+    assert [r.depth for r in regions] == sorted((r.depth for r in regions), reverse=True)
+    tree = cKDTree(coords)
+    assert error_regions(coords, gt, pred, tree) == regions
+    # some deepest point lies beyond its nearest neighbours (the exact fallback was needed)
+    assert any(r.depth > tree.query(coords[r.deepest], k=NEIGHBOURS)[0][-1] for r in regions)

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from uniseg3d.model.backbone import OFFICIAL_GRID, OURS_GRID, point_features, voxelize
 from uniseg3d.model.official.decoder import (LOGIT_SCALE, OfficialPredictions,
                                              interaction_mask, mask_pool, prototype_logits)
-from uniseg3d.model.official.postprocess import (instances, matrix_nms, panoptic,
-                                                 prompt_masks, semantic_labels)
+from uniseg3d.model.official.postprocess import (click_objects_masks, instances, matrix_nms,
+                                                 panoptic, prompt_masks, semantic_labels)
 
 WALL, FLOOR, CHAIR, TABLE, DOOR = 0, 1, 4, 6, 7
 
@@ -164,3 +164,21 @@ def test_prompt_masks_threshold_at_0_4(toy_scene):
     assert (prompts.class_probs[:, :2] == 0).all()  # the thing classifier has no stuff
     assert prompts.class_probs[2].argmax() == CHAIR
     np.testing.assert_allclose(prompts.iou, [1.0, 1.0, 1.0])
+
+
+def test_clicked_objects_at_the_official_threshold(toy_scene):
+    # queries 0 and 2 click one object (superpoints 0 and 2), query 3 is a negative click (on
+    # superpoint 4); the official threshold 0.4 is the background's floor
+    pred, prototypes, superpoints = toy_scene
+    pred.masks[0, 0] = torch.logit(torch.tensor(0.41))
+    pred.masks[0, 1] = torch.logit(torch.tensor(0.39))
+    clicks = pred.select(torch.tensor([0, 2, 3]))
+    objects = click_objects_masks(clicks, prototypes, torch.tensor([0, 0, -1]),
+                                  torch.tensor([0, 2, 4]), superpoints)
+    per_superpoint = objects.masks[0, ::POINTS_PER_SUPERPOINT].tolist()
+    # superpoint 0 (0.41 > 0.4), 2 (query 2's 5.0), not 1 (0.39), not 3 (query 2's 5.0 ties
+    # the negative click's: an object must beat the background), not 4 (clicked negative)
+    assert per_superpoint == [True, False, True, False, False, False]
+    assert objects.labels[::POINTS_PER_SUPERPOINT].tolist() == [0, -1, 0, -1, -1, -1]
+    # class probabilities: the mean of the object's two clicks (door and chair)
+    np.testing.assert_allclose(objects.class_probs[0, [DOOR, CHAIR]], [0.5, 0.5], atol=1e-3)

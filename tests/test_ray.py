@@ -32,7 +32,8 @@ from uniseg3d.model.text_encoder import EncodedTexts, class_embeddings
 from uniseg3d.pipelines import ray_train
 from uniseg3d.pipelines.prepare import prepare_dataset
 from uniseg3d.pipelines.ray_train import DDP_KWARGS, RayError, run_ray_train
-from uniseg3d.pipelines.sweep import HEADLINE, click_prompts, flatten_metrics, run_sweep
+from uniseg3d.pipelines.sweep import (HEADLINE, click_prompts, flatten_metrics, run_sweep,
+                                      trial_params)
 from uniseg3d.pipelines.synth import run_synth
 from uniseg3d.pipelines.train import (
     build_model, class_prompt_names, epoch_shard, forward_losses, load_trained_model,
@@ -244,15 +245,27 @@ def test_click_strategies_and_sweep_errors():
         run_sweep(params, SweepConfig(search="bayes"), RayConfig())
     with pytest.raises(ConfigError, match="sweep: no values for lambda_inter"):
         run_sweep(params, SweepConfig(lambdas=()), RayConfig())
+    with pytest.raises(ConfigError, match="sweep.corrective_clicks: unknown \\['edge'\\]"):
+        run_sweep(params, SweepConfig(corrective_clicks=("deepest", "edge")), RayConfig())
     assert not ray.is_initialized()
+    trained, evaluated = trial_params(params, {"lambda_inter": 0.2, "train_click": "random",
+                                               "eval_click": "agile",
+                                               "corrective_click": "random"},
+                                      SweepConfig(epochs=1), Path("trial"))
+    assert trained.prompts.corrective_click == "random" and trained.loss.lambda_inter == 0.2
+    assert (trained.prompts.train_click, evaluated.prompts.eval_click) == ("random", "agile")
 
 
 def test_metrics_flatten_with_the_overall_mean():
     metrics = {"dataset": "x", "counts": {"clicks": 3}, "semantic": {"miou": 0.5},
                "instance": {"ap": 0.2}, "panoptic": {"pq": 0.3},
                "interactive": {"click_ap": 0.4, "miou": 0.9},
-               "referring": {"miou": 0.1, "unique": {"acc50": None}}, "open_vocab": {"ap": 0.0}}
+               "referring": {"miou": 0.1, "unique": {"acc50": None}}, "open_vocab": {"ap": 0.0},
+               "interactive_protocol": {"single": {"iou@5": 0.7, "curve": [0.5, 0.7],
+                                                   "per_scene": {"s0": {"iou@5": 0.7}}}}}
     flat = flatten_metrics(metrics)
+    assert flat["interactive_protocol_single_iou@5"] == 0.7
+    assert not any("per_scene" in key or "curve" in key for key in flat)
     assert flat["overall"] == pytest.approx((0.5 + 0.2 + 0.3 + 0.4 + 0.1 + 0.0) / 6)
     assert np.isnan(flat["referring_unique_acc50"]) and "counts_clicks" not in flat
 
@@ -387,6 +400,8 @@ def test_two_trial_sweep_writes_its_table(root, tmp_path):
     table = pd.read_csv(tmp_path / "sweep" / "results.csv")
     assert summary["trials"] == summary["completed"] == len(table) == 2
     assert sorted(table["lambda_inter"]) == [0.1, 0.3] and set(table["train_click"]) == {"rd0.5"}
+    assert set(table["corrective_click"]) == {"deepest"}
+    assert table["interactive_protocol_multi_iou@5"].between(0, 1).all()
     assert set(table["status"]) == {"completed"}
     assert {*HEADLINE, "overall", "panoptic_sq", "referring_acc50", "open_vocab_tail_ap"} <= \
         set(table.columns)

@@ -78,7 +78,8 @@ def write_sweep(folder: Path, metrics: dict) -> None:
         for click in ("random", "rd0.5"):
             scale = 0.5 + lam + (0.2 if click == "random" else 0.0)
             rows.append({"trial": f"t{len(rows)}", "status": "completed", "lambda_inter": lam,
-                         "train_click": click, "eval_click": "center", "epochs": 2,
+                         "train_click": click, "eval_click": "center",
+                         "corrective_click": "deepest", "epochs": 2,
                          "val_total": 3.0 - scale, **{key: scale * value for key, value in
                                                       flatten_metrics(metrics).items()},
                          "folder": str(folder / f"t{len(rows)}")})

@@ -266,6 +266,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from uniseg3d.benchmarks.serve_bench import bench_serve
 
         result = bench_serve(params, points=args.points)
+    elif args.target == "corrective":
+        from uniseg3d.benchmarks.corrective_bench import bench_corrective
+
+        result = bench_corrective(params, args.checkpoint, args.config, args.points,
+                                  device=args.device)
     elif args.target == "import-official":
         from uniseg3d.benchmarks.import_bench import bench_import_official
 
@@ -506,11 +511,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "of the sweep in params.yaml. import-official: time and peak memory of "
                     "importing a full-size checkpoint in the released layout (random "
                     "weights). serve: the browser app's time to first view, click-to-mask and "
-                    "text-to-mask (median, 95th percentile over 50 prompts) and memory with one and three "
-                    "scenes open, for tiny and paper.")
+                    "text-to-mask (median, 95th percentile over 50 prompts) and memory with one "
+                    "and three scenes open, for tiny and paper. corrective: milliseconds per "
+                    "corrective click of AGILE3D's multi-object protocol on a generated room "
+                    "(the backbone once, then the prompt decoder and the click simulation).")
     bench.add_argument("target", choices=["superpoints", "prepare", "synth", "instance-ap",
                                           "evaluate", "model", "latency", "ray-overhead",
-                                          "sweep", "import-official", "serve"],
+                                          "sweep", "import-official", "serve", "corrective"],
                        help="what to measure")
     bench.add_argument("--out", help="JSON file (default: benchmarks/TARGET.json)")
     bench.add_argument("--mesh", help="superpoints: PLY mesh (default: a generated room)")
@@ -527,7 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "ScanNet-layout folder whose first scene is timed (default: a "
                        "generated room)")
     bench.add_argument("--config", choices=["tiny", "paper"], default="tiny",
-                       help="latency: model configuration (default: %(default)s)")
+                       help="latency, corrective: model configuration (default: %(default)s)")
+    bench.add_argument("--checkpoint", help="corrective: a trained checkpoint (default: random "
+                       "weights of --config)")
     bench.add_argument("--recipe", choices=["ours", "official"],
                        help="latency: the model recipe (default: params.yaml model.recipe)")
     bench.add_argument("--device", default="cpu", help="latency: cpu or cuda")
@@ -535,8 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--scenes-count", type=_positive_int, default=100,
                        help="synth: scenes to generate (default: %(default)s)")
     bench.add_argument("--points", type=_positive_int, default=100_000,
-                       help="model, latency, serve: points of the generated scene (default: "
-                            "%(default)s)")
+                       help="model, latency, serve, corrective: points of the generated scene "
+                            "(default: %(default)s)")
     bench.add_argument("--train-steps", type=_positive_int, default=10,
                        help="model: timed training steps of tiny (default: %(default)s)")
     bench.set_defaults(func=cmd_bench)

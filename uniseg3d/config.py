@@ -223,6 +223,7 @@ class SweepConfig:
     lambdas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)  # loss.lambda_inter values
     train_clicks: tuple[str, ...] = ("center", "rd0.5", "rd1.0", "random", "agile")
     eval_clicks: tuple[str, ...] = ("center",)  # center | random | agile | rd | rd<value>
+    corrective_clicks: tuple[str, ...] = ("deepest",)  # prompts.corrective_click values
     search: str = "grid"  # grid: every combination | random: num_samples draws
     num_samples: int = 4  # random search: trials
     scheduler: str = "none"  # none | asha (stops trials early on the validation loss)

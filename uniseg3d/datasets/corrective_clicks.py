@@ -44,13 +44,19 @@ class ErrorRegion:
     deepest: int  # index of the deepest point
 
 
-def _depths(coords: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """Distance of each point of `inside` (in index order) to the nearest point outside it.
+NEIGHBOURS = 16  # nearest neighbours searched first for a point of another region
 
-    Searched first among the outside points in the inside points' box grown by its largest
-    side: any outside point beyond that box is farther than that side from every inside point,
-    so a neighbour found within it is the nearest. Only points left without one search all."""
-    own, others = coords[inside], coords[~inside]
+
+def _depths(coords: np.ndarray, inside: np.ndarray, points: np.ndarray | None = None
+            ) -> np.ndarray:
+    """Distance of each point of `inside` (in index order), or of each of `points` (indices of
+    inside points), to the nearest point outside it.
+
+    Searched first among the outside points in the points' box grown by its largest side: any
+    outside point beyond that box is farther than that side from every one of the points, so a
+    neighbour found within it is the nearest. Only points left without one search all."""
+    own = coords[inside] if points is None else coords[points]
+    others = coords[~inside]
     lo, hi = own.min(0), own.max(0)
     margin = float((hi - lo).max())
     near = others[((others >= lo - margin) & (others <= hi + margin)).all(1)]
@@ -61,6 +67,26 @@ def _depths(coords: np.ndarray, inside: np.ndarray) -> np.ndarray:
     if far.any():
         depths[far] = cKDTree(others).query(own[far], k=1)[0]
     return np.asarray(depths, dtype=np.float64)
+
+
+def _region_depths(coords: np.ndarray, key: np.ndarray, error: np.ndarray,
+                   tree: cKDTree | None) -> np.ndarray:
+    """Depth of every error point (in index order) in its region (the points of its `key`):
+    exact, from its `NEIGHBOURS` nearest neighbours when one of them lies in another region
+    (the first such is the nearest), else by `_depths` over its region's outside."""
+    tree = cKDTree(coords) if tree is None else tree
+    k = min(NEIGHBOURS, len(coords))
+    distances, neighbours = tree.query(coords[error], k=k)
+    distances, neighbours = distances.reshape(len(error), k), neighbours.reshape(len(error), k)
+    other = key[neighbours] != key[error][:, None]
+    depths = np.where(other.any(1), distances[np.arange(len(error)), other.argmax(1)], np.inf)
+    for region in np.unique(key[error[np.isinf(depths)]]):
+        inside = key == region
+        if inside.all():
+            continue  # nothing outside: infinitely deep
+        rows = np.flatnonzero(np.isinf(depths) & (key[error] == region))
+        depths[rows] = _depths(coords, inside, error[rows])
+    return depths
 
 
 def _nearest_centroid(coords: np.ndarray, inside: np.ndarray) -> int:
@@ -88,8 +114,10 @@ def _agile_key(gt: int, pred: int) -> int:
     return (gt + 1) * 96 + (pred + 1) * 11
 
 
-def error_regions(coords: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> list[ErrorRegion]:
-    """The error regions of `pred` against `gt` (both (N,) int labels), deepest first.
+def error_regions(coords: np.ndarray, gt: np.ndarray, pred: np.ndarray,
+                  tree: cKDTree | None = None) -> list[ErrorRegion]:
+    """The error regions of `pred` against `gt` (both (N,) int labels), deepest first; `tree`,
+    a `cKDTree` of `coords` that a caller keeps across clicks.
 
     As AGILE3D (`utils/seg.py`: `get_simulated_clicks`, `measure_error_size`,
     `get_next_click_coo_torch`):
@@ -110,38 +138,43 @@ def error_regions(coords: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> list[
     coords = np.asarray(coords, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.int64).reshape(len(coords))
     pred = np.asarray(pred, dtype=np.int64).reshape(len(coords))
-    error = gt != pred
-    if not error.any():
+    error = np.flatnonzero(gt != pred)
+    if not len(error):
         return []
-    pairs = np.unique(np.stack([gt[error], pred[error]], axis=1), axis=0)
+    width = int(max(gt.max(), pred.max())) + 2
+    key = (gt + 1) * width + pred + 1  # one value per (gt, pred) pair
+    depths = _region_depths(coords, key, error, tree)
     regions = []
-    for gt_label, pred_label in pairs.tolist():
-        inside = (gt == gt_label) & (pred == pred_label)
-        if inside.all():
-            depth, deepest = float("inf"), _nearest_centroid(coords, inside)
+    for region in np.unique(key[error]):
+        rows = np.flatnonzero(key[error] == region)
+        members = error[rows]
+        gt_label, pred_label = int(gt[members[0]]), int(pred[members[0]])
+        if len(members) == len(coords):
+            depth, deepest = float("inf"), _nearest_centroid(coords, key == region)
         else:
-            depths = _depths(coords, inside)
-            best = int(np.argmax(depths))
-            depth, deepest = float(depths[best]), int(np.flatnonzero(inside)[best])
-        regions.append(ErrorRegion(gt_label, pred_label, int(inside.sum()), depth, deepest))
+            best = int(np.argmax(depths[rows]))
+            depth, deepest = float(depths[rows][best]), int(members[best])
+        regions.append(ErrorRegion(gt_label, pred_label, len(members), depth, deepest))
     regions.sort(key=lambda r: (-r.depth, _agile_key(r.gt, r.pred), r.gt, r.pred))
     return regions
 
 
-def error_clicks(coords: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> list[Click]:
+def error_clicks(coords: np.ndarray, gt: np.ndarray, pred: np.ndarray,
+                 tree: cKDTree | None = None) -> list[Click]:
     """One click per error region, deepest region first (AGILE3D's round 0).
 
     Each click is at the region's deepest point with the region's gt label. AGILE3D shuffles
     the order of these clicks at random; here it is deepest first.
     """
-    return [Click(r.deepest, r.gt) for r in error_regions(coords, gt, pred)]
+    return [Click(r.deepest, r.gt) for r in error_regions(coords, gt, pred, tree)]
 
 
 STRATEGIES = CORRECTIVE_CLICKS  # where in the chosen error region a corrective click goes
 
 
 def next_click(coords: np.ndarray, gt: np.ndarray, pred: np.ndarray, strategy: str = "deepest",
-               rng: np.random.Generator | None = None) -> Click | None:
+               rng: np.random.Generator | None = None, tree: cKDTree | None = None
+               ) -> Click | None:
     """The click in the deepest error region; None when pred == gt. `deepest` (AGILE3D) puts
     it at the region's deepest point, `random` at a uniformly drawn point of the region (from
     `rng`).
@@ -154,7 +187,7 @@ def next_click(coords: np.ndarray, gt: np.ndarray, pred: np.ndarray, strategy: s
                          f"{', '.join(STRATEGIES)}")
     if strategy == "random" and rng is None:
         raise ValueError("the random corrective click strategy needs rng")
-    regions = error_regions(coords, gt, pred)
+    regions = error_regions(coords, gt, pred, tree)
     if not regions:
         return None
     region = regions[0]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from uniseg3d.datasets.corrective_clicks import (deepest_point, error_clicks,
@@ -43,6 +44,7 @@ class ClickLoop:
         empty = EncodedTexts.from_rows(torch.zeros(0, text_dim), [])
         self.inputs = scene_input(self.sample, empty, device)
         self.model = model
+        self.tree = cKDTree(scene.coords)  # the click simulation's neighbour search
         with torch.no_grad():
             self.features = model.superpoint_features([self.inputs])[0]
             self.generic = model.generic_pass(self.inputs, self.features) \
@@ -61,22 +63,31 @@ class ClickLoop:
         return np.where(np.isin(superpoints, superpoints[points]), gt, pred)
 
 
-def single_object_run(loop: ClickLoop, instance: int, budget: int) -> list[float]:
-    """The object's IoU after each of up to `budget` clicks (the last carried on when no error
-    is left that a click could correct)."""
-    scene = loop.sample.scene
-    gt = single_object_labels(scene.instance, instance)
-    points, instances, ious = [deepest_point(scene.coords, gt == 0)], [instance], []
+def click_run(loop: ClickLoop, gt: np.ndarray, points: list[int], instances: list[int],
+              score, rounds: int, instance_of) -> list[float]:
+    """`score(prediction)` after the first clicks and after each corrective click, `rounds`
+    values (the last carried on when no error is left that a click could correct);
+    `instance_of(label)`: the object a click of the ground-truth label `label` prompts."""
+    scene, scores = loop.sample.scene, []
     while True:
         pred = loop.labels(points, instances)
-        ious.append(float(object_ious(gt, pred, 1)[0]))
-        if len(ious) == budget:
-            return ious
-        click = next_click(scene.coords, gt, loop.correctable(gt, pred, points))
+        scores.append(float(score(pred)))
+        if len(scores) == rounds:
+            return scores
+        click = next_click(scene.coords, gt, loop.correctable(gt, pred, points), tree=loop.tree)
         if click is None:
-            return ious + [ious[-1]] * (budget - len(ious))
+            return scores + [scores[-1]] * (rounds - len(scores))
         points.append(click.point)
-        instances.append(instance if click.label == 0 else -1)
+        instances.append(instance_of(click.label))
+
+
+def single_object_run(loop: ClickLoop, instance: int, budget: int) -> list[float]:
+    """The object's IoU after each of up to `budget` clicks."""
+    scene = loop.sample.scene
+    gt = single_object_labels(scene.instance, instance)
+    return click_run(loop, gt, [deepest_point(scene.coords, gt == 0)], [instance],
+                     lambda pred: object_ious(gt, pred, 1)[0], budget,
+                     lambda label: instance if label == 0 else -1)
 
 
 def multi_object_run(loop: ClickLoop, targets: list[int], budget: int) -> list[float]:
@@ -84,21 +95,11 @@ def multi_object_run(loop: ClickLoop, targets: list[int], budget: int) -> list[f
     up to `budget` clicks per object."""
     scene = loop.sample.scene
     gt = multi_object_labels(scene.instance, targets)
-    first = error_clicks(scene.coords, gt, initial_prediction(scene.num_points))
-    points = [c.point for c in first]
-    instances = [targets[c.label] for c in first]
-    rounds = len(multi_object_clicks(len(targets), budget))
-    ious = []
-    while True:
-        pred = loop.labels(points, instances)
-        ious.append(float(np.nanmean(object_ious(gt, pred, len(targets)))))
-        if len(ious) == rounds:
-            return ious
-        click = next_click(scene.coords, gt, loop.correctable(gt, pred, points))
-        if click is None:
-            return ious + [ious[-1]] * (rounds - len(ious))
-        points.append(click.point)
-        instances.append(targets[click.label] if click.label >= 0 else -1)
+    first = error_clicks(scene.coords, gt, initial_prediction(scene.num_points), loop.tree)
+    return click_run(loop, gt, [c.point for c in first], [targets[c.label] for c in first],
+                     lambda pred: np.nanmean(object_ious(gt, pred, len(targets))),
+                     len(multi_object_clicks(len(targets), budget)),
+                     lambda label: targets[label] if label >= 0 else -1)
 
 
 def mean_curve(sequences: list[list[float]], clicks: list[np.ndarray] | None,

@@ -1,9 +1,10 @@
 """The `sweep` stage: the paper's ablations as a Ray Tune experiment.
 
 The search space (params.yaml section `sweep`) spans lambda (`loss.lambda_inter`, the weight of
-the distillation and contrastive terms), the training click strategy and the evaluation click
-strategy; a strategy is `center`, `random`, `agile`, `rd` (at `prompts.rd`) or `rd<value>`
-(`rd0.5`: rd at 0.5). `grid` tries every combination, `random` draws `num_samples` of them
+the distillation and contrastive terms), the training click strategy, the evaluation click
+strategy (a strategy is `center`, `random`, `agile`, `rd` (at `prompts.rd`) or `rd<value>`,
+`rd0.5`: rd at 0.5) and where training's corrective clicks go (`prompts.corrective_click`:
+`deepest`, AGILE3D's, or `random`). `grid` tries every combination, `random` draws `num_samples` of them
 (seeded by `train.seed`). Each trial trains one worker in its own process for `sweep.epochs`
 epochs (`train.fit`, the epoch loop, reporting every epoch, so the optional ASHA
 scheduler can stop weak trials early on the validation loss), then evaluates its `best.pt` on
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from uniseg3d.config import ConfigError, Params, RayConfig, SweepConfig
+from uniseg3d.config import CORRECTIVE_CLICKS, ConfigError, Params, RayConfig, SweepConfig
 from uniseg3d.datasets.clicks import STRATEGIES
 from uniseg3d.pipelines.ray_train import (
     Request, absolute_paths, checkpoint_folder, ray_session, worker_logging)
@@ -45,11 +46,13 @@ SWEEP_NAME = "sweep"
 RESULTS_FILE = "results.csv"
 BEST_FILE = "best.json"
 PLOT_DATA_FILE = "sweep_plot_data.json"
-AXES = ("lambda_inter", "train_click", "eval_click")
+AXES = ("lambda_inter", "train_click", "eval_click", "corrective_click")
 # The paper's six headline numbers (the first column of each task's leaderboard): their mean is
 # its "Overall".
 HEADLINE = ("panoptic_pq", "semantic_miou", "instance_ap", "interactive_click_ap",
             "referring_miou", "open_vocab_ap")
+# AGILE3D's protocol: the IoU after 5 clicks per object, single- and multi-object (plotted too)
+PROTOCOL = ("interactive_protocol_single_iou@5", "interactive_protocol_multi_iou@5")
 NOT_METRICS = ("dataset", "counts", "timing")  # sections of metrics.json that are not tasks
 
 
@@ -74,6 +77,8 @@ def flatten_metrics(metrics: dict) -> dict[str, float]:
 
     def walk(prefix: str, node: dict) -> None:
         for key, value in node.items():
+            if key == "per_scene":  # the interactive protocol's scores per scene
+                continue
             if isinstance(value, dict):
                 walk(f"{prefix}_{key}", value)
             elif value is None or isinstance(value, (int, float)):
@@ -93,6 +98,8 @@ def trial_params(params: Params, config: dict, sweep_cfg: SweepConfig, trial_dir
         params, loss=replace(params.loss, lambda_inter=float(config["lambda_inter"])),
         train=replace(params.train, epochs=sweep_cfg.epochs, fine_tune_epochs=0,
                       threads=sweep_cfg.cpus_per_trial, out=str(trial_dir / "train")))
+    params = replace(params, prompts=replace(params.prompts,
+                                             corrective_click=config["corrective_click"]))
     trained = click_prompts(params, config["train_click"], training=True)
     evaluated = click_prompts(params, config["eval_click"], training=False)
     evaluated = replace(evaluated, evaluate=replace(
@@ -133,7 +140,8 @@ def search_space(sweep_cfg: SweepConfig) -> dict:
 
 
 def _axes(sweep_cfg: SweepConfig) -> dict[str, tuple]:
-    return dict(zip(AXES, (sweep_cfg.lambdas, sweep_cfg.train_clicks, sweep_cfg.eval_clicks)))
+    return dict(zip(AXES, (sweep_cfg.lambdas, sweep_cfg.train_clicks, sweep_cfg.eval_clicks,
+                           sweep_cfg.corrective_clicks)))
 
 
 def _check(params: Params, sweep_cfg: SweepConfig) -> None:
@@ -151,6 +159,10 @@ def _check(params: Params, sweep_cfg: SweepConfig) -> None:
             raise ConfigError(f"sweep: no values for {name}")
     for spec in {*sweep_cfg.train_clicks, *sweep_cfg.eval_clicks}:
         click_prompts(params, spec, training=True)
+    unknown = set(sweep_cfg.corrective_clicks) - set(CORRECTIVE_CLICKS)
+    if unknown:
+        raise ConfigError(f"sweep.corrective_clicks: unknown {sorted(unknown)}; expected "
+                          f"{', '.join(CORRECTIVE_CLICKS)}")
 
 
 def results_table(results: ResultGrid, trials: Path) -> pd.DataFrame:

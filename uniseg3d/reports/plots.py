@@ -25,7 +25,7 @@ from uniseg3d.datasets.clicks import STRATEGIES  # noqa: E402
 from uniseg3d.pipelines.sweep import AXES  # noqa: E402
 
 DPI = 110
-LAMBDA, TRAIN_CLICK, EVAL_CLICK = AXES  # the sweep's axes: results.csv columns
+LAMBDA, TRAIN_CLICK, EVAL_CLICK, CORRECTIVE_CLICK = AXES  # the sweep's axes: results.csv columns
 
 
 def save(figure: plt.Figure, path: Path) -> Path:
@@ -101,7 +101,7 @@ def _strategies(values: pd.Index) -> list[str]:
 def sweep_lambda(results: pd.DataFrame, metrics: list[str], path: Path) -> Path:
     """Each metric against lambda_inter (a tick per value tried), one line per combination of
     the click strategies that vary (trials with the same settings averaged)."""
-    groups = [c for c in (TRAIN_CLICK, EVAL_CLICK) if results[c].nunique() > 1]
+    groups = [c for c in (TRAIN_CLICK, EVAL_CLICK, CORRECTIVE_CLICK) if results[c].nunique() > 1]
     figure, panels = _grid(len(metrics))
     for axes, metric in zip(panels, metrics):
         means = results.groupby([*groups, LAMBDA])[metric].mean().reset_index()

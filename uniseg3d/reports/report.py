@@ -26,6 +26,7 @@ from uniseg3d.config import Params
 from uniseg3d.datasets.cache import cached_scene_ids
 from uniseg3d.pipelines.evaluate import METRICS_FILE, PER_CLASS_FILE
 from uniseg3d.pipelines.sweep import AXES, BEST_FILE, HEADLINE, RESULTS_FILE
+from uniseg3d.pipelines.sweep import PROTOCOL as PROTOCOL_IOUS
 from uniseg3d.pipelines.train import HISTORY_FILE
 from uniseg3d.reports import plots
 from uniseg3d.reports.document import (
@@ -218,11 +219,12 @@ def sweep_section(report: _Report, folder: Path) -> None:
     if lacking:
         report.add(Missing(f"the columns {', '.join(lacking)} of {path}", "uniseg3d sweep"))
         return
-    metrics = [c for c in (*HEADLINE, "overall") if c in results.columns]
+    metrics = [c for c in (*HEADLINE, *PROTOCOL_IOUS, "overall") if c in results.columns]
     completed = results[results["status"] == "completed"]
     report.add(Text(f"{len(results)} trials, {len(completed)} completed; every metric of every "
                     f"trial is in `{path}`. Metrics as fractions; Overall is the mean of the six "
-                    "headline metrics."),
+                    "headline metrics; `interactive_protocol_*_iou@5`: AGILE3D's protocol, IoU "
+                    "after 5 clicks per object."),
                Table(results[["trial", "status", *AXES, *metrics]].sort_values(
                    "overall", ascending=False), "", ".3f"))
     if completed.empty:
@@ -234,7 +236,7 @@ def sweep_section(report: _Report, folder: Path) -> None:
         report.figure(plots.sweep_clicks(completed, metrics, report.out / FIGURES_DIR
                                          / "sweep_clicks.png"),
                       "Each headline metric and Overall per training and evaluation click "
-                      "strategy (mean over λ).")
+                      "strategy (mean over λ and the corrective click strategy).")
     best = _read_json(folder / BEST_FILE)
     if best is None:
         report.add(Missing(str(folder / BEST_FILE), "uniseg3d sweep"))
