@@ -374,8 +374,10 @@ def test_killed_run_resumes_from_the_last_epoch(root, scenes, tmp_path, no_ray, 
 def test_crashed_worker_restarts_from_its_checkpoint(root, tmp_path, monkeypatch):
     start_local_ray()
     params = params_for(root, tmp_path, epochs=3)
-    params = dataclasses.replace(params, train=dataclasses.replace(
-        params.train, val_scenes=str(root / "raw" / "scannetv2_val.txt")))
+    params = dataclasses.replace(  # corrective clicks: they run inside the DDP model's forward
+        params, prompts=dataclasses.replace(params.prompts, corrective_rounds=2),
+        train=dataclasses.replace(params.train,
+                                  val_scenes=str(root / "raw" / "scannetv2_val.txt")))
     marker, calls = tmp_path / "crash", tmp_path / "calls"
     marker.touch()
     monkeypatch.setattr(ray_train, "train_loop_per_worker", crash_once_at_epoch_1(marker, calls))

@@ -104,18 +104,15 @@ def corrective_round(model: UniSeg3D, sample: Sample, inputs: SceneInput,
                        np.append(instances, instance))
 
 
-def simulate_corrections(model: UniSeg3D, samples: list[Sample], inputs: list[SceneInput],
-                         features: list[torch.Tensor], generic: list[GenericPass],
-                         max_rounds: int, strategy: str, rng: np.random.Generator
-                         ) -> tuple[list[Sample], list[SceneInput]]:
-    """Training's corrective clicks: per scene a random 0..`max_rounds` rounds (fewer when the
-    clicked objects come out right)."""
-    samples, inputs = list(samples), list(inputs)
-    for index in range(len(samples)):
-        for _ in range(int(rng.integers(0, max_rounds + 1))):
-            step = corrective_round(model, samples[index], inputs[index], features[index],
-                                    generic[index], strategy, rng)
-            if step is None:
-                break
-            samples[index], inputs[index] = step
-    return samples, inputs
+def simulate_corrections(model: UniSeg3D, sample: Sample, inputs: SceneInput,
+                         features: torch.Tensor, generic: GenericPass, max_rounds: int,
+                         strategy: str, rng: np.random.Generator
+                         ) -> tuple[Sample, SceneInput]:
+    """Training's corrective clicks on one scene: a random 0..`max_rounds` rounds (fewer when
+    the clicked objects come out right)."""
+    for _ in range(int(rng.integers(0, max_rounds + 1))):
+        step = corrective_round(model, sample, inputs, features, generic, strategy, rng)
+        if step is None:
+            break
+        sample, inputs = step
+    return sample, inputs

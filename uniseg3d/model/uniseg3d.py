@@ -160,10 +160,12 @@ class UniSeg3D(nn.Module):
 
     def forward(self, scenes: list[SceneInput], generator: torch.Generator | None = None,
                 stopwatch=NO_TIMING, features: list[torch.Tensor] | None = None,
-                generic: list[GenericPass] | None = None) -> list[SceneOutput]:
+                generic: list[GenericPass] | None = None, refine=None) -> list[SceneOutput]:
         """Predictions of every scene; `features` (from `superpoint_features`) skips the
         backbone, and `generic` (from `generic_pass`) also the generic queries, e.g. when only
-        the prompts of a scene change."""
+        the prompts of a scene change; `refine(index, scene, features, generic)` returns the
+        scene with other prompts once its generic pass is done (training's corrective clicks,
+        here so that a DDP-wrapped model runs them inside its forward)."""
         if features is None:
             features = self.superpoint_features(scenes, stopwatch)
         outputs = []
@@ -171,5 +173,7 @@ class UniSeg3D(nn.Module):
             for index, (scene, sp_features) in enumerate(zip(scenes, features)):
                 passed = self.generic_pass(scene, sp_features, generator) if generic is None \
                     else generic[index]
+                if refine is not None:
+                    scene = refine(index, scene, sp_features, passed)
                 outputs.append(self.scene_output(scene, sp_features, passed))
         return outputs
