@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy.spatial import cKDTree
 
 from scannet_files import write_label_map, write_scannet_scene
 from uniseg3d.config import TINY_MODEL, LossWeights, Params
 from uniseg3d.datasets.corrective_clicks import multi_object_labels
 from uniseg3d.datasets.labels import read_label_map
-from uniseg3d.datasets.loader import (clickable_instances, make_sample, objects_of_clicks,
-                                      read_split)
+from uniseg3d.datasets.loader import (Sample, clickable_instances, make_sample,
+                                      objects_of_clicks, read_split)
 from uniseg3d.datasets.scannet import read_scannet_scene
+from uniseg3d.metrics.interactive import multi_object_clicks
 from uniseg3d.model.click_objects import combine_clicks, per_object_mean
 from uniseg3d.model.corrective import (clicked_labels, corrective_round, superpoint_labels,
                                        with_clicks)
@@ -27,7 +29,7 @@ from uniseg3d.model.decoder import (CLICK, GENERIC, NEGATIVE, TEXT, Clicks, Quer
 from uniseg3d.model.inputs import scene_input, scene_targets
 from uniseg3d.model.text_encoder import EncodedTexts
 from uniseg3d.model.uniseg3d import UniSeg3D
-from uniseg3d.pipelines.interactive import ClickLoop, single_object_run
+from uniseg3d.pipelines.interactive import ClickLoop, multi_object_run, single_object_run
 from uniseg3d.pipelines.prepare import prepare_dataset
 from uniseg3d.pipelines.synth import run_synth
 from uniseg3d.pipelines.train import load_trained_model, train
@@ -219,3 +221,29 @@ def test_after_training_a_second_click_raises_the_mean_iou(tmp_path):
                  for instance in clickable_instances(scene, params.prompts.min_points)]
     first, second = np.mean(runs, axis=0)
     assert len(runs) >= 10 and second > first + 0.02, (first, second)
+
+
+class OracleLoop(ClickLoop):
+    """Segments every clicked object perfectly (objects numbered in first-click order)."""
+
+    def __init__(self, scene):
+        self.sample = Sample(scene, np.zeros(0, np.int64), np.zeros(0, np.int64), [],
+                             np.zeros(0, np.int64))
+        self.tree = cKDTree(scene.coords)
+        self.calls = 0
+
+    def labels(self, points, instances):
+        self.calls += 1
+        objects = list(dict.fromkeys(i for i in instances if i >= 0))
+        return np.array([objects.index(i) if i in objects else -1
+                         for i in self.sample.scene.instance])
+
+
+def test_the_protocol_scores_a_perfect_model_one_from_the_first_click(scene):
+    targets = [int(t) for t in clickable_instances(scene, 1)][::-1]  # any order
+    assert len(targets) >= 2
+    loop = OracleLoop(scene)
+    multi = multi_object_run(loop, targets, budget=3)
+    assert multi == [1.0] * len(multi_object_clicks(len(targets), 3))
+    assert loop.calls == 1  # nothing left to click after round 0
+    assert single_object_run(OracleLoop(scene), targets[0], 4) == [1.0] * 4

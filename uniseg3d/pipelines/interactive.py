@@ -95,7 +95,8 @@ def multi_object_run(loop: ClickLoop, targets: list[int], budget: int) -> list[f
     up to `budget` clicks per object."""
     scene = loop.sample.scene
     gt = multi_object_labels(scene.instance, targets)
-    first = error_clicks(scene.coords, gt, initial_prediction(scene.num_points), loop.tree)
+    first = sorted(error_clicks(scene.coords, gt, initial_prediction(scene.num_points), loop.tree),
+                   key=lambda click: click.label)  # objects numbered as `targets`, like gt
     return click_run(loop, gt, [c.point for c in first], [targets[c.label] for c in first],
                      lambda pred: np.nanmean(object_ious(gt, pred, len(targets))),
                      len(multi_object_clicks(len(targets), budget)),
