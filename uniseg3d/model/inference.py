@@ -8,16 +8,46 @@ from __future__ import annotations
 
 import torch
 
-from uniseg3d.model.official.inference import predict_official_scene
+from uniseg3d.model.official.inference import predict_official_prompts, predict_official_scene
 from uniseg3d.model.official.network import OfficialUniSeg3D
-from uniseg3d.model.decoder import GenericPass
-from uniseg3d.model.postprocess import (ScenePrediction, click_prompt_masks, instances, panoptic,
-                                        prompt_masks, semantic_labels)
+from uniseg3d.model.decoder import GenericPass, QueryPredictions
+from uniseg3d.model.postprocess import (PromptMasks, ScenePrediction, click_prompt_masks,
+                                        instances, panoptic, prompt_masks, semantic_labels)
 from uniseg3d.model.stopwatch import NO_TIMING
 from uniseg3d.model.targets import STUFF_IDS
 from uniseg3d.model.uniseg3d import SceneInput, UniSeg3D
 
-__all__ = ["ScenePrediction", "predict_scene"]
+__all__ = ["ScenePrediction", "predict_prompts_only", "predict_scene"]
+
+
+def prompt_results(click: QueryPredictions, text: QueryPredictions, scene: SceneInput,
+                   class_embeddings: torch.Tensor, stopwatch=NO_TIMING
+                   ) -> tuple[PromptMasks, PromptMasks]:
+    """The clicked objects' and the descriptions' masks from their queries' last layer."""
+    sp = scene.superpoints
+    with stopwatch("post-processing: interactive"):
+        clicks = click_prompt_masks(
+            click.masks, click.class_logits(class_embeddings).softmax(-1)[:, :-1],
+            click.iou.sigmoid(), scene.objects_of_clicks(), sp[scene.click_points], sp)
+    with stopwatch("post-processing: referring"):
+        texts = prompt_masks(text, class_embeddings, sp)
+    return clicks, texts
+
+
+@torch.no_grad()
+def predict_prompts_only(model: UniSeg3D | OfficialUniSeg3D, scene: SceneInput,
+                         class_embeddings: torch.Tensor, features: torch.Tensor,
+                         generic: GenericPass | None = None) -> tuple[PromptMasks, PromptMasks]:
+    """The clicked objects' and the descriptions' masks alone, as `predict_scene` gives them,
+    from the scene's superpoint `features` and (`ours`) its `generic` pass: only the prompt
+    queries are decoded, and no generic task is post-processed."""
+    if isinstance(model, OfficialUniSeg3D):
+        return predict_official_prompts(model, scene, class_embeddings, features)
+    model.eval()
+    last = model.decoder.decode_prompts(generic, scene.clicks(), scene.texts)[-1]
+    clicks = len(scene.click_points)
+    return prompt_results(last.select(slice(0, clicks)), last.select(slice(clicks, None)),
+                          scene, class_embeddings)
 
 
 @torch.no_grad()
@@ -49,13 +79,8 @@ def predict_scene(model: UniSeg3D | OfficialUniSeg3D, scene: SceneInput,
         semantic = semantic_labels(logits, sp, inst)
     with stopwatch("post-processing: panoptic"):
         pan_classes, pan_ids = panoptic(semantic, inst)
-    with stopwatch("post-processing: interactive"):
-        click = out.part("click")
-        clicks = click_prompt_masks(
-            click.masks, click.class_logits(class_embeddings).softmax(-1)[:, :-1],
-            click.iou.sigmoid(), out.click_objects, sp[scene.click_points], sp)
-    with stopwatch("post-processing: referring"):
-        texts = prompt_masks(out.part("text"), class_embeddings, sp)
+    clicks, texts = prompt_results(out.part("click"), out.part("text"), scene, class_embeddings,
+                                   stopwatch)
     with stopwatch("post-processing: open vocabulary"):
         open_vocab = None if open_vocab_embeddings is None else \
             instances(generic, open_vocab_embeddings, sp, top_k=top_k)

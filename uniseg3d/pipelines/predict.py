@@ -34,7 +34,8 @@ from uniseg3d.datasets.ply import Mesh, read_mesh, write_scannet_mesh
 from uniseg3d.datasets.scannet import scene_from_mesh
 from uniseg3d.datasets.scene import IGNORE_INDEX, Scene
 from uniseg3d.datasets.superpoints import segment_mesh
-from uniseg3d.model.inference import ScenePrediction, predict_scene
+from uniseg3d.model.inference import ScenePrediction, predict_prompts_only, predict_scene
+from uniseg3d.model.postprocess import PromptMasks
 from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.text_encoder import class_embeddings
 from uniseg3d.palette import (SCANNET20_COLORS, color_labels, color_masks, distinct_colors,
@@ -225,10 +226,25 @@ def predict_prompts(model, encoder, classes, scene: Scene, points: np.ndarray,
     -1 = negative) and the descriptions `texts`; `features` (the scene's cached superpoint
     features) skips the backbone, `generic` (its generic pass, `ours` only) the generic
     queries too."""
-    sample = Sample(scene, points, objects, texts, np.zeros(len(texts), dtype=np.int64))
-    inputs = scene_input(sample, encoder.encode_texts(texts), device)
+    inputs = prompt_input(encoder, scene, points, objects, texts, device)
     return predict_scene(model, inputs, classes, open_vocab, features=features,
                          generic=generic)
+
+
+def prompt_input(encoder, scene: Scene, points: np.ndarray, objects: np.ndarray,
+                 texts: list[str], device: str = "cpu"):
+    """The model input of a scan with clicks (`points`, `objects`) and descriptions."""
+    sample = Sample(scene, points, objects, texts, np.zeros(len(texts), dtype=np.int64))
+    return scene_input(sample, encoder.encode_texts(texts), device)
+
+
+def predict_prompt_masks(model, encoder, classes, scene: Scene, points: np.ndarray,
+                         objects: np.ndarray, texts: list[str], features: torch.Tensor,
+                         generic=None, device: str = "cpu") -> tuple[PromptMasks, PromptMasks]:
+    """The clicked objects' and the descriptions' masks that `predict_prompts` gives, alone:
+    for prompts that change while the scene's generic tasks stay as they are."""
+    inputs = prompt_input(encoder, scene, points, objects, texts, device)
+    return predict_prompts_only(model, inputs, classes, features, generic)
 
 
 TASKS = ("semantic", "instance", "panoptic", "interactive", "referring", "open_vocabulary")

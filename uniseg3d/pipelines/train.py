@@ -88,17 +88,16 @@ def forward_losses(model: UniSeg3D, criterion: Criterion, scenes: list[Scene], p
     augment, prompts = params.train.augment if training else None, params.prompts
     samples = [make_sample(s, prompts, rng, augment, training) for s in scenes]
     inputs = [scene_input(s, encoder.encode_texts(s.texts), device) for s in samples]
-    refine = None
-    if training and prompts.corrective_rounds:
-        module = getattr(model, "module", model)  # the model itself under DDP
+    module = getattr(model, "module", model)  # the model itself under DDP
 
-        def refine(index: int, scene, features, generic):
-            samples[index], scene = simulate_corrections(
-                module, samples[index], scene, features, generic, prompts.corrective_rounds,
-                prompts.corrective_click, rng)
-            return scene
+    def refine(index: int, scene, features, generic):
+        samples[index], scene = simulate_corrections(
+            module, samples[index], scene, features, generic, prompts.corrective_rounds,
+            prompts.corrective_click, rng)
+        return scene
 
-    outputs = model(inputs, generator, refine=refine)
+    outputs = model(inputs, generator,
+                    refine=refine if training and prompts.corrective_rounds else None)
     targets = [scene_targets(s, device) for s in samples]
     return criterion(outputs, targets, classes)
 

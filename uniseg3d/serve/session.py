@@ -4,14 +4,16 @@ every task's layers out.
 Opening a scene runs the whole model once (all six tasks; no prompts yet) and keeps its
 superpoint features and, for `ours`, the generic queries' decoder pass (`GenericPass`). A click
 starts an object, adds a positive click to one, or marks background (a negative click); a
-description replaces the current one, a class list replaces the open vocabulary. Each reruns
-only the prompt queries' decoder pass (`official`: the decoder) and the post-processing, for
-every current prompt at once, through the same `predict_prompts` that `uniseg3d predict` uses,
-so the masks are the ones `predict` gives for the same prompts.
+description replaces the current one: each reruns only the prompt queries' decoder pass
+(`official`: the decoder) and their post-processing, for every current prompt at once
+(`predict_prompt_masks`); the generic tasks' results stay, since no prompt changes them. A
+class list replaces the open vocabulary and reruns every task (`predict_prompts`). Both give
+the masks that `uniseg3d predict` gives for the same prompts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -33,8 +35,8 @@ from uniseg3d.model.uniseg3d import UniSeg3D
 from uniseg3d.palette import SCANNET20_COLORS
 from uniseg3d.pipelines.predict import (TASKS, ClickPrompt, PromptError, click_objects,
                                         click_points, click_summaries, prediction_arrays,
-                                        predict_prompts, summary_document, task_layer,
-                                        validate_texts)
+                                        predict_prompt_masks, predict_prompts,
+                                        summary_document, task_layer, validate_texts)
 
 LAYERS = ("input", *TASKS)
 MAX_CLASSES = 64  # names in one open-vocabulary list
@@ -114,13 +116,24 @@ class SceneSession:
         return class_embeddings(self.loaded.encoder, names).to(self.loaded.device)
 
     def run(self) -> ScenePrediction:
-        """Every task for the current prompts, from the cached features."""
+        """Every task for the current prompts and class list, from the cached features."""
         loaded = self.loaded
         self.prediction = predict_prompts(loaded.model, loaded.encoder, loaded.classes,
                                           self.scene, np.asarray(self.points, dtype=np.int64),
                                           self.objects_of_clicks(), self.texts,
                                           self._vocabulary, loaded.device,
                                           features=self.features, generic=self.generic)
+        return self.prediction
+
+    def rerun_prompts(self) -> ScenePrediction:
+        """The clicked objects' and the description's masks for the current prompts; the
+        generic tasks (semantic, instance, panoptic, open vocabulary) stay as they are."""
+        loaded = self.loaded
+        clicks, texts = predict_prompt_masks(
+            loaded.model, loaded.encoder, loaded.classes, self.scene,
+            np.asarray(self.points, dtype=np.int64), self.objects_of_clicks(), self.texts,
+            self.features, self.generic, loaded.device)
+        self.prediction = dataclasses.replace(self.prediction, clicks=clicks, texts=texts)
         return self.prediction
 
     def objects_of_clicks(self) -> np.ndarray:
@@ -136,18 +149,18 @@ class SceneSession:
         objects = click_objects((*self.clicks, prompt))  # refuses a bad target first
         self.clicks.append(prompt)
         self.points.append(point)
-        self.run()
+        self.rerun_prompts()
         return int(objects[-1])
 
     def clear_clicks(self) -> None:
         self.clicks.clear()
         self.points.clear()
-        self.run()
+        self.rerun_prompts()
 
     def describe(self, text: str) -> None:
         """The referring mask of one description (replaces the previous one)."""
         self.texts = validate_texts((text,))
-        self.run()
+        self.rerun_prompts()
 
     def find_classes(self, text: str) -> None:
         """Open-vocabulary instances of a comma-separated class list."""

@@ -10,17 +10,37 @@ from __future__ import annotations
 
 import torch
 
-from uniseg3d.model.official.network import OfficialUniSeg3D
+from uniseg3d.model.official.network import OfficialSceneOutput, OfficialUniSeg3D
 from uniseg3d.model.official.postprocess import (THINGS_FROM, TOP_K, click_objects_masks,
                                                  instances, panoptic, prompt_masks,
                                                  semantic_labels)
-from uniseg3d.model.postprocess import Instances, ScenePrediction
+from uniseg3d.model.postprocess import Instances, PromptMasks, ScenePrediction
 from uniseg3d.model.stopwatch import NO_TIMING
 from uniseg3d.model.uniseg3d import SceneInput
 
 
 def shifted(found: Instances, offset: int) -> Instances:
     return Instances(found.masks, found.labels + offset, found.scores, found.class_probs)
+
+
+def official_prompt_results(out: OfficialSceneOutput, scene: SceneInput, prototypes: torch.Tensor,
+                            stopwatch=NO_TIMING) -> tuple[PromptMasks, PromptMasks]:
+    """The clicked objects' and the descriptions' masks of one forward."""
+    sp = scene.superpoints
+    with stopwatch("post-processing: interactive"):
+        clicks = click_objects_masks(out.part("click"), prototypes, scene.objects_of_clicks(),
+                                     sp[scene.click_points], sp)
+    with stopwatch("post-processing: referring"):
+        texts = prompt_masks(out.part("text"), prototypes, sp)
+    return clicks, texts
+
+
+@torch.no_grad()
+def predict_official_prompts(model: OfficialUniSeg3D, scene: SceneInput, prototypes: torch.Tensor,
+                             features: torch.Tensor) -> tuple[PromptMasks, PromptMasks]:
+    """The prompts' masks alone, from the scene's superpoint features (the decoder reruns)."""
+    model.eval()
+    return official_prompt_results(model([scene], features=[features])[0], scene, prototypes)
 
 
 @torch.no_grad()
@@ -43,11 +63,7 @@ def predict_official_scene(model: OfficialUniSeg3D, scene: SceneInput, prototype
         semantic = semantic_labels(generic, prototypes, sp)
     with stopwatch("post-processing: panoptic"):
         pan_classes, pan_ids = panoptic(generic, prototypes, sp)
-    with stopwatch("post-processing: interactive"):
-        clicks = click_objects_masks(out.part("click"), prototypes, scene.objects_of_clicks(),
-                                     sp[scene.click_points], sp)
-    with stopwatch("post-processing: referring"):
-        texts = prompt_masks(out.part("text"), prototypes, sp)
+    clicks, texts = official_prompt_results(out, scene, prototypes, stopwatch)
     with stopwatch("post-processing: open vocabulary"):
         open_vocab = None if open_vocab_embeddings is None else \
             instances(generic, open_vocab_embeddings, sp, top_k=top_k)
