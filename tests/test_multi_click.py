@@ -111,6 +111,23 @@ def test_objects_combine_their_clicks_and_the_background_its_negative_ones():
     assert combined.labels.tolist() == [0, 0, -1, -1, 0]
 
 
+def test_a_negative_click_removes_a_leak_on_a_two_object_scene():
+    # toy scene: 6 superpoints, a table (0-2) and a chair (3-4) on the floor (5); the chair's
+    # click query leaks onto the floor, a negative click on the floor removes the leak while
+    # both objects keep their own superpoints
+    instance = np.array([0, 0, 0, 1, 1, -1])
+    logits = torch.tensor([[3.0, 2.5, 1.0, -2.0, -3.0, -1.0],   # click on the table
+                           [-3.0, -2.0, -1.0, 2.0, 3.0, 1.5],   # click on the chair
+                           [-4.0, -3.0, -2.0, -1.0, 0.5, 4.0]])  # negative click on the floor
+    before = combine_clicks(logits[:2], torch.tensor([0, 1]), torch.tensor([0, 4]))
+    after = combine_clicks(logits, torch.tensor([0, 1, -1]), torch.tensor([0, 4, 5]))
+    assert before.labels.tolist() == [0, 0, 0, 1, 1, 1]  # the floor leaks into the chair
+    assert after.labels.tolist() == [0, 0, 0, 1, 1, -1] == instance.tolist()
+    # the chair's own logit (3.0) still beats the negative click's 0.5 on superpoint 4
+    assert after.masks.tolist() == [[True, True, True, False, False, False],
+                                    [False, False, False, True, True, False]]
+
+
 def test_overlapping_objects_go_to_the_higher_logit_and_clicks_force_their_superpoint():
     logits = torch.tensor([[1.0, 2.0, -1.0, 0.5],
                            [-1.0, 1.0, 3.0, 2.0]])
