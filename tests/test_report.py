@@ -51,8 +51,9 @@ def write_metrics(params: Params) -> None:
                                  encoder.dim, params.prompts.min_points, progress=False)
     metrics = {"dataset": params.evaluate.dataset_label,
                **{task: metric_section(result) for task, result in results.items()},
-               "interactive_protocol": metric_section(protocol), "counts": counts, "timing": {"forward_s": 1.0, "scannet_forward_s": 1.0,
-                                            "forward_s_per_scene": 0.5, "total_s": 2.0}}
+               "interactive_protocol": metric_section(protocol), "counts": counts,
+               "timing": {"forward_s": 1.0, "scannet_forward_s": 1.0,
+                          "forward_s_per_scene": 0.5, "total_s": 2.0}}
     write_outputs(Path(params.evaluate.out), metrics, results,
                   {"scannet200": ("open_vocab", tasks.open_vocab)})
 

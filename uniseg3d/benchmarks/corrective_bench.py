@@ -60,7 +60,8 @@ def bench_corrective(params: Params, checkpoint: str | None = None, config: str 
     loop = TimedClickLoop(model, scene, dim, device)
     multi_object_run(loop, targets, clicks_per_object)
     rounds = np.diff(loop.starts).tolist()  # one click: decode, score, place the next click
-    return {"benchmark": "corrective_click", "config": config, "device": device, "machine": machine(),
+    return {"benchmark": "corrective_click", "config": config, "device": device,
+            "machine": machine(),
             "points": scene.num_points, "superpoints": scene.num_superpoints,
             "objects": len(targets), "corrective_clicks": len(rounds),
             "backbone_and_generic_ms": 1000 * loop.open_s,

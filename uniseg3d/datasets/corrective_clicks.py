@@ -7,10 +7,11 @@ region is the set of error points sharing one (gt, pred) label pair (ywyue/AGILE
 
 AGILE3D's loop: round 0 starts from an all-background prediction (`initial_prediction`) and
 clicks every error region, i.e. one click per target at its deepest point (`error_clicks`);
-each later round adds one click (`next_click`). Predictions at clicked points are overwritten
-with the click labels (`apply_clicks`) before the IoU is measured and the next click simulated.
-Clicks are simulated on the voxelised scene (5 cm voxels, the raw coordinates of one point per
-voxel) and the IoU is measured on the full-resolution points, pred_full = pred[inverse_map].
+each later round adds one click (`next_click`). AGILE3D overwrites the predictions at clicked
+points with the click labels before it measures the IoU; uniseg3d's models force a clicked
+superpoint to its click's label (`model.click_objects`), which covers that. AGILE3D simulates
+clicks on the voxelised scene (5 cm voxels) and measures the IoU on the full-resolution points;
+`pipelines.interactive` does both on the points themselves.
 """
 
 from __future__ import annotations
@@ -196,14 +197,6 @@ def next_click(coords: np.ndarray, gt: np.ndarray, pred: np.ndarray, strategy: s
                                  & (np.asarray(pred) == region.pred))
         return Click(int(rng.choice(members)), region.gt)
     return Click(region.deepest, region.gt)
-
-
-def apply_clicks(pred: np.ndarray, clicks: list[Click]) -> np.ndarray:
-    """A copy of `pred` with each clicked point set to its click's label (AGILE3D does this)."""
-    out = np.array(pred, dtype=np.int64, copy=True)
-    for click in clicks:
-        out[click.point] = click.label
-    return out
 
 
 def initial_prediction(num_points: int) -> np.ndarray:

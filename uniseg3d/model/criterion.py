@@ -1,16 +1,16 @@
 """UniSeg3D losses: one matcher and one set of mask losses for every query type.
 
-Generic queries are matched to object and stuff segments by Hungarian matching
-(scipy's `linear_sum_assignment`) on class + BCE + Dice costs; click and text queries know their
-target. Per layer: CE (no-object weight 0.1), BCE, Dice and the IoU-head MSE; prompt losses are
-scaled by `prompt_weight` (click queries: the positive ones, each against its object); the
-clicked objects' combined logits (`model.click_objects`) by a per-superpoint cross-entropy
-over background and objects, scaled by `click_objects`; matched generic queries' embeddings are pulled toward their
-class-name embedding (1 - cosine, scaled by `align`). The superpoint semantic head:
-cross-entropy against each superpoint's majority class, scaled by `semantic`. Inter-task terms
-on the last layer, scaled by `lambda_inter`: distillation click -> generic on the top 10 %
-superpoints by click confidence, click -> referring on class probabilities, and a symmetric
-InfoNCE between click and text queries of the same object plus a ranking hinge.
+Generic queries are matched to object and stuff segments by Hungarian matching (scipy's
+`linear_sum_assignment`) on class + BCE + Dice costs; click and text queries know their target.
+Per layer: CE (no-object weight 0.1), BCE, Dice and the IoU-head MSE; prompt losses are scaled
+by `prompt_weight` (click queries: the positive ones, each against its object); the clicked
+objects' combined logits (`model.click_objects`) by a per-superpoint cross-entropy over
+background and objects, scaled by `click_objects`; matched generic queries' embeddings are
+pulled toward their class-name embedding (1 - cosine, scaled by `align`). The superpoint
+semantic head: cross-entropy against each superpoint's majority class, scaled by `semantic`.
+Inter-task terms on the last layer, scaled by `lambda_inter`: distillation click -> generic on
+the top 10 % superpoints by click confidence, click -> referring on class probabilities, and a
+symmetric InfoNCE between click and text queries of the same object plus a ranking hinge.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from uniseg3d.config import LossWeights
-from uniseg3d.model.click_objects import number_of_objects
+from uniseg3d.model.click_objects import number_of_objects, object_logits
 from uniseg3d.model.decoder import QueryPredictions
 from uniseg3d.model.targets import SceneTargets
 from uniseg3d.model.uniseg3d import SceneOutput
@@ -152,10 +152,7 @@ class Criterion:
         count = number_of_objects(objects)
         if not count:
             return click_logits.sum() * 0
-        logits = torch.stack([click_logits[objects == k].max(0).values for k in range(count)])
-        negative = objects < 0
-        background = click_logits[negative].max(0).values.clamp(min=0) if negative.any() \
-            else click_logits.new_zeros(click_logits.shape[1])
+        logits, background = object_logits(click_logits, objects)
         first_click = [int(torch.nonzero(objects == k)[0]) for k in range(count)]
         covered = t.masks[t.click_segments[first_click]] > 0  # (K, M)
         target = torch.where(covered.any(0), covered.float().argmax(0) + 1, 0)

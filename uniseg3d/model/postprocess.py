@@ -9,8 +9,8 @@ Instances: the top 600 (query, class) pairs (the paper's `topk_insts`) scored by
 probability x mean mask probability x predicted IoU, with per-class mask NMS. Panoptic: stuff
 points from the semantic result, things painted from confident instances in score order. Text
 queries: one mask each. Clicks: one mask per clicked object from its click queries
-(`click_objects`), with class probabilities, used to rank them for interactive AP. Open vocabulary: the same instance path against any list of class-name
-embeddings.
+(`click_objects`), with class probabilities, used to rank them for interactive AP. Open
+vocabulary: the same instance path against any list of class-name embeddings.
 """
 
 from __future__ import annotations

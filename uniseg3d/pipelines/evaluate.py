@@ -196,10 +196,11 @@ def run_evaluate(params: Params, progress: bool = True, device: str = "cpu") -> 
         results["replica"] = replica.evaluate()
         vocabularies["replica"] = ("replica", replica)
     protocol_start = time.perf_counter()
+    scene_ids = validation_ids(cfg)
     protocol = evaluate_protocol(
-        predictor.model, read_split(cfg.cache, validation_ids(cfg)), predictor.encoder.dim,
-        params.prompts.min_points, cfg.protocol_clicks, device, progress) \
-        if cfg.protocol_clicks else None
+        predictor.model, (read_scene(Path(cfg.cache) / scene_id) for scene_id in scene_ids),
+        predictor.encoder.dim, params.prompts.min_points, cfg.protocol_clicks, device,
+        progress, len(scene_ids)) if cfg.protocol_clicks else None
     protocol_seconds = time.perf_counter() - protocol_start
     referring = results["referring"]
     counts = {"scannet_scenes": len(tasks), "replica_scenes": 0, "replica_classes": 0,

@@ -17,6 +17,8 @@ placement (`model.corrective`); every IoU is on the full-resolution points. The 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
@@ -111,13 +113,16 @@ def mean_curve(sequences: list[list[float]], clicks: list[np.ndarray] | None,
             if sequences else None for k in range(1, budget + 1)]
 
 
-def evaluate_protocol(model, scenes: list[Scene], text_dim: int, min_points: int,
-                      budget: int = 20, device: str = "cpu", progress: bool = True) -> dict:
+def evaluate_protocol(model, scenes: Iterable[Scene], text_dim: int, min_points: int,
+                      budget: int = 20, device: str = "cpu", progress: bool = True,
+                      total: int | None = None) -> dict:
     """The `interactive_protocol` section of `metrics.json`: per mode the overall scores, the
-    mean IoU curve over clicks and the scores per scene."""
+    mean IoU curve over clicks and the scores per scene; `scenes` are read one at a time
+    (`total`: how many, for the progress bar)."""
     single, single_ids, multi, multi_ids, multi_clicks = [], [], [], [], []
     model.eval()
-    for scene in tqdm(scenes, desc="interactive protocol", unit="scene", disable=not progress):
+    for scene in tqdm(scenes, desc="interactive protocol", unit="scene", total=total,
+                      disable=not progress):
         targets = [int(t) for t in clickable_instances(scene, min_points)]
         if not targets:
             continue

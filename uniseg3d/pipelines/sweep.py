@@ -4,12 +4,12 @@ The search space (params.yaml section `sweep`) spans lambda (`loss.lambda_inter`
 the distillation and contrastive terms), the training click strategy, the evaluation click
 strategy (a strategy is `center`, `random`, `agile`, `rd` (at `prompts.rd`) or `rd<value>`,
 `rd0.5`: rd at 0.5) and where training's corrective clicks go (`prompts.corrective_click`:
-`deepest`, AGILE3D's, or `random`). `grid` tries every combination, `random` draws `num_samples` of them
-(seeded by `train.seed`). Each trial trains one worker in its own process for `sweep.epochs`
-epochs (`train.fit`, the epoch loop, reporting every epoch, so the optional ASHA
+`deepest`, AGILE3D's, or `random`). `grid` tries every combination, `random` draws `num_samples`
+of them (seeded by `train.seed`). Each trial trains one worker in its own process for
+`sweep.epochs` epochs (`train.fit`, the epoch loop, reporting every epoch, so the optional ASHA
 scheduler can stop weak trials early on the validation loss), then evaluates its `best.pt` on
-every task (`run_evaluate`, with the trial's evaluation clicks) and reports every metric and
-the paper's "Overall": the mean of the six headline metrics. As many trials run at once as
+every task (`run_evaluate`, with the trial's evaluation clicks) and reports every metric and the
+paper's "Overall": the mean of the six headline metrics. As many trials run at once as
 `sweep.cpus_per_trial` fits into Ray's CPUs.
 
 Outputs in `sweep.out`: `results.csv` (one row per trial: its configuration, status, final
