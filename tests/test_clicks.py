@@ -120,14 +120,29 @@ def test_every_click_lies_inside_its_instance(strategy: str) -> None:
     assert clicks.dtype == np.int64 and clicks.shape == (4,)
     np.testing.assert_array_equal(instance[clicks], wanted)
     assert sample_clicks(coords, instance, [], strategy, rng=rng).shape == (0,)
-    if strategy != "random":  # per-instance answers agree with the one-mask answers
+    if strategy not in ("random", "sampled"):  # per instance as with one mask
         expected = [choose_click(coords, instance == k, strategy, rd=0.5) for k in wanted]
         np.testing.assert_array_equal(clicks, expected)
 
 
+def test_the_official_training_click_is_nearest_the_centroid_of_500_sampled_points() -> None:
+    rng = np.random.default_rng(0)
+    small = rng.uniform(0, 1, size=(40, 3))  # fewer than 500 points: all of them, = center
+    assert sample_clicks(small, np.zeros(40, np.int64), [0], "sampled",
+                         rng=np.random.default_rng(1))[0] == choose_click(small, np.ones(40, bool),
+                                                                           "center")
+    # 2000 points: the same draw of 500 (rng.choice without replacement), by hand
+    coords = rng.uniform(0, 1, size=(2000, 3))
+    instance = np.zeros(2000, np.int64)
+    click = sample_clicks(coords, instance, [0], "sampled", rng=np.random.default_rng(7))[0]
+    drawn = np.random.default_rng(7).choice(2000, 500, replace=False)
+    centroid = coords[drawn].mean(0)
+    assert click == drawn[np.argmin(((coords[drawn] - centroid) ** 2).sum(1))]
+
+
 def test_errors() -> None:
     mask = np.ones(5, bool)
-    with pytest.raises(ValueError, match="center, rd, random, agile"):
+    with pytest.raises(ValueError, match="center, rd, random, agile, sampled"):
         choose_click(LINE, mask, "farthest")
     with pytest.raises(ValueError, match="empty mask"):
         choose_click(LINE, np.zeros(5, bool), "center")

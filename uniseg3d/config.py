@@ -136,6 +136,9 @@ class LossWeights:
     rank_margin: float = 0.2  # ranking hinge
 
 
+ELASTIC_FORMS = ("ours", "official")
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """Training augmentations (OneFormer3D / SoftGroup ScanNet recipe)."""
@@ -146,9 +149,17 @@ class AugmentConfig:
     translate_std: float = 0.1
     # (granularity m, magnitude m): SoftGroup's (6, 40*3/50) and (20, 160*3/50) in 2 cm voxels
     elastic: tuple[tuple[float, float], ...] = ((0.12, 0.048), (0.4, 0.192))
+    elastic_form: str = "ours"  # ours | official (UniSeg3D's transform; datasets/augment.py)
+    elastic_probability: float = 1.0  # official: 0.5
+
+    def __post_init__(self):
+        if self.elastic_form not in ELASTIC_FORMS:
+            raise ConfigError(f"train.augment.elastic_form: expected one of "
+                              f"{list(ELASTIC_FORMS)}, found {self.elastic_form!r}")
 
 
-CORRECTIVE_CLICKS = ("deepest", "random")  # where a corrective click goes in its error region
+CORRECTIVE_CLICKS = ("deepest", "random")
+TRAIN_TEXTS = ("all", "one_per_object")  # where a corrective click goes in its error region
 
 
 @dataclass(frozen=True)
@@ -158,13 +169,17 @@ class PromptConfig:
     train_click: str = "random"  # center | rd | random | agile
     eval_click: str = "center"
     rd: float = 0.5
-    max_clicks: int = 16  # per scene in training
-    max_texts: int = 16  # per scene in training
+    max_clicks: int = 16  # per scene in training (0: every clickable instance)
+    max_texts: int = 16  # per scene in training (0: every description)
+    train_texts: str = "all"  # all descriptions | one_per_object (official: one drawn per object)
     min_points: int = 20  # smallest instance that gets a click
     corrective_rounds: int = 0  # training: up to this many corrective clicks per scene (ours)
     corrective_click: str = "deepest"  # deepest (AGILE3D) | random: where in the error region
 
     def __post_init__(self):
+        if self.train_texts not in TRAIN_TEXTS:
+            raise ConfigError(f"prompts.train_texts: expected one of {list(TRAIN_TEXTS)}, "
+                              f"found {self.train_texts!r}")
         if self.corrective_click not in CORRECTIVE_CLICKS:
             raise ConfigError(f"prompts.corrective_click: expected one of "
                               f"{list(CORRECTIVE_CLICKS)}, found {self.corrective_click!r}")

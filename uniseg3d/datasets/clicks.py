@@ -6,6 +6,9 @@ Strategies, each returning the index of one point of the instance:
 - `rd`: the points ordered by distance to the centroid, the one at rank round(rd * n), clamped
   to n - 1; rd 0 is `center`, rd 1 the farthest point (the paper ablates rd 0.5 and rd 1.0).
 - `random`: a uniformly random point, drawn from the given `numpy.random.Generator`.
+- `sampled` (UniSeg3D's training click, `PointPromptGeneration(samplePoint=True)`): of a random
+  sample of at most 500 of the instance's points (all of them when it has fewer), the one
+  nearest the sample's centroid.
 - `agile` (AGILE3D's protocol): voxelise the scene at `voxel` metres; among the voxels holding
   points of the instance take the one farthest from every voxel holding a point of anything else
   (other instances and unlabelled points alike); the click is the instance point nearest that
@@ -20,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-STRATEGIES = ("center", "rd", "random", "agile")
+STRATEGIES = ("center", "rd", "random", "agile", "sampled")
+SAMPLED_POINTS = 500  # the official training click's sample size
 
 
 def choose_click(
@@ -49,8 +53,8 @@ def sample_clicks(
     if strategy not in STRATEGIES:
         choices = ", ".join(STRATEGIES)
         raise ValueError(f"unknown click strategy {strategy!r}; choose one of {choices}")
-    if strategy == "random" and rng is None:
-        raise ValueError("the random click strategy needs rng (a numpy.random.Generator)")
+    if strategy in ("random", "sampled") and rng is None:
+        raise ValueError(f"the {strategy} click strategy needs rng (a numpy.random.Generator)")
     if strategy == "rd" and not 0.0 <= rd <= 1.0:
         raise ValueError(f"rd must lie in [0, 1], got {rd}")
     coords = np.asarray(coords, dtype=np.float64)
@@ -72,12 +76,23 @@ def sample_clicks(
 
     if strategy == "random":
         clicks = member[starts + rng.integers(0, counts)]
+    elif strategy == "sampled":
+        clicks = np.array([_sampled_click(coords, member[start:start + count], rng)
+                           for start, count in zip(starts, counts)], dtype=np.int64)
     else:
         rank_rd = rd if strategy == "rd" else 0.0  # rd 0 is `center`, also agile's fallback
         clicks = member[_centroid_positions(coords[member], group, counts, starts, rank_rd)]
         if strategy == "agile":
             clicks = _agile_clicks(coords, member, starts, counts, voxel, fallback=clicks)
     return clicks[wanted].astype(np.int64)
+
+
+def _sampled_click(coords: np.ndarray, points: np.ndarray, rng: np.random.Generator) -> int:
+    """Of at most `SAMPLED_POINTS` of `points` drawn without replacement, the one nearest their
+    centroid (the first drawn of equally near ones)."""
+    drawn = points[rng.choice(len(points), min(len(points), SAMPLED_POINTS), replace=False)]
+    xyz = coords[drawn]
+    return int(drawn[np.argmin(np.linalg.norm(xyz - xyz.mean(0), axis=1))])
 
 
 def _centroid_positions(

@@ -2,7 +2,8 @@
 
 Numpy only: the model side turns a `Sample` into tensors. Clicks go to thing instances (one per
 instance at evaluation, a random subset in training); descriptions are all of the scene's at
-evaluation and a random subset in training.
+evaluation and a random subset in training (or one per described object, as UniSeg3D's code
+draws them).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from uniseg3d.datasets.augment import augment_coords
 from uniseg3d.datasets.cache import cached_scene_ids, read_scene
 from uniseg3d.datasets.classes import STUFF_CLASSES20, scannet20
 from uniseg3d.datasets.clicks import sample_clicks
-from uniseg3d.datasets.scene import Scene
+from uniseg3d.datasets.scene import Description, Scene
 
 STUFF20 = np.array([scannet20().names.index(n) for n in STUFF_CLASSES20])
 
@@ -66,19 +67,31 @@ def clickable_instances(scene: Scene, min_points: int) -> np.ndarray:
     return np.flatnonzero((sizes >= min_points) & (thing_count * 2 > sizes))
 
 
+def one_per_object(descriptions: list[Description], rng: np.random.Generator
+                   ) -> list[Description]:
+    """One description drawn at random for each described object, objects in order of first
+    mention (UniSeg3D's `TextPromptGeneration` in training)."""
+    by_object: dict[int, list[Description]] = {}
+    for description in descriptions:
+        by_object.setdefault(description.object_id, []).append(description)
+    return [group[rng.integers(len(group))] for group in by_object.values()]
+
+
 def make_sample(scene: Scene, prompts: PromptConfig, rng: np.random.Generator,
                 augment: AugmentConfig | None = None, training: bool = True) -> Sample:
     """Choose clicks and descriptions for one scene (and augment it in training)."""
     if augment is not None:
         scene = dataclasses.replace(scene, coords=augment_coords(scene.coords, rng, augment))
     clickable = clickable_instances(scene, prompts.min_points)
-    if training and len(clickable) > prompts.max_clicks:
+    if training and 0 < prompts.max_clicks < len(clickable):
         clickable = np.sort(rng.choice(clickable, prompts.max_clicks, replace=False))
     strategy = prompts.train_click if training else prompts.eval_click
     points = sample_clicks(scene.coords, scene.instance, clickable, strategy, rng=rng,
                            rd=prompts.rd)
     descriptions = list(scene.referring)
-    if training and len(descriptions) > prompts.max_texts:
+    if training and prompts.train_texts == "one_per_object":
+        descriptions = one_per_object(descriptions, rng)
+    if training and 0 < prompts.max_texts < len(descriptions):
         chosen = rng.choice(len(descriptions), prompts.max_texts, replace=False)
         descriptions = [descriptions[i] for i in sorted(chosen)]
     return Sample(scene=scene, click_points=np.asarray(points, dtype=np.int64),
