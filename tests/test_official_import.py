@@ -237,14 +237,3 @@ def test_evaluate_on_the_imported_checkpoint(data, released):
         assert section in metrics, section
     assert 0 <= metrics["semantic"]["miou"] <= 1
     assert (data / "official_reports" / "metrics.json").is_file()
-
-
-def test_the_official_recipe_is_not_trained_yet():
-    from uniseg3d.pipelines.train import build_model
-
-    params = Params()
-    params = dataclasses.replace(params, model=dataclasses.replace(params.model,
-                                                                   recipe="official"))
-    with pytest.raises(ValueError, match="import-official"):
-        build_model(params, 384)
-

@@ -203,6 +203,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     fine_tune_epochs: int = 0  # > 0: a second stage from the best checkpoint at lr, wd x 0.001
+    init_backbone: str | None = None  # official: the released sstnet_scannet.pth backbone
+    pseudo_masks: str | None = None  # official: the data-info pkl with SAM3D pseudo masks
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

@@ -123,7 +123,7 @@ class MiniLMEncoder:
         return _finish(torch.stack([row["sentence_embedding"] for row in out])), tokens
 
 
-def _load_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
+def read_state_dict_file(checkpoint: Path) -> dict[str, torch.Tensor]:
     """A plain state dict or one under a `state_dict` key, without any `module.` prefix."""
     loaded = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
@@ -168,7 +168,7 @@ class ClipTextEncoder:
         finally:
             logging.disable(muted)
         model.visual = None
-        state = {k: v for k, v in _load_state_dict(path).items() if not k.startswith("visual.")}
+        state = {k: v for k, v in read_state_dict_file(path).items() if not k.startswith("visual.")}
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as error:

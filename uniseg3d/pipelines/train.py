@@ -37,6 +37,7 @@ from uniseg3d.model.official.network import OfficialUniSeg3D
 from uniseg3d.model.targets import semantic_log_prior
 from uniseg3d.model.text_encoder import CachedTextEncoder, build_text_encoder, class_embeddings
 from uniseg3d.model.uniseg3d import UniSeg3D
+from uniseg3d.pipelines.official_training import OfficialLosses, build_official, official_training
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,18 @@ def make_text_encoder(params: Params, device: str = "cpu") -> CachedTextEncoder:
 
 
 def build_model(params: Params, text_dim: int, device: str = "cpu") -> UniSeg3D:
-    """The `ours` model of params.yaml; the `official` recipe is not trained here yet."""
+    """The `ours` model of params.yaml (the `official` one: `official_training.build_official`)."""
     if params.model.recipe != "ours":
-        raise ValueError(f"model.recipe {params.model.recipe!r}: only 'ours' trains in this "
-                         "version; an official model comes from its released checkpoint "
-                         "(uniseg3d import-official)")
+        raise ValueError(f"model.recipe {params.model.recipe!r}: build_model builds 'ours'; "
+                         "the official model is built with its text tower by build_official")
     return UniSeg3D(params.model.selected(), text_dim, device).to(device)
+
+
+def trainable(model: torch.nn.Module, criterion) -> list[torch.nn.Parameter]:
+    """The parameters the optimiser updates: the model's and the criterion's (the official
+    contrastive scale), frozen ones (the CLIP tower) left out."""
+    extra = list(criterion.parameters()) if isinstance(criterion, torch.nn.Module) else []
+    return [p for p in [*model.parameters(), *extra] if p.requires_grad]
 
 
 def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: float
@@ -84,7 +91,10 @@ def forward_losses(model: UniSeg3D, criterion: Criterion, scenes: list[Scene], p
                    generator: torch.Generator, training: bool, device: str = "cpu"
                    ) -> dict[str, torch.Tensor]:
     """Losses of one batch of scenes (augmented and prompted when `training`, with simulated
-    corrective clicks when `prompts.corrective_rounds` > 0)."""
+    corrective clicks when `prompts.corrective_rounds` > 0); the official recipe's through its
+    `OfficialLosses`."""
+    if isinstance(criterion, OfficialLosses):
+        return criterion(model, scenes, params, encoder, rng, generator, training, device)
     augment, prompts = params.train.augment if training else None, params.prompts
     samples = [make_sample(s, prompts, rng, augment, training) for s in scenes]
     inputs = [scene_input(s, encoder.encode_texts(s.texts), device) for s in samples]
@@ -119,12 +129,24 @@ def run_epoch(model: UniSeg3D, criterion: Criterion, optimizer: torch.optim.Opti
                                 params, encoder, classes, rng, generator, True, device)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), params.train.grad_clip)
+        if isinstance(criterion, torch.nn.Module):
+            average_over_workers(criterion)
+        torch.nn.utils.clip_grad_norm_(trainable(model, criterion), params.train.grad_clip)
         optimizer.step()
         scheduler.step()
         for key, value in losses.items():
             totals[key] = totals.get(key, 0.0) + float(value.detach())
     return {key: value / len(steps) for key, value in totals.items()}
+
+
+def average_over_workers(module: torch.nn.Module) -> None:
+    """Average the gradients of `module` (not wrapped by DDP: the criterion) over the workers."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for parameter in module.parameters():
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= dist.get_world_size()
 
 
 @torch.no_grad()
@@ -139,13 +161,18 @@ def validation_loss(model: UniSeg3D, criterion: Criterion, scenes: list[Scene], 
     return float(np.mean(totals)) if totals else float("nan")
 
 
-def save_checkpoint(path: Path, model: UniSeg3D, optimizer, scheduler, epoch: int,
-                    stage: int, history: list[dict], params: Params) -> None:
-    """Write a checkpoint atomically (temporary file in the same folder, then rename)."""
+def save_checkpoint(path: Path, model: UniSeg3D | OfficialUniSeg3D, optimizer, scheduler,
+                    epoch: int, stage: int, history: list[dict], params: Params,
+                    criterion=None) -> None:
+    """Write a checkpoint atomically (temporary file in the same folder, then rename); an
+    official model's in the layout `import-official` writes (recipe, text model, criterion)."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "epoch": epoch, "stage": stage,
              "history": json.dumps(history), "model_config": json.dumps(asdict(model.config)),
              "text_encoder": json.dumps(asdict(params.text))}
+    if isinstance(model, OfficialUniSeg3D):
+        state.update(recipe="official", text_model=model.text_model,
+                     criterion=criterion.criterion.state_dict())
     temp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(state, temp)
     os.replace(temp, path)
@@ -341,16 +368,27 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
 
     Each epoch's randomness derives from (seed, epoch), so a resumed run repeats exactly what an
     uninterrupted one does. Training and validation losses are averaged over the workers."""
+    official = params.model.recipe == "official"
+    if official:
+        params = official_training(params)
     cfg = params.train
     torch.set_num_threads(session.threads)
     device = session.device
-    encoder = make_text_encoder(params, device)
-    encode_descriptions(encoder, train_set, val_set)
-    classes = class_embeddings(encoder, class_prompt_names(scannet20().names)).to(device)
-    torch.manual_seed(cfg.seed)
-    model = build_model(params, classes.shape[1], device)
-    model.semantic_log_prior.copy_(torch.from_numpy(semantic_log_prior(train_set.each())))
-    criterion = Criterion(params.loss, len(scannet20()))
+    names = class_prompt_names(scannet20().names)
+    if official:
+        torch.manual_seed(cfg.seed)
+        model, encoder = build_official(params, names, device)
+        encode_descriptions(encoder, train_set, val_set)
+        classes = model.class_prototypes
+        criterion = OfficialLosses(params).to(device)
+    else:
+        encoder = make_text_encoder(params, device)
+        encode_descriptions(encoder, train_set, val_set)
+        classes = class_embeddings(encoder, names).to(device)
+        torch.manual_seed(cfg.seed)
+        model = build_model(params, classes.shape[1], device)
+        model.semantic_log_prior.copy_(torch.from_numpy(semantic_log_prior(train_set.each())))
+        criterion = Criterion(params.loss, len(scannet20()))
     state = _restore(session, workdir)
     history: list[dict] = state["history"] if state is not None else []
     resume_epoch = state["epoch"] + 1 if state is not None else 0
@@ -363,11 +401,14 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
         stage_start = sum(e for e, _, _ in schedule[:stage])
         if stage_start + epochs <= resume_epoch:
             continue
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        optimizer = torch.optim.AdamW(trainable(model, criterion), lr=lr,
+                                      weight_decay=weight_decay)
         scheduler = poly_schedule(optimizer, epochs * -(-shard_size // cfg.batch_size),
                                   cfg.poly_power)
         if state is not None and state["stage"] == stage:
             model.load_state_dict(state["model"])
+            if official:
+                criterion.criterion.load_state_dict(state["criterion"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
         elif stage > 0:  # fine-tuning continues from the best checkpoint of the first stage
@@ -391,10 +432,10 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
             history.append(record)
             score = epoch_score(record)
             save_checkpoint(workdir / CHECKPOINT_LAST, model, optimizer, scheduler, epoch, stage,
-                            history, params)
+                            history, params, criterion)
             if score <= min(map(epoch_score, history)):
                 save_checkpoint(workdir / CHECKPOINT_BEST, model, optimizer, scheduler, epoch,
-                                stage, history, params)
+                                stage, history, params, criterion)
             if session.rank == 0:
                 val = f", val {record['val_total']:.4f}" if "val_total" in record else ""
                 log.info("epoch %d/%d (stage %d): loss %.4f%s, %.1f s", epoch + 1,

@@ -18,24 +18,20 @@ contrastive criterion's learnable scale) separately.
 
 from __future__ import annotations
 
-import importlib
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from uniseg3d.config import ModelConfig
+from uniseg3d.datasets.official_info import is_numpy_data, numpy_global
 from uniseg3d.model.official.language import OfficialTextEncoder
 from uniseg3d.model.official.network import OfficialUniSeg3D
 from uniseg3d.model.text_encoder import CachedTextEncoder
 
 CRITERION_PREFIX = "criterion."
 PROTOTYPES_KEY = "class_prototypes"
-NUMPY_GLOBALS = {  # data reconstruction only; NumPy 1 and 2 module paths
-    f"{module}.{name}" for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-    for name in ("_reconstruct", "scalar")} | {"numpy.ndarray", "numpy.dtype"}
 
 
 class OfficialCheckpointError(ValueError):
@@ -54,15 +50,7 @@ class InertRecord:
 
 
 def _admissible(name: str) -> bool:
-    return name.startswith("mmengine.") or name in NUMPY_GLOBALS or \
-        re.fullmatch(r"numpy\.dtypes\.\w+DType", name) is not None
-
-
-def _numpy_global(name: str):
-    module, _, attribute = name.rpartition(".")
-    if module.startswith("numpy.core") and hasattr(np, "_core"):
-        module = module.replace("numpy.core", "numpy._core", 1)
-    return getattr(importlib.import_module(module), attribute)
+    return name.startswith("mmengine.") or is_numpy_data(name)
 
 
 def read_official_checkpoint(path: str | Path) -> dict:
@@ -83,7 +71,7 @@ def read_official_checkpoint(path: str | Path) -> dict:
             f"{', '.join(refused)} (only tensors, plain containers, NumPy arrays and mmengine "
             "records are read)")
     admitted = [(InertRecord, name) if name.startswith("mmengine.") else
-                (_numpy_global(name), name) for name in needed]
+                (numpy_global(name), name) for name in needed]
     if "numpy.dtype" in needed:  # a dtype is rebuilt as an instance of its class, e.g.
         admitted += [kind for kind in vars(np.dtypes).values()  # Float64DType
                      if isinstance(kind, type) and issubclass(kind, np.dtype)]

@@ -15,12 +15,15 @@ end-token feature.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from open_clip import get_model_config, get_tokenizer
 from open_clip.transformer import Transformer
 from torch import nn
+
+from uniseg3d.model.text_encoder import read_state_dict_file
 
 
 def clip_text_config(model_name: str) -> dict:
@@ -120,3 +123,24 @@ class OfficialTextEncoder:
     def encode_with_tokens(self, texts: list[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         features = self.features(texts)
         return F.normalize(features, dim=-1), [row[None] for row in features]
+
+
+OPEN_CLIP_TEXT_KEYS = {"token_embedding.": "text_token_embedding.",
+                       "positional_embedding": "text_pe", "transformer.": "text_transformer.",
+                       "ln_final.": "text_ln_final.", "text_projection": "text_proj"}
+
+
+def load_open_clip_text(tower: ClipTextTower, checkpoint: str | Path) -> None:
+    """Load the text tower of an open_clip checkpoint (`open_clip_pytorch_model.bin`, as the
+    official `clip_pretrain` init reads it) into `tower`, strictly; `visual.*`, `logit_scale` and
+    the causal mask are not the tower's weights."""
+    state = {}
+    for key, value in read_state_dict_file(Path(checkpoint)).items():
+        for prefix, ours in OPEN_CLIP_TEXT_KEYS.items():
+            if key.startswith(prefix):
+                state[ours + key[len(prefix):]] = value
+    state["text_attn_mask"] = tower.text_attn_mask
+    try:
+        tower.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{checkpoint} does not hold this CLIP text tower: {error}") from None
