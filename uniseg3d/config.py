@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -66,8 +66,21 @@ class PrepareConfig:
 
 
 @dataclass(frozen=True)
+class ModelSwitches:
+    """The `ours` model's departures from the released code, each on by default (README:
+    departures); the `official` model has none of them."""
+
+    position_memory: bool = True  # Fourier centroid codes in the memory and click queries
+    colour_memory: bool = True  # mean superpoint colour in the memory
+    word_attention: bool = True  # text queries read their description's token features
+    text_sees_generic: bool = True  # text queries attend to the generic queries
+    logit_adjustment: bool = True  # semantic logits minus the training log prior
+    instance_vote: bool = True  # confident instances vote their points' semantic class
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    """Network dimensions (defaults: the paper configuration)."""
+    """Network dimensions (defaults: the paper configuration) and the `ours` switches."""
 
     channels: tuple[int, ...] = (32, 64, 96, 128, 160)  # sparse UNet levels
     blocks: int = 2  # residual blocks per level
@@ -78,6 +91,15 @@ class ModelConfig:
     layers: int = 6
     max_queries: int = 3500  # generic queries per scene
     min_query_ratio: float = 0.5  # training: a random 50-100 % of superpoints seed queries
+    switches: ModelSwitches = field(default_factory=ModelSwitches)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        """The config of a checkpoint's `model_config` (JSON: lists for tuples, a mapping for
+        the switches; a checkpoint older than the switches has them all on)."""
+        values = dict(values, channels=tuple(values["channels"]))
+        values["switches"] = ModelSwitches(**values.get("switches", {}))
+        return cls(**values)
 
 
 # tiny: for CPUs; 5 cm voxels (the synthetic meshes have a vertex every ~5 cm: 2 cm voxels would
@@ -95,6 +117,7 @@ class ModelSection:
     config: str = "tiny"  # which of the two below is used
     tiny: ModelConfig = TINY_MODEL
     paper: ModelConfig = field(default_factory=ModelConfig)
+    switches: ModelSwitches = field(default_factory=ModelSwitches)  # applied to either
 
     def __post_init__(self):
         if self.recipe not in RECIPES:
@@ -104,7 +127,7 @@ class ModelSection:
     def selected(self) -> ModelConfig:
         if self.config not in ("tiny", "paper"):
             raise ConfigError(f"model.config: expected 'tiny' or 'paper', found {self.config!r}")
-        return getattr(self, self.config)
+        return replace(getattr(self, self.config), switches=self.switches)
 
 
 @dataclass(frozen=True)
@@ -115,6 +138,10 @@ class TextConfig:
     clip_model: str = "convnext_large_d_320"
     clip_checkpoint: str | None = None  # a local open_clip checkpoint; never downloaded
     cache_file: str | None = "data/text_embeddings.pt"
+
+
+MATCHERS = ("hungarian", "sparse")
+REDUCTIONS = ("mean", "sum")
 
 
 @dataclass(frozen=True)
@@ -134,6 +161,16 @@ class LossWeights:
     distill_top: float = 0.1  # fraction of superpoints used by click -> generic distillation
     temperature: float = 0.07  # InfoNCE
     rank_margin: float = 0.2  # ranking hinge
+    matcher: str = "hungarian"  # hungarian (ours) | sparse (official: top-1 among seeded queries)
+    stuff_targets: bool = True  # generic queries also find wall and floor segments (ours)
+    layer_reduction: str = "mean"  # mean over decoder outputs (ours) | sum (official)
+
+    def __post_init__(self):
+        for name, value, choices in (("matcher", self.matcher, MATCHERS),
+                                     ("layer_reduction", self.layer_reduction, REDUCTIONS)):
+            if value not in choices:
+                raise ConfigError(f"loss.{name}: expected one of {list(choices)}, "
+                                  f"found {value!r}")
 
 
 ELASTIC_FORMS = ("ours", "official")

@@ -2,7 +2,9 @@
 
 Generic queries are matched to object and stuff segments by Hungarian matching (scipy's
 `linear_sum_assignment`) on class + BCE + Dice costs; click and text queries know their target.
-Per layer: CE (no-object weight 0.1), BCE, Dice and the IoU-head MSE; prompt losses are scaled
+Switches (`loss.*`) take the released code's choices instead: `matcher: sparse` (each object's
+cheapest query among those seeded inside it), `stuff_targets: false` (things only),
+`layer_reduction: sum` (summed over decoder outputs, not averaged). Per layer: CE (no-object weight 0.1), BCE, Dice and the IoU-head MSE; prompt losses are scaled
 by `prompt_weight` (click queries: the positive ones, each against its object); the clicked
 objects' combined logits (`model.click_objects`) by a per-superpoint cross-entropy over
 background and objects, scaled by `click_objects`; matched generic queries' embeddings are
@@ -22,8 +24,10 @@ from scipy.optimize import linear_sum_assignment
 from uniseg3d.config import LossWeights
 from uniseg3d.model.click_objects import number_of_objects, object_logits
 from uniseg3d.model.decoder import QueryPredictions
-from uniseg3d.model.targets import SceneTargets
+from uniseg3d.model.targets import STUFF_IDS, SceneTargets
 from uniseg3d.model.uniseg3d import SceneOutput
+
+SPARSE_INF = 1e8  # the sparse matcher's cost outside an object (UniSeg3D's `SparseMatcher`)
 
 
 def pairwise_mask_costs(logits: torch.Tensor, targets: torch.Tensor
@@ -58,6 +62,24 @@ def mask_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def sparse_match(cost: torch.Tensor, allowed: torch.Tensor, topk: int = 1
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(query rows, target columns) of `SparseMatcher`: for every target the `topk` queries of
+    lowest `cost` (Q, G) among those `allowed` (G, Q); costs equal to the (topk + 1)-th lowest
+    are not matched (the code's strict `<`)."""
+    empty = torch.zeros(0, dtype=torch.long, device=cost.device)
+    if cost.shape[1] == 0 or cost.shape[0] == 0:
+        return empty, empty
+    cost = torch.where(allowed.T, cost, torch.full_like(cost, SPARSE_INF))
+    if len(cost) > topk:
+        bound = cost.topk(topk + 1, dim=0, largest=False).values[-1:]
+    else:  # fewer queries than topk + 1: every allowed one
+        bound = torch.full_like(cost[:1], SPARSE_INF)
+    ids = torch.argwhere(cost < bound)
+    return ids[:, 0], ids[:, 1]
+
+
+@torch.no_grad()
 def hungarian_match(pred: QueryPredictions, class_logits: torch.Tensor, masks: torch.Tensor,
                     labels: torch.Tensor, w: LossWeights) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimal (query rows, target rows) under class + BCE + Dice cost."""
@@ -89,11 +111,25 @@ class Criterion:
         ce = self._ce(class_logits, labels) if (labels >= 0).any() else bce * 0
         return self.w.ce * ce + self.w.bce * bce + self.w.dice * dice + self.w.iou * iou
 
+    def generic_targets(self, t: SceneTargets) -> torch.Tensor:
+        """The rows generic queries must find: things and stuff (`stuff_targets`), or things."""
+        if self.w.stuff_targets:
+            return t.generic
+        return t.generic[~torch.isin(t.labels[t.generic], torch.tensor(STUFF_IDS))]
+
     def generic_loss(self, pred: QueryPredictions, class_embeddings: torch.Tensor,
-                     t: SceneTargets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     t: SceneTargets, seeds: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         class_logits = pred.class_logits(class_embeddings)
-        masks, labels = t.masks[t.generic], t.labels[t.generic]
-        rows, cols = hungarian_match(pred, class_logits, masks, labels, self.w)
+        targets = self.generic_targets(t)
+        masks, labels = t.masks[targets], t.labels[targets]
+        if self.w.matcher == "sparse":
+            cost = self.w.ce * -class_logits.detach().softmax(-1)[:, labels] + sum(
+                w * c for w, c in zip((self.w.bce, self.w.dice), pairwise_mask_costs(
+                    pred.masks.detach().float(), masks)))
+            rows, cols = sparse_match(cost, masks[:, seeds] > 0)
+        else:
+            rows, cols = hungarian_match(pred, class_logits, masks, labels, self.w)
         class_target = torch.full((len(pred.masks),), self.num_classes, dtype=torch.long,
                                   device=class_logits.device)
         class_target[rows] = labels[cols]
@@ -104,7 +140,7 @@ class Criterion:
                 + self.w.dice * dice + self.w.iou * iou
                 + self.w.align * self.alignment(pred.embeddings[rows], labels[cols],
                                                 class_embeddings))
-        return loss, rows, t.generic[cols]
+        return loss, rows, targets[cols]
 
     @staticmethod
     def alignment(embeddings: torch.Tensor, labels: torch.Tensor,
@@ -124,7 +160,8 @@ class Criterion:
         positive = t.click_segments >= 0
         for layer in range(len(out.layers)):
             generic = out.part("generic", layer)
-            loss, rows, segments = self.generic_loss(generic, class_embeddings, t)
+            loss, rows, segments = self.generic_loss(generic, class_embeddings, t,
+                                                     out.generic_superpoints)
             losses["generic"] = losses["generic"] + loss
             clicks = out.part("click", layer)
             prompts = {"click": (clicks.select(positive), t.click_segments[positive]),
@@ -135,7 +172,8 @@ class Criterion:
                         pred, pred.class_logits(class_embeddings), t.masks[seg], t.labels[seg])
             losses["click_objects"] = losses["click_objects"] + self.w.click_objects * \
                 self.click_object_loss(clicks.masks, out.click_objects, t)
-        losses = {k: torch.as_tensor(v) / len(out.layers) for k, v in losses.items()}
+        outputs = len(out.layers) if self.w.layer_reduction == "mean" else 1
+        losses = {k: torch.as_tensor(v) / outputs for k, v in losses.items()}
         logits = out.semantic_logits(class_embeddings)
         losses["semantic"] = self.w.semantic * F.cross_entropy(
             logits, t.semantic, ignore_index=-1) if (t.semantic >= 0).any() else logits.sum() * 0

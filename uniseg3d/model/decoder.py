@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from uniseg3d.config import ModelSwitches
 from uniseg3d.model.text_encoder import EncodedTexts
 
 GENERIC, CLICK, TEXT, NEGATIVE = 0, 1, 2, 3  # rows of the task embedding
@@ -121,20 +122,20 @@ class Clicks:
         return len(self.superpoints)
 
 
-def prompt_attention_mask(num_generic: int, click_objects: torch.Tensor, num_texts: int
-                          ) -> torch.Tensor:
+def prompt_attention_mask(num_generic: int, click_objects: torch.Tensor, num_texts: int,
+                          text_sees_generic: bool = True) -> torch.Tensor:
     """(P, G + P) self-attention mask of the prompt queries (True = blocked), rows clicks then
     texts, columns generic, clicks, texts: a click query sees the clicks of its own object (the
-    negative clicks: each other), a text query itself and every generic query, so that it can
-    read where the objects a description names lie. Generic queries see only each other, so
-    that no prompt changes them."""
+    negative clicks: each other), a text query itself and (with `text_sees_generic`) every
+    generic query, so that it can read where the objects a description names lie. Generic
+    queries see only each other, so that no prompt changes them."""
     clicks = len(click_objects)
     prompts = clicks + num_texts
     blocked = torch.ones(prompts, num_generic + prompts, dtype=torch.bool,
                          device=click_objects.device)
     blocked[:clicks, num_generic:num_generic + clicks] = (click_objects[:, None]
                                                            != click_objects[None, :])
-    blocked[clicks:, :num_generic] = False
+    blocked[clicks:, :num_generic] = not text_sees_generic
     texts = torch.arange(clicks, prompts, device=click_objects.device)
     blocked[texts, num_generic + texts] = False
     return blocked
@@ -183,20 +184,30 @@ class WordAttention(nn.Module):
 
 
 class UnifiedDecoder(nn.Module):
+    """`switches` turn our departures off one by one: without `position_memory` neither the
+    memory nor a click query has a Fourier position term, without `colour_memory` the memory
+    has no colour term, without `word_attention` text queries read no token features, without
+    `text_sees_generic` a text query attends to itself only (as the paper's interaction mask
+    has it); the modules of a switched-off term are not built."""
+
     def __init__(self, in_channels: int, text_dim: int, d_model: int = 256, heads: int = 8,
-                 ffn: int = 1024, layers: int = 6):
+                 ffn: int = 1024, layers: int = 6, switches: ModelSwitches = ModelSwitches()):
         super().__init__()
+        self.switches = switches
         self.input_proj = nn.Sequential(nn.Linear(in_channels, d_model), nn.LayerNorm(d_model),
                                         nn.ReLU())
-        self.positions = FourierPositions(d_model)
-        self.colours = nn.Linear(3, d_model)
+        if switches.position_memory:
+            self.positions = FourierPositions(d_model)
+        if switches.colour_memory:
+            self.colours = nn.Linear(3, d_model)
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d_model), nn.ReLU(),
                                        nn.Linear(d_model, d_model))
         self.task_embedding = nn.Embedding(4, d_model)
         self.layers = nn.ModuleList([DecoderLayer(d_model, heads, ffn) for _ in range(layers)])
-        self.word_proj = nn.Sequential(nn.Linear(text_dim, d_model), nn.LayerNorm(d_model))
-        self.word_attention = nn.ModuleList([WordAttention(d_model, heads)
-                                             for _ in range(layers)])
+        if switches.word_attention:
+            self.word_proj = nn.Sequential(nn.Linear(text_dim, d_model), nn.LayerNorm(d_model))
+            self.word_attention = nn.ModuleList([WordAttention(d_model, heads)
+                                                 for _ in range(layers)])
         self.out_norm = nn.LayerNorm(d_model)
         self.mask_embed = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(),
                                         nn.Linear(d_model, d_model))
@@ -218,8 +229,12 @@ class UnifiedDecoder(nn.Module):
         """(M, d) memory: projected features + colour + Fourier position; `colours`: (M, 3)
         mean superpoint colours (RGB/127.5 - 1); `centroids`: (M, 3) superpoint centres
         relative to the scene's centre."""
-        return (self.input_proj(superpoint_features) + self.colours(colours)
-                + self.positions(centroids))
+        memory = self.input_proj(superpoint_features)
+        if self.switches.colour_memory:
+            memory = memory + self.colours(colours)
+        if self.switches.position_memory:
+            memory = memory + self.positions(centroids)
+        return memory
 
     def decode_generic(self, memory: torch.Tensor, generic: torch.Tensor) -> GenericPass:
         """The generic queries (seeded at superpoint indices `generic`) through every layer."""
@@ -237,7 +252,10 @@ class UnifiedDecoder(nn.Module):
         and the Fourier code of the clicked point."""
         task = self.task_embedding.weight
         kind = torch.where(clicks.objects[:, None] >= 0, task[CLICK], task[NEGATIVE])
-        return memory[clicks.superpoints] + kind + self.positions(clicks.positions)
+        queries = memory[clicks.superpoints] + kind
+        if self.switches.position_memory:
+            queries = queries + self.positions(clicks.positions)
+        return queries
 
     def decode_prompts(self, generic: GenericPass, clicks: Clicks, texts: EncodedTexts
                        ) -> list[QueryPredictions]:
@@ -250,12 +268,13 @@ class UnifiedDecoder(nn.Module):
         if not len(queries):
             return predictions * (len(self.layers) + 1)
         first_text = len(clicks)
-        words = self.word_proj(texts.tokens)
-        blocked = prompt_attention_mask(len(generic.seeds), clicks.objects, len(texts))
-        for layer, word_attention, states in zip(self.layers, self.word_attention,
-                                                 generic.states):
-            if len(texts):
-                queries = torch.cat([queries[:first_text], word_attention(
+        reads_words = self.switches.word_attention and len(texts) > 0
+        words = self.word_proj(texts.tokens) if reads_words else None
+        blocked = prompt_attention_mask(len(generic.seeds), clicks.objects, len(texts),
+                                        self.switches.text_sees_generic)
+        for index, (layer, states) in enumerate(zip(self.layers, generic.states)):
+            if reads_words:
+                queries = torch.cat([queries[:first_text], self.word_attention[index](
                     queries[first_text:], words, texts.token_mask)])
             queries = layer.attend_scene(queries, memory, cross_attention_mask(predictions[-1]))
             queries = layer.feed_forward(layer.attend_queries(

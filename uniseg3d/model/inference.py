@@ -75,8 +75,11 @@ def predict_scene(model: UniSeg3D | OfficialUniSeg3D, scene: SceneInput,
     with stopwatch("post-processing: instance"):
         inst = instances(generic, class_embeddings, sp, allowed=things, top_k=top_k)
     with stopwatch("post-processing: semantic"):
-        logits = out.semantic_logits(class_embeddings) - model.semantic_log_prior
-        semantic = semantic_labels(logits, sp, inst)
+        switches = model.config.switches
+        logits = out.semantic_logits(class_embeddings)
+        if switches.logit_adjustment:
+            logits = logits - model.semantic_log_prior
+        semantic = semantic_labels(logits, sp, inst if switches.instance_vote else None)
     with stopwatch("post-processing: panoptic"):
         pan_classes, pan_ids = panoptic(semantic, inst)
     clicks, texts = prompt_results(out.part("click"), out.part("text"), scene, class_embeddings,

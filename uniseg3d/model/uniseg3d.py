@@ -120,7 +120,7 @@ class UniSeg3D(nn.Module):
         self.config = config
         self.backbone = SparseUNet(6, config.channels, config.blocks, config.voxel_size, device)
         self.decoder = UnifiedDecoder(self.backbone.out_channels, text_dim, config.d_model,
-                                      config.heads, config.ffn, config.layers)
+                                      config.heads, config.ffn, config.layers, config.switches)
         self.semantic_head = SemanticHead(self.backbone.out_channels, config.d_model, text_dim)
         # (C,) ScanNet20 log class frequencies of the training targets; zeros: no adjustment
         self.register_buffer("semantic_log_prior", torch.zeros(len(scannet20().names)))

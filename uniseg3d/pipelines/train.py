@@ -197,12 +197,11 @@ def load_trained_model(checkpoint: str | Path, device: str = "cpu"
     state = load_checkpoint(path)
     if state.get("recipe", "ours") == "official":
         return load_official_model(state, device)
-    model_config = json.loads(state["model_config"])
-    model_config["channels"] = tuple(model_config["channels"])
+    model_config = ModelConfig.from_dict(json.loads(state["model_config"]))
     text = TextConfig(**json.loads(state["text_encoder"]))
     encoder = make_text_encoder(replace(Params(), text=text), device)
     classes = class_embeddings(encoder, class_prompt_names(scannet20().names)).to(device)
-    model = UniSeg3D(ModelConfig(**model_config), classes.shape[1], device).to(device)
+    model = UniSeg3D(model_config, classes.shape[1], device).to(device)
     if "semantic_log_prior" not in state["model"]:  # written before the model kept its prior
         log.warning("%s has no semantic_log_prior (an older checkpoint): semantic labels "
                     "without logit adjustment", path)

@@ -191,10 +191,9 @@ def load_official_model(state: dict, device: str = "cpu"
                         ) -> tuple[OfficialUniSeg3D, CachedTextEncoder, torch.Tensor]:
     """(model in eval mode, its text encoder, the (20, P, D) class prototypes) from a uniseg3d
     checkpoint of the official recipe (`uniseg3d import-official` writes them)."""
-    config = json.loads(state["model_config"])
-    config["channels"] = tuple(config["channels"])
+    config = ModelConfig.from_dict(json.loads(state["model_config"]))
     prototypes = state["model"][PROTOTYPES_KEY]
-    model = OfficialUniSeg3D(ModelConfig(**config), state["text_model"], prototypes.shape[1],
+    model = OfficialUniSeg3D(config, state["text_model"], prototypes.shape[1],
                              device)
     model.load_state_dict(state["model"])
     model = model.to(device).eval()

@@ -32,13 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uniseg3d.model.criterion import mask_losses, pairwise_mask_costs
+from uniseg3d.model.criterion import mask_losses, pairwise_mask_costs, sparse_match
 from uniseg3d.model.official.decoder import OfficialPredictions
 from uniseg3d.model.official.network import OfficialSceneOutput
 from uniseg3d.model.official.postprocess import THINGS_FROM
 from uniseg3d.model.official.targets import UNLABELLED, OfficialTargets
 
-INF = 1e8  # the sparse matcher's cost outside an object
 COST_CLASS, COST_BCE, COST_DICE = 0.5, 1.0, 1.0
 CE, BCE, DICE = 0.5, 1.0, 1.0  # instance and prompt loss weights
 NOVEL_BCE, NOVEL_DICE = 0.1, 0.1
@@ -48,24 +47,6 @@ SEMANTIC = 0.2
 PROMPT = 0.1  # `total_weight` of the click and text criteria
 DICE_SCALE = 4.0  # `fix_dice_loss_weight`
 DISTILL_RATIO = 0.1
-
-
-@torch.no_grad()
-def sparse_match(cost: torch.Tensor, allowed: torch.Tensor, topk: int = 1
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(query rows, target columns) of `SparseMatcher`: for every target the `topk` queries of
-    lowest `cost` (Q, G) among those `allowed` (G, Q); costs equal to the (topk + 1)-th lowest
-    are not matched (the code's strict `<`)."""
-    empty = torch.zeros(0, dtype=torch.long, device=cost.device)
-    if cost.shape[1] == 0 or cost.shape[0] == 0:
-        return empty, empty
-    cost = torch.where(allowed.T, cost, torch.full_like(cost, INF))
-    if len(cost) > topk:
-        bound = cost.topk(topk + 1, dim=0, largest=False).values[-1:]
-    else:  # fewer queries than topk + 1: every allowed one
-        bound = torch.full_like(cost[:1], INF)
-    ids = torch.argwhere(cost < bound)
-    return ids[:, 0], ids[:, 1]
 
 
 def official_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

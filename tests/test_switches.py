@@ -1,0 +1,166 @@
+"""The `ours` switches: each departure from the released code turns off alone and does what
+its name says (the memory terms, word attention, text -> generic attention, logit adjustment
+and instance vote, the sparse matcher, stuff targets, the layer reduction), and a checkpoint
+keeps its switches."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scannet_files import write_label_map, write_scannet_scene
+from uniseg3d.config import TINY_MODEL, LossWeights, ModelConfig, ModelSwitches, Params
+from uniseg3d.datasets.classes import scannet20
+from uniseg3d.datasets.labels import read_label_map
+from uniseg3d.datasets.loader import make_sample
+from uniseg3d.datasets.scannet import read_scannet_scene
+from uniseg3d.datasets.scene import Description
+from uniseg3d.model.criterion import Criterion
+from uniseg3d.model.decoder import prompt_attention_mask
+from uniseg3d.model.inference import predict_scene
+from uniseg3d.model.inputs import scene_input, scene_targets
+from uniseg3d.model.postprocess import semantic_labels
+from uniseg3d.model.text_encoder import EncodedTexts
+from uniseg3d.model.uniseg3d import UniSeg3D, superpoint_means
+
+TEXT_DIM = 16
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    scene = read_scannet_scene(write_scannet_scene(root),
+                               read_label_map(write_label_map(root / "labels.tsv")))
+    scene = dataclasses.replace(scene, referring=(Description(2, "the chair", 0),
+                                                  Description(3, "the table", 1)))
+    return make_sample(scene, Params().prompts, np.random.default_rng(0), None, training=False)
+
+
+def inputs(sample):
+    torch.manual_seed(2)
+    texts = EncodedTexts.from_rows(F.normalize(torch.randn(len(sample.texts), TEXT_DIM), dim=1),
+                                   [torch.randn(6, TEXT_DIM) for _ in sample.texts])
+    return scene_input(sample, texts)
+
+
+def model_with(**switches) -> UniSeg3D:
+    torch.manual_seed(0)
+    config = dataclasses.replace(TINY_MODEL, switches=ModelSwitches(**switches))
+    return UniSeg3D(config, TEXT_DIM).eval()
+
+
+CLASSES = F.normalize(torch.randn(20, TEXT_DIM, generator=torch.Generator().manual_seed(1)),
+                      dim=1)
+
+
+def test_memory_terms_switch_off(sample):
+    scene = inputs(sample)
+    model = model_with(position_memory=False, colour_memory=False)
+    decoder = model.decoder
+    assert not hasattr(decoder, "positions") and not hasattr(decoder, "colours")
+    features = model.superpoint_features([scene])[0]
+    colours, centroids = superpoint_means(scene, len(features))
+    memory = decoder.scene_memory(features, colours, centroids)
+    torch.testing.assert_close(memory, decoder.input_proj(features))
+    clicks = scene.clicks()
+    queries = decoder.click_queries(memory, clicks)  # no Fourier code of the clicked point
+    kind = decoder.task_embedding.weight[1]
+    torch.testing.assert_close(queries, memory[clicks.superpoints] + kind)
+
+
+def test_word_attention_switches_off_and_texts_then_ignore_their_tokens(sample):
+    scene = inputs(sample)
+    model = model_with(word_attention=False)
+    assert not hasattr(model.decoder, "word_attention")
+    with torch.no_grad():
+        before = model([scene])[0].part("text").masks
+        changed = dataclasses.replace(scene, texts=EncodedTexts(
+            scene.texts.embeddings, torch.randn_like(scene.texts.tokens),
+            scene.texts.token_mask))
+        after = model([changed])[0].part("text").masks
+    torch.testing.assert_close(before, after)
+
+
+def test_without_text_to_generic_attention_a_text_query_sees_itself_only(sample):
+    blocked = prompt_attention_mask(3, torch.tensor([0, -1]), 2, text_sees_generic=False)
+    assert blocked[2:, :3].all()  # texts: no generic column
+    assert blocked[2:, 5:].tolist() == [[False, True], [True, False]]
+    scene = inputs(sample)
+    model = model_with(text_sees_generic=False)
+    with torch.no_grad():
+        features = model.superpoint_features([scene])
+        passed = model.generic_pass(scene, features[0])
+        states = [s * 0 + torch.randn_like(s) for s in passed.states]  # other generic states
+        alone = model([scene], features=features)[0].part("text").masks
+        moved = model([scene], features=features, generic=[dataclasses.replace(
+            passed, states=states)])[0].part("text").masks
+    torch.testing.assert_close(alone, moved)
+
+
+def test_logit_adjustment_and_instance_vote_switch_off(sample):
+    scene = inputs(sample)
+    model = model_with(logit_adjustment=False, instance_vote=False)
+    model.semantic_log_prior.copy_(torch.linspace(-5, 0, 20))
+    with torch.no_grad():
+        out = model([scene])[0]
+        predicted = predict_scene(model, scene, CLASSES)
+    raw = semantic_labels(out.semantic_logits(CLASSES), scene.superpoints)  # plain argmax
+    np.testing.assert_array_equal(predicted.semantic, raw)
+
+
+def criterion_case(sample, **loss):
+    model = model_with()
+    model.train()
+    scene = inputs(sample)
+    out = model([scene], torch.Generator().manual_seed(0))[0]
+    return Criterion(LossWeights(**loss), len(scannet20())), out, scene_targets(sample)
+
+
+def test_the_sparse_matcher_matches_only_queries_seeded_inside_their_object(sample):
+    criterion, out, t = criterion_case(sample, matcher="sparse")
+    generic = out.part("generic")
+    _, rows, segments = criterion.generic_loss(generic, CLASSES, t, out.generic_superpoints)
+    assert len(rows) > 0
+    seeds = out.generic_superpoints[rows]
+    assert (t.masks[segments, seeds] > 0).all()  # each match seeded inside its segment
+    assert len(set(segments.tolist())) == len(segments)  # top-1: one query per segment
+
+
+def test_without_stuff_targets_generic_queries_find_things_only(sample):
+    criterion, out, t = criterion_case(sample, stuff_targets=False)
+    _, _, segments = criterion.generic_loss(out.part("generic"), CLASSES, t,
+                                            out.generic_superpoints)
+    labels = t.labels[segments].tolist()
+    assert labels and not {0, 1} & set(labels)
+    with_stuff, out, t = criterion_case(sample)
+    _, _, segments = with_stuff.generic_loss(out.part("generic"), CLASSES, t,
+                                             out.generic_superpoints)
+    assert {0, 1} & set(t.labels[segments].tolist())
+
+
+def test_summed_layer_losses_are_the_mean_times_the_outputs(sample):
+    mean, out, t = criterion_case(sample)
+    summed = Criterion(dataclasses.replace(mean.w, layer_reduction="sum"), len(scannet20()))
+    a = mean.scene_losses(out, t, CLASSES)
+    b = summed.scene_losses(out, t, CLASSES)
+    for key in ("generic", "click", "text", "click_objects"):
+        assert float(b[key].detach()) == pytest.approx(float(a[key].detach()) * len(out.layers),
+                                                    rel=1e-5)
+    assert float(b["semantic"].detach()) == pytest.approx(float(a["semantic"].detach()))
+
+
+def test_switches_come_from_params_and_travel_with_a_checkpoint(tmp_path):
+    params = Params()
+    params = dataclasses.replace(params, model=dataclasses.replace(
+        params.model, switches=ModelSwitches(word_attention=False)))
+    config = params.model.selected()
+    assert config.switches.word_attention is False and config.d_model == TINY_MODEL.d_model
+    back = ModelConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(config))))
+    assert back == config
+    old = {k: v for k, v in dataclasses.asdict(config).items() if k != "switches"}
+    assert ModelConfig.from_dict(old).switches == ModelSwitches()  # older checkpoints: all on
