@@ -32,8 +32,8 @@ from uniseg3d.model.text_encoder import EncodedTexts, class_embeddings
 from uniseg3d.pipelines import ray_train
 from uniseg3d.pipelines.prepare import prepare_dataset
 from uniseg3d.pipelines.ray_train import DDP_KWARGS, RayError, run_ray_train
-from uniseg3d.pipelines.sweep import (HEADLINE, click_prompts, flatten_metrics, run_sweep,
-                                      trial_params)
+from uniseg3d.pipelines.sweep import (HEADLINE, changed, click_prompts, flatten_metrics,
+                                      run_sweep, trial_configurations, trial_params)
 from uniseg3d.pipelines.synth import run_synth
 from uniseg3d.pipelines.train import (
     build_model, class_prompt_names, epoch_shard, forward_losses, load_trained_model,
@@ -241,7 +241,7 @@ def test_click_strategies_and_sweep_errors():
     assert (agile.eval_click, agile.rd) == ("agile", params.prompts.rd)
     with pytest.raises(ConfigError, match="unknown click strategy 'middle'"):
         click_prompts(params, "middle", training=True)
-    with pytest.raises(ConfigError, match="sweep.search: expected grid or random"):
+    with pytest.raises(ConfigError, match="sweep.search: expected one of grid, random, ablation"):
         run_sweep(params, SweepConfig(search="bayes"), RayConfig())
     with pytest.raises(ConfigError, match="sweep: no values for lambda_inter"):
         run_sweep(params, SweepConfig(lambdas=()), RayConfig())
@@ -254,6 +254,28 @@ def test_click_strategies_and_sweep_errors():
                                       SweepConfig(epochs=1), Path("trial"))
     assert trained.prompts.corrective_click == "random" and trained.loss.lambda_inter == 0.2
     assert (trained.prompts.train_click, evaluated.prompts.eval_click) == ("random", "agile")
+
+
+def test_an_ablation_changes_one_axis_at_a_time_and_switches_reach_the_trial():
+    sweep_cfg = SweepConfig(lambdas=(0.1, 0.3), train_clicks=("random",), search="ablation",
+                            switches=("loss.matcher=hungarian,sparse",
+                                      "model.switches.word_attention=true,false",
+                                      "model.recipe=ours,official"))
+    configs = trial_configurations(sweep_cfg)
+    assert [changed(c, sweep_cfg) for c in configs] == [
+        "base", "lambda_inter=0.3", "loss.matcher=sparse",
+        "model.switches.word_attention=False", "model.recipe=official"]
+    trained, _ = trial_params(Params(), configs[3], sweep_cfg, Path("trial"))
+    assert trained.model.switches.word_attention is False and trained.loss.matcher == "hungarian"
+    assert trained.model.selected().switches.word_attention is False
+    grid = trial_configurations(dataclasses.replace(sweep_cfg, search="grid"))
+    assert len(grid) == 2 * 2 * 2 * 2
+    with pytest.raises(ConfigError, match="loss.match: no field 'match'"):
+        run_sweep(Params(), dataclasses.replace(sweep_cfg, switches=("loss.match=a,b",)),
+                  RayConfig())
+    with pytest.raises(ConfigError, match="expected bool"):
+        run_sweep(Params(), dataclasses.replace(
+            sweep_cfg, switches=("model.switches.word_attention=maybe",)), RayConfig())
 
 
 def test_metrics_flatten_with_the_overall_mean():

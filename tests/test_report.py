@@ -81,6 +81,9 @@ def write_sweep(folder: Path, metrics: dict) -> None:
             rows.append({"trial": f"t{len(rows)}", "status": "completed", "lambda_inter": lam,
                          "train_click": click, "eval_click": "center",
                          "corrective_click": "deepest", "epochs": 2,
+                         "changed": ", ".join([f"lambda_inter={lam}"] * (lam != 0.05)
+                                              + [f"train_click={click}"] * (click != "random"))
+                         or "base",
                          "val_total": 3.0 - scale, **{key: scale * value for key, value in
                                                       flatten_metrics(metrics).items()},
                          "folder": str(folder / f"t{len(rows)}")})
@@ -197,6 +200,8 @@ def test_every_section_in_order_and_every_image_valid(built, inputs):
         markdown  # the reference is in the figure's legend, its numbers in the leaderboard
     assert "| AGILE3D" in markdown and "NoC@90 (clicks)" in markdown
     assert "the large table in the middle" in markdown  # descriptions in the captions
+    assert "Ablations:" in markdown and "overall - base" in markdown
+    assert markdown.index("| base") < markdown.index("| lambda_inter=0.2, train_click=rd0.5")
     for title in TASK_TITLES.values():
         assert title in markdown
 

@@ -278,7 +278,9 @@ class SweepConfig:
     train_clicks: tuple[str, ...] = ("center", "rd0.5", "rd1.0", "random", "agile")
     eval_clicks: tuple[str, ...] = ("center",)  # center | random | agile | rd | rd<value>
     corrective_clicks: tuple[str, ...] = ("deepest",)  # prompts.corrective_click values
-    search: str = "grid"  # grid: every combination | random: num_samples draws
+    switches: tuple[str, ...] = ()  # more axes: "dotted.path=v1,v2", e.g. "loss.matcher=a,b"
+    search: str = "grid"  # grid: every combination | random: num_samples draws | ablation:
+    #                       the first value of every axis, then each other value alone
     num_samples: int = 4  # random search: trials
     scheduler: str = "none"  # none | asha (stops trials early on the validation loss)
     epochs: int = 2  # training epochs per trial
@@ -357,6 +359,31 @@ def _coerce(hint, value, where: str):
             return value
     expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
     raise ConfigError(f"{where}: expected {expected}, found {value!r}")
+
+
+def with_setting(params: Params, dotted: str, value: object) -> Params:
+    """`params` with one field, named by its dotted path (`loss.matcher`,
+    `model.switches.word_attention`), set to `value` (checked and coerced as params.yaml's
+    values are)."""
+    return _set(params, dotted.split("."), value, dotted)
+
+
+def _set(section, path: list[str], value: object, dotted: str):
+    head, rest = path[0], path[1:]
+    names = {f.name for f in dataclasses.fields(section)}
+    if head not in names:
+        raise ConfigError(f"{dotted}: no field {head!r}; expected one of {sorted(names)}")
+    if rest:
+        inner = getattr(section, head)
+        if not dataclasses.is_dataclass(inner):
+            raise ConfigError(f"{dotted}: {head!r} is a value, not a section")
+        new = _set(inner, rest, value, dotted)
+    else:
+        new = _coerce(typing.get_type_hints(type(section))[head], value, dotted)
+    try:
+        return dataclasses.replace(section, **{head: new})
+    except TypeError as error:
+        raise ConfigError(f"{dotted}: {error}") from None
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

@@ -4,8 +4,11 @@ The search space (params.yaml section `sweep`) spans lambda (`loss.lambda_inter`
 the distillation and contrastive terms), the training click strategy, the evaluation click
 strategy (a strategy is `center`, `random`, `agile`, `rd` (at `prompts.rd`) or `rd<value>`,
 `rd0.5`: rd at 0.5) and where training's corrective clicks go (`prompts.corrective_click`:
-`deepest`, AGILE3D's, or `random`). `grid` tries every combination, `random` draws `num_samples`
-of them (seeded by `train.seed`). Each trial trains one worker in its own process for
+`deepest`, AGILE3D's, or `random`), and any params.yaml field `sweep.switches` names
+(`"model.switches.word_attention=true,false"`, `"model.recipe=ours,official"`): the departures
+of `ours` and the recipe. `grid` tries every combination, `random` draws `num_samples` of them
+(seeded by `train.seed`), `ablation` the first value of every axis and then each other value
+alone (the paper's ablation tables, one change per row; the `changed` column says which). Each trial trains one worker in its own process for
 `sweep.epochs` epochs (`train.fit`, the epoch loop, reporting every epoch, so the optional ASHA
 scheduler can stop weak trials early on the validation loss), then evaluates its `best.pt` on
 every task (`run_evaluate`, with the trial's evaluation clicks) and reports every metric and the
@@ -20,6 +23,7 @@ report's plots). Trial folders (checkpoints, evaluation outputs) stay in `<ray.s
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -30,8 +34,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from uniseg3d.config import CORRECTIVE_CLICKS, ConfigError, Params, RayConfig, SweepConfig
+from uniseg3d.config import (CORRECTIVE_CLICKS, ConfigError, Params, RayConfig, SweepConfig,
+                             with_setting)
 from uniseg3d.datasets.clicks import STRATEGIES
 from uniseg3d.pipelines.ray_train import (
     Request, absolute_paths, checkpoint_folder, ray_session, worker_logging)
@@ -47,6 +53,7 @@ RESULTS_FILE = "results.csv"
 BEST_FILE = "best.json"
 PLOT_DATA_FILE = "sweep_plot_data.json"
 AXES = ("lambda_inter", "train_click", "eval_click", "corrective_click")
+SEARCHES = ("grid", "random", "ablation")
 # The paper's six headline numbers (the first column of each task's leaderboard): their mean is
 # its "Overall".
 HEADLINE = ("panoptic_pq", "semantic_miou", "instance_ap", "interactive_click_ap",
@@ -91,9 +98,41 @@ def flatten_metrics(metrics: dict) -> dict[str, float]:
     return flat
 
 
+def switch_axes(sweep_cfg: SweepConfig) -> dict[str, tuple]:
+    """The axes of `sweep.switches`: dotted params.yaml path -> its values (YAML scalars)."""
+    axes = {}
+    for spec in sweep_cfg.switches:
+        path, _, values = spec.partition("=")
+        parsed = tuple(yaml.safe_load(v.strip()) for v in values.split(",") if v.strip())
+        if not path.strip() or not parsed:
+            raise ConfigError(f"sweep.switches: {spec!r}: expected 'dotted.path=value,value'")
+        axes[path.strip()] = parsed
+    return axes
+
+
+def trial_configurations(sweep_cfg: SweepConfig) -> list[dict]:
+    """The trials of a grid (every combination) or an ablation (the first value of every axis,
+    then each other value of each axis alone, the rest at their first values)."""
+    axes = _axes(sweep_cfg)
+    if sweep_cfg.search == "grid":
+        return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+    base = {name: values[0] for name, values in axes.items()}
+    return [base] + [{**base, name: value} for name, values in axes.items()
+                     for value in values[1:]]
+
+
+def changed(config: dict, sweep_cfg: SweepConfig) -> str:
+    """What a trial changes from the first value of every axis ('base' for none)."""
+    differing = [f"{name}={config[name]}" for name, values in _axes(sweep_cfg).items()
+                 if config[name] != values[0]]
+    return ", ".join(differing) or "base"
+
+
 def trial_params(params: Params, config: dict, sweep_cfg: SweepConfig, trial_dir: Path
                  ) -> tuple[Params, Params]:
     """The trial's training parameters and its evaluation parameters."""
+    for path in switch_axes(sweep_cfg):
+        params = with_setting(params, path, config[path])
     params = replace(
         params, loss=replace(params.loss, lambda_inter=float(config["lambda_inter"])),
         train=replace(params.train, epochs=sweep_cfg.epochs, fine_tune_epochs=0,
@@ -117,6 +156,7 @@ def run_trial(config: dict, params: Params, sweep_cfg: SweepConfig, train_set: S
     from uniseg3d.pipelines.evaluate import run_evaluate
 
     worker_logging()
+    config = config.get("trial", config)
     trial_dir = Path(trials) / tune.get_context().get_trial_id()
     train_params, eval_params = trial_params(params, config, sweep_cfg, trial_dir)
     workdir = Path(train_params.train.out)
@@ -132,22 +172,25 @@ def run_trial(config: dict, params: Params, sweep_cfg: SweepConfig, train_set: S
 
 
 def search_space(sweep_cfg: SweepConfig) -> dict:
-    """Tune's param_space: every axis a grid_search (grid) or a uniform choice (random)."""
+    """Tune's param_space: the listed trial configurations (grid, ablation) or a uniform
+    choice on every axis (random)."""
     from ray import tune
 
-    draw = tune.grid_search if sweep_cfg.search == "grid" else tune.choice
-    return {name: draw(list(values)) for name, values in _axes(sweep_cfg).items()}
+    if sweep_cfg.search == "random":
+        return {name: tune.choice(list(values)) for name, values in _axes(sweep_cfg).items()}
+    return {"trial": tune.grid_search(trial_configurations(sweep_cfg))}
 
 
 def _axes(sweep_cfg: SweepConfig) -> dict[str, tuple]:
-    return dict(zip(AXES, (sweep_cfg.lambdas, sweep_cfg.train_clicks, sweep_cfg.eval_clicks,
-                           sweep_cfg.corrective_clicks)))
+    return {**dict(zip(AXES, (sweep_cfg.lambdas, sweep_cfg.train_clicks, sweep_cfg.eval_clicks,
+                              sweep_cfg.corrective_clicks))), **switch_axes(sweep_cfg)}
 
 
 def _check(params: Params, sweep_cfg: SweepConfig) -> None:
     """Refuse a malformed sweep before Ray starts."""
-    if sweep_cfg.search not in ("grid", "random"):
-        raise ConfigError(f"sweep.search: expected grid or random, found {sweep_cfg.search!r}")
+    if sweep_cfg.search not in SEARCHES:
+        raise ConfigError(f"sweep.search: expected one of {', '.join(SEARCHES)}, found "
+                          f"{sweep_cfg.search!r}")
     if sweep_cfg.scheduler not in ("none", "asha"):
         raise ConfigError(f"sweep.scheduler: expected none or asha, found "
                           f"{sweep_cfg.scheduler!r}")
@@ -159,24 +202,31 @@ def _check(params: Params, sweep_cfg: SweepConfig) -> None:
             raise ConfigError(f"sweep: no values for {name}")
     for spec in {*sweep_cfg.train_clicks, *sweep_cfg.eval_clicks}:
         click_prompts(params, spec, training=True)
+    for path, values in switch_axes(sweep_cfg).items():
+        for value in values:
+            with_setting(params, path, value)
     unknown = set(sweep_cfg.corrective_clicks) - set(CORRECTIVE_CLICKS)
     if unknown:
         raise ConfigError(f"sweep.corrective_clicks: unknown {sorted(unknown)}; expected "
                           f"{', '.join(CORRECTIVE_CLICKS)}")
 
 
-def results_table(results: ResultGrid, trials: Path) -> pd.DataFrame:
-    """One row per trial of a Tune `ResultGrid`: configuration, status, final losses, Overall,
-    every task metric and the trial's folder (under `trials`)."""
+def results_table(results: ResultGrid, trials: Path, sweep_cfg: SweepConfig) -> pd.DataFrame:
+    """One row per trial of a Tune `ResultGrid`: configuration, what it changes from the first
+    value of every axis, status, final losses, Overall, every task metric and the trial's
+    folder (under `trials`)."""
+    axes = list(_axes(sweep_cfg))
     rows = []
     for result in results:
+        config = result.config.get("trial", result.config)
         metrics = result.metrics or {}
         evaluation = metrics.get("evaluation", {})
         status = "error" if result.error is not None else \
             "completed" if evaluation else "stopped"
         trial = metrics.get("trial_id", Path(result.path).name)
         rows.append({"trial": trial, "status": status,
-                     **{axis: result.config[axis] for axis in AXES},
+                     **{axis: config[axis] for axis in axes},
+                     "changed": changed(config, sweep_cfg),
                      "epochs": metrics.get("epoch", -1) + 1,
                      **{key: metrics[key] for key in ("train_total", "val_total")
                         if key in metrics},
@@ -185,7 +235,7 @@ def results_table(results: ResultGrid, trials: Path) -> pd.DataFrame:
                      "folder": str(trials / trial),
                      "error": "" if result.error is None else
                      str(result.error).strip().partition("\n")[0]})
-    return pd.DataFrame(rows).sort_values(list(AXES), kind="stable").reset_index(drop=True)
+    return pd.DataFrame(rows).sort_values(axes, kind="stable").reset_index(drop=True)
 
 
 def best_configuration(table: pd.DataFrame) -> dict:
@@ -195,6 +245,7 @@ def best_configuration(table: pd.DataFrame) -> dict:
         return {"trial": None, "reason": "no trial finished its evaluation with a finite Overall"}
     row = scored.loc[scored["overall"].astype(float).idxmax()]
     return {"trial": row["trial"], **{axis: _plain(row[axis]) for axis in AXES},
+            "changed": row.get("changed", ""),
             "overall": float(row["overall"]),
             **{key: _json_number(row.get(key)) for key in HEADLINE},
             "checkpoint": str(Path(row["folder"]) / "train" / "best.pt")}
@@ -272,12 +323,12 @@ def run_sweep(params: Params, sweep_cfg: SweepConfig, ray_cfg: RayConfig) -> dic
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
         log.info("sweep: up to %d trials at once, %d CPU(s) each", parallel, cpus)
         results = tuner.fit()
-    table = results_table(results, trials)
+    table = results_table(results, trials, sweep_cfg)
     best = write_outputs(table, Path(sweep_cfg.out))
     completed = int((table["status"] == "completed").sum())
     for _, row in table[table["status"] == "error"].iterrows():
         log.warning("trial %s (%s) failed: %s", row["trial"],
-                    ", ".join(f"{axis}={row[axis]}" for axis in AXES), row["error"])
+                    row["changed"], row["error"])
     log.info("sweep: %d trials, %d completed; best %s -> %s", len(table), completed, best,
              sweep_cfg.out)
     return {"trials": len(table), "completed": completed, "best": best, "out": sweep_cfg.out}

@@ -206,6 +206,16 @@ def training_section(report: _Report, history_file: Path) -> None:
     report.add(Table(pd.DataFrame(history).tail(5), "The last epochs (history.json).", ".4g"))
 
 
+def ablation_table(completed: pd.DataFrame) -> pd.DataFrame:
+    """The paper's ablation layout: one row per change, the headline metrics, Overall and its
+    difference from the base trial (NaN without one)."""
+    columns = [c for c in (*HEADLINE, "overall") if c in completed.columns]
+    table = completed[["changed", *columns]].copy()
+    base = table.loc[table["changed"] == "base", "overall"]
+    table["overall - base"] = table["overall"] - (base.iloc[0] if len(base) else float("nan"))
+    return table.sort_values("changed", key=lambda c: c != "base", kind="stable")
+
+
 def sweep_section(report: _Report, folder: Path) -> None:
     """The trials, each headline metric and Overall against lambda and against the click
     strategies (completed trials), and the best configuration (`pipelines.sweep` outputs)."""
@@ -227,6 +237,11 @@ def sweep_section(report: _Report, folder: Path) -> None:
                     "after 5 clicks per object."),
                Table(results[["trial", "status", *AXES, *metrics]].sort_values(
                    "overall", ascending=False), "", ".3f"))
+    if "changed" in completed and (completed["changed"] != "base").any():
+        report.add(Table(ablation_table(completed), "Ablations: each completed trial by what "
+                         "it changes from the first value of every axis (`base`), its six "
+                         "headline metrics, Overall and Overall's difference from the base "
+                         "trial.", ".3f"))
     if completed.empty:
         report.add(Text("No completed trial: nothing to plot."))
     else:
