@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
+from uniseg3d.datasets.labels import read_label_map
 from uniseg3d.datasets.ply import write_replica_mesh, write_scannet_mesh
 from uniseg3d.datasets.primitives import box_surface, grid_patch, merge_meshes
 from uniseg3d.datasets.scannet import (AGGREGATION_SUFFIX, MESH_SUFFIX, SEGS_SUFFIX,
-                                       write_segs_json)
+                                       read_scannet_scene, write_segs_json)
+from uniseg3d.datasets.scene import Description, Scene
 from uniseg3d.datasets.superpoints import segment_mesh
 
 LABEL_MAP_HEADER = ["id", "raw_category", "category", "count", "nyu40id", "eigen13id", "nyuClass",
@@ -102,3 +105,15 @@ def write_replica_scene(root: Path, scene: str = "room_0") -> tuple[Path, np.nda
             "id_to_label": []}
     (habitat / "info_semantic.json").write_text(json.dumps(info))
     return root / scene, np.concatenate([np.full(len(floor_v), 3), np.full(len(box_v), 7)])
+
+
+def described_scenes(root: Path, descriptions: tuple[tuple[int, str], ...], count: int = 2
+                     ) -> list[Scene]:
+    """`count` ScanNet-layout scenes written under `root` and read back, each given the same
+    `descriptions` ((object id, text) pairs, as ScanRefer records them)."""
+    label_map = read_label_map(write_label_map(root / "labels.tsv"))
+    referring = tuple(Description(obj, text, ann) for ann, (obj, text) in
+                      enumerate(descriptions))
+    return [dataclasses.replace(read_scannet_scene(
+        write_scannet_scene(root, f"scene{i:04d}_00", seed=i), label_map), referring=referring)
+        for i in range(count)]

@@ -14,21 +14,19 @@ import numpy as np
 import pytest
 import torch
 
-from scannet_files import write_label_map, write_scannet_scene
+from resume import interrupted_then_resumed
+from scannet_files import described_scenes
 from test_official_import import random_state_dict, save_mmengine_checkpoint
 from uniseg3d.cli import main
 from uniseg3d.config import ModelConfig, Params
-from uniseg3d.datasets.labels import read_label_map
 from uniseg3d.datasets.loader import make_sample
 from uniseg3d.datasets.official_info import read_pseudo_masks
-from uniseg3d.datasets.scannet import read_scannet_scene
-from uniseg3d.datasets.scene import Description, InputError
+from uniseg3d.datasets.scene import InputError
 from uniseg3d.model.official.checkpoint import OfficialCheckpointError, official_key
 from uniseg3d.model.official.network import OfficialUniSeg3D
 from uniseg3d.model.official.targets import thing_instances
 from uniseg3d.pipelines.official_training import (OFFICIAL_AUGMENT, PAPER_EPOCHS, init_backbone,
                                                   official_training)
-from uniseg3d.pipelines import train as train_module
 from uniseg3d.pipelines.train import load_checkpoint, load_trained_model, train
 
 SMALL_CLIP = "ViT-S-32-alt"  # the smallest built-in open_clip text tower (width 256, 10 layers)
@@ -37,16 +35,9 @@ SMALL_CLIP = "ViT-S-32-alt"  # the smallest built-in open_clip text tower (width
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> tuple[Path, list]:
     root = tmp_path_factory.mktemp("raw")
-    label_map = read_label_map(write_label_map(root / "labels.tsv"))
-    scenes = []
-    for i in range(2):
-        scene = read_scannet_scene(write_scannet_scene(root, f"scene{i:04d}_00", seed=i),
-                                   label_map)
-        scenes.append(dataclasses.replace(scene, referring=(
-            Description(2, "the chair next to the table", 0),
-            Description(2, "a chair by the table", 1),
-            Description(3, "the large table in the middle", 2))))
-    return root, scenes
+    return root, described_scenes(root, ((2, "the chair next to the table"),
+                                         (2, "a chair by the table"),
+                                         (3, "the large table in the middle")))
 
 
 def official_params(out: Path, epochs: int, **train) -> Params:
@@ -108,19 +99,8 @@ def test_a_short_official_run_learns_and_predict_reads_its_checkpoint(tmp_path, 
 def test_resume_restores_the_contrastive_scale(tmp_path, raw, monkeypatch):
     _, scenes = raw
     whole = train(official_params(tmp_path / "whole", 3), train_scenes=scenes, progress=False)
-    real_run_epoch = train_module.run_epoch
-
-    def crash_at_epoch_2(*args, **kwargs):
-        if args[6] == 2:
-            raise KeyboardInterrupt
-        return real_run_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "run_epoch", crash_at_epoch_2)
-    params = official_params(tmp_path / "split", 3)
-    with pytest.raises(KeyboardInterrupt):
-        train(params, train_scenes=scenes, progress=False)
-    monkeypatch.setattr(train_module, "run_epoch", real_run_epoch)
-    resumed = train(params, resume=True, train_scenes=scenes, progress=False)
+    resumed = interrupted_then_resumed(monkeypatch, official_params(tmp_path / "split", 3),
+                                       scenes, epoch=2)
     assert resumed.history[2]["train_total"] == pytest.approx(whole.history[2]["train_total"],
                                                               rel=1e-5)
     scale = load_checkpoint(whole.last)["criterion"]["contrastive_criterion.logit_scale"]

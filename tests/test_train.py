@@ -8,17 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from scannet_files import write_label_map, write_scannet_scene
+from resume import interrupted_then_resumed
+from scannet_files import described_scenes
 from uniseg3d.config import Params
-from uniseg3d.datasets.labels import read_label_map
 from uniseg3d.datasets.loader import make_sample
-from uniseg3d.datasets.scannet import read_scannet_scene
-from uniseg3d.datasets.scene import Description
 from uniseg3d.model.inference import predict_scene
 from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.targets import semantic_log_prior
 from uniseg3d.model.text_encoder import class_embeddings
-from uniseg3d.pipelines import train as train_module
 from uniseg3d.pipelines.train import (build_model, class_prompt_names, load_checkpoint,
                                       load_trained_model, make_text_encoder, train)
 from uniseg3d.datasets.classes import scannet20
@@ -26,16 +23,8 @@ from uniseg3d.datasets.classes import scannet20
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("raw")
-    label_map = read_label_map(write_label_map(root / "labels.tsv"))
-    loaded = []
-    for i in range(2):
-        scene = read_scannet_scene(write_scannet_scene(root, f"scene{i:04d}_00", seed=i),
-                                   label_map)
-        loaded.append(dataclasses.replace(scene, referring=(
-            Description(2, "the chair next to the table", 0),
-            Description(3, "the large table in the middle", 1))))
-    return loaded
+    return described_scenes(tmp_path_factory.mktemp("raw"), (
+        (2, "the chair next to the table"), (3, "the large table in the middle")))
 
 
 def params_for(tmp_path, **train) -> Params:
@@ -72,19 +61,8 @@ def test_checkpoint_round_trip(tmp_path, scenes):
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path, scenes, monkeypatch):
     full = train(params_for(tmp_path / "a", epochs=3), train_scenes=scenes, progress=False)
-    real_run_epoch = train_module.run_epoch
-
-    def crash_at_epoch_2(*args, **kwargs):
-        if args[6] == 2:
-            raise KeyboardInterrupt
-        return real_run_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "run_epoch", crash_at_epoch_2)
-    params = params_for(tmp_path / "b", epochs=3)
-    with pytest.raises(KeyboardInterrupt):
-        train(params, train_scenes=scenes, progress=False)
-    monkeypatch.setattr(train_module, "run_epoch", real_run_epoch)
-    resumed = train(params, resume=True, train_scenes=scenes, progress=False)
+    resumed = interrupted_then_resumed(monkeypatch, params_for(tmp_path / "b", epochs=3),
+                                       scenes, epoch=2)
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
     assert resumed.history[2]["train_total"] == pytest.approx(full.history[2]["train_total"],
                                                               rel=1e-5)
