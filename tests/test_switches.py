@@ -164,3 +164,25 @@ def test_switches_come_from_params_and_travel_with_a_checkpoint(tmp_path):
     assert back == config
     old = {k: v for k, v in dataclasses.asdict(config).items() if k != "switches"}
     assert ModelConfig.from_dict(old).switches == ModelSwitches()  # older checkpoints: all on
+
+
+def test_without_the_semantic_head_semantics_come_from_the_generic_queries(sample):
+    model = model_with(semantic_head=False)
+    scene = inputs(sample)
+    model.train()
+    out = model([scene], torch.Generator().manual_seed(0))[0]
+    assert torch.equal(out.semantic_superpoints, out.generic_superpoints)  # one row per seed
+    logits, rows = out.described_semantic_logits(CLASSES)
+    full = out.semantic_logits(CLASSES)
+    torch.testing.assert_close(full[rows], logits)
+    unseeded = torch.ones(len(full), dtype=torch.bool)
+    unseeded[rows] = False
+    assert unseeded.any() and (full[unseeded] == 0).all()
+    losses = Criterion(LossWeights(), len(scannet20())).scene_losses(
+        out, scene_targets(sample), CLASSES)
+    losses["semantic"].backward()  # the semantic loss trains the decoder now
+    assert model.decoder.layers[-1].self_attn.in_proj_weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        out = model([scene])[0]
+    assert len(out.semantic_superpoints) == int(scene.superpoints.max()) + 1  # every one

@@ -76,6 +76,8 @@ class ModelSwitches:
     text_sees_generic: bool = True  # text queries attend to the generic queries
     logit_adjustment: bool = True  # semantic logits minus the training log prior
     instance_vote: bool = True  # confident instances vote their points' semantic class
+    semantic_head: bool = True  # semantic classes from a head on every superpoint's feature;
+    #                             false: from the generic query seeded at it (the paper's)
 
 
 @dataclass(frozen=True)

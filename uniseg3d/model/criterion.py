@@ -174,9 +174,10 @@ class Criterion:
                 self.click_object_loss(clicks.masks, out.click_objects, t)
         outputs = len(out.layers) if self.w.layer_reduction == "mean" else 1
         losses = {k: torch.as_tensor(v) / outputs for k, v in losses.items()}
-        logits = out.semantic_logits(class_embeddings)
+        logits, rows = out.described_semantic_logits(class_embeddings)
+        target = t.semantic[rows]
         losses["semantic"] = self.w.semantic * F.cross_entropy(
-            logits, t.semantic, ignore_index=-1) if (t.semantic >= 0).any() else logits.sum() * 0
+            logits, target, ignore_index=-1) if (target >= 0).any() else logits.sum() * 0
         losses.update(self.inter_task_losses(out, t, class_embeddings, rows, segments))
         return losses
 

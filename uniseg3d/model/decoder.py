@@ -150,6 +150,7 @@ class GenericPass:
     seeds: torch.Tensor  # (G,) the superpoint each generic query started from
     states: list[torch.Tensor]  # per layer: the generic queries entering its self-attention
     layers: list[QueryPredictions]  # heads before the first layer and after every layer
+    final: torch.Tensor  # (G, d) out_norm of the generic queries after the last layer
 
 
 class FourierPositions(nn.Module):
@@ -245,7 +246,7 @@ class UnifiedDecoder(nn.Module):
             states.append(queries)
             queries = layer.feed_forward(layer.attend_queries(queries, queries))
             layers.append(self.heads(queries, memory))
-        return GenericPass(memory, generic, states, layers)
+        return GenericPass(memory, generic, states, layers, self.out_norm(queries))
 
     def click_queries(self, memory: torch.Tensor, clicks: Clicks) -> torch.Tensor:
         """A click's query: its superpoint's memory, the positive or negative click embedding

@@ -10,7 +10,9 @@ queries reached a semantic mIoU of 0.17 after the default 20-epoch synthetic run
 keeps the log class frequencies of the head's training targets (`semantic_log_prior`), which
 post-processing subtracts from the head's logits (logit adjustment, Menon et al., ICLR 2021):
 cross-entropy on imbalanced classes learns p(class | superpoint) under the training prior, and
-mIoU weighs every class alike.
+mIoU weighs every class alike. `model.switches.semantic_head: false` reads semantic classes
+the paper's way instead: the same head on the last state of the generic query seeded at each
+superpoint (every superpoint seeds one at test).
 """
 
 from __future__ import annotations
@@ -63,12 +65,28 @@ class SceneOutput:
     generic_superpoints: torch.Tensor  # superpoint each generic query started from
     click_objects: torch.Tensor  # (Kc,) object of each click query, -1 = negative
     num_texts: int
-    semantic_embeddings: torch.Tensor  # (M, text_dim) unit embedding of every superpoint
+    semantic_embeddings: torch.Tensor  # (S, text_dim) unit semantic embeddings of superpoints
     semantic_scale: torch.Tensor  # scalar temperature of the semantic classifier
+    semantic_superpoints: torch.Tensor  # (S,) the superpoint of each semantic embedding
+
+    def described_semantic_logits(self, class_embeddings: torch.Tensor
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, C) class logits of the superpoints that have a semantic embedding (every one
+        with the semantic head; the seeds of generic queries without it), and which they
+        are."""
+        logits = self.semantic_embeddings @ class_embeddings.T * self.semantic_scale
+        return logits, self.semantic_superpoints
 
     def semantic_logits(self, class_embeddings: torch.Tensor) -> torch.Tensor:
-        """(M, C) class logits of every superpoint against `class_embeddings` (unit rows)."""
-        return self.semantic_embeddings @ class_embeddings.T * self.semantic_scale
+        """(M, C) class logits of every superpoint against `class_embeddings` (unit rows);
+        zero for a superpoint without a semantic embedding (beyond `max_queries` at test when
+        they come from the generic queries)."""
+        logits, rows = self.described_semantic_logits(class_embeddings)
+        if len(rows) == self.layers[-1].masks.shape[1]:
+            return logits[torch.argsort(rows)]
+        full = logits.new_zeros(self.layers[-1].masks.shape[1], logits.shape[1])
+        full[rows] = logits
+        return full
 
     @property
     def num_generic(self) -> int:
@@ -121,7 +139,11 @@ class UniSeg3D(nn.Module):
         self.backbone = SparseUNet(6, config.channels, config.blocks, config.voxel_size, device)
         self.decoder = UnifiedDecoder(self.backbone.out_channels, text_dim, config.d_model,
                                       config.heads, config.ffn, config.layers, config.switches)
-        self.semantic_head = SemanticHead(self.backbone.out_channels, config.d_model, text_dim)
+        if config.switches.semantic_head:  # on every superpoint's backbone feature
+            self.semantic_head = SemanticHead(self.backbone.out_channels, config.d_model,
+                                              text_dim)
+        else:  # on the generic queries' last states, each read as its seed superpoint's
+            self.semantic_head = SemanticHead(config.d_model, config.d_model, text_dim)
         # (C,) ScanNet20 log class frequencies of the training targets; zeros: no adjustment
         self.register_buffer("semantic_log_prior", torch.zeros(len(scannet20().names)))
 
@@ -155,8 +177,12 @@ class UniSeg3D(nn.Module):
         clicks = scene.clicks()
         prompts = self.decoder.decode_prompts(generic, clicks, scene.texts)
         layers = [QueryPredictions.cat([g, p]) for g, p in zip(generic.layers, prompts)]
-        return SceneOutput(layers, generic.seeds, clicks.objects, len(scene.texts),
-                           *self.semantic_head(features))
+        if self.config.switches.semantic_head:
+            semantic = (*self.semantic_head(features),
+                        torch.arange(len(features), device=features.device))
+        else:
+            semantic = (*self.semantic_head(generic.final), generic.seeds)
+        return SceneOutput(layers, generic.seeds, clicks.objects, len(scene.texts), *semantic)
 
     def forward(self, scenes: list[SceneInput], generator: torch.Generator | None = None,
                 stopwatch=NO_TIMING, features: list[torch.Tensor] | None = None,
