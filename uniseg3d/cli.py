@@ -104,11 +104,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("epochs", args.epochs), ("out", args.out),
                                    ("fine_tune_epochs", args.fine_tune_epochs)) if v is not None}
     params = with_overrides(params, **overrides)
-    if args.config:
-        import dataclasses
+    import dataclasses
 
-        params = dataclasses.replace(params, model=dataclasses.replace(params.model,
-                                                                       config=args.config))
+    for field, value in (("config", args.config), ("recipe", args.recipe)):
+        if value:
+            params = dataclasses.replace(params, model=dataclasses.replace(
+                params.model, **{field: value}))
     try:
         result = run_ray_train(params, params.ray, resume=args.resume)
     except RayError as error:
@@ -362,11 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
     train = verbs.add_parser(
         "train", help="train UniSeg3D on the prepared caches",
         description="Train the model through Ray Train (params.yaml sections model, text, "
-                    "loss, prompts, train, ray): AdamW with a poly schedule, gradient clipping "
+                    "loss, prompts, train, ray), either recipe (--recipe official: as UniSeg3D's "
+                    "released code trains): AdamW with a poly schedule, gradient clipping "
                     "and augmentations; one or more DDP workers (gloo on CPU, NCCL on GPU); a "
                     "checkpoint per epoch; a crashed worker resumes from the last one. Writes "
                     "last.pt, best.pt and history.json to train.out.")
     train.add_argument("--config", choices=["tiny", "paper"], help="model configuration")
+    train.add_argument("--recipe", choices=["ours", "official"],
+                       help="ours (default of params.yaml model.recipe) or official: the released "
+                            "code's losses, matcher, prompts, augmentation and optimiser")
     train.add_argument("--epochs", type=_positive_int, help="training epochs")
     train.add_argument("--fine-tune-epochs", type=int,
                        help="second stage from best.pt at lr and weight decay x 0.001")
