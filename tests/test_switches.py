@@ -186,3 +186,13 @@ def test_without_the_semantic_head_semantics_come_from_the_generic_queries(sampl
     with torch.no_grad():
         out = model([scene])[0]
     assert len(out.semantic_superpoints) == int(scene.superpoints.max()) + 1  # every one
+
+
+def test_the_inter_task_terms_read_the_last_layer_matches(sample):
+    criterion, out, t = criterion_case(sample)
+    losses = criterion.scene_losses(out, t, CLASSES)
+    _, rows, segments = criterion.generic_loss(out.part("generic"), CLASSES, t,
+                                               out.generic_superpoints)
+    direct = criterion.inter_task_losses(out, t, CLASSES, rows, segments)
+    assert float(losses["distill"].detach()) == pytest.approx(float(direct["distill"].detach()))
+    assert float(direct["distill"].detach()) > 0

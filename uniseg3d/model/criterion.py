@@ -4,7 +4,8 @@ Generic queries are matched to object and stuff segments by Hungarian matching (
 `linear_sum_assignment`) on class + BCE + Dice costs; click and text queries know their target.
 Switches (`loss.*`) take the released code's choices instead: `matcher: sparse` (each object's
 cheapest query among those seeded inside it), `stuff_targets: false` (things only),
-`layer_reduction: sum` (summed over decoder outputs, not averaged). Per layer: CE (no-object weight 0.1), BCE, Dice and the IoU-head MSE; prompt losses are scaled
+`layer_reduction: sum` (summed over decoder outputs, not averaged). Per layer: CE (no-object
+weight 0.1), BCE, Dice and the IoU-head MSE; prompt losses are scaled
 by `prompt_weight` (click queries: the positive ones, each against its object); the clicked
 objects' combined logits (`model.click_objects`) by a per-superpoint cross-entropy over
 background and objects, scaled by `click_objects`; matched generic queries' embeddings are
@@ -174,8 +175,8 @@ class Criterion:
                 self.click_object_loss(clicks.masks, out.click_objects, t)
         outputs = len(out.layers) if self.w.layer_reduction == "mean" else 1
         losses = {k: torch.as_tensor(v) / outputs for k, v in losses.items()}
-        logits, rows = out.described_semantic_logits(class_embeddings)
-        target = t.semantic[rows]
+        logits, described = out.described_semantic_logits(class_embeddings)
+        target = t.semantic[described]
         losses["semantic"] = self.w.semantic * F.cross_entropy(
             logits, target, ignore_index=-1) if (target >= 0).any() else logits.sum() * 0
         losses.update(self.inter_task_losses(out, t, class_embeddings, rows, segments))
