@@ -81,16 +81,22 @@ def sparse_match(cost: torch.Tensor, allowed: torch.Tensor, topk: int = 1
 
 
 @torch.no_grad()
+def match_cost(pred: QueryPredictions, class_logits: torch.Tensor, masks: torch.Tensor,
+               labels: torch.Tensor, w: LossWeights) -> torch.Tensor:
+    """(Q, S) matching cost of every query against every target: class + BCE + Dice."""
+    bce, dice = pairwise_mask_costs(pred.masks.float(), masks)
+    return w.ce * -class_logits.softmax(-1)[:, labels] + w.bce * bce + w.dice * dice
+
+
+@torch.no_grad()
 def hungarian_match(pred: QueryPredictions, class_logits: torch.Tensor, masks: torch.Tensor,
                     labels: torch.Tensor, w: LossWeights) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimal (query rows, target rows) under class + BCE + Dice cost."""
     if len(labels) == 0 or len(pred.masks) == 0:
         empty = torch.zeros(0, dtype=torch.long)
         return empty, empty
-    bce, dice = pairwise_mask_costs(pred.masks.float(), masks)
-    cls = -class_logits.softmax(-1)[:, labels]
-    cost = w.ce * cls + w.bce * bce + w.dice * dice
-    rows, cols = linear_sum_assignment(cost.cpu().numpy())
+    rows, cols = linear_sum_assignment(match_cost(pred, class_logits, masks, labels, w)
+                                       .cpu().numpy())
     return torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)
 
 
@@ -125,10 +131,8 @@ class Criterion:
         targets = self.generic_targets(t)
         masks, labels = t.masks[targets], t.labels[targets]
         if self.w.matcher == "sparse":
-            cost = self.w.ce * -class_logits.detach().softmax(-1)[:, labels] + sum(
-                w * c for w, c in zip((self.w.bce, self.w.dice), pairwise_mask_costs(
-                    pred.masks.detach().float(), masks)))
-            rows, cols = sparse_match(cost, masks[:, seeds] > 0)
+            rows, cols = sparse_match(match_cost(pred, class_logits, masks, labels, self.w),
+                                      masks[:, seeds] > 0)
         else:
             rows, cols = hungarian_match(pred, class_logits, masks, labels, self.w)
         class_target = torch.full((len(pred.masks),), self.num_classes, dtype=torch.long,

@@ -66,10 +66,10 @@ def _mean(values: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     return torch.stack(values).mean() if values else like.sum() * 0
 
 
-def generic_matches(pred: OfficialPredictions, things: torch.Tensor, t: OfficialTargets,
+def generic_matches(pred: OfficialPredictions, logits: torch.Tensor, t: OfficialTargets,
                     generic: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(query rows, instance rows, pseudo-matched query rows, pseudo-mask rows) of one scene."""
-    logits = pred.class_logits(things)
+    """(query rows, instance rows, pseudo-matched query rows, pseudo-mask rows) of one scene;
+    `logits` are its queries' instance class logits."""
     inside, novel_inside = t.query_masks(generic)
     bce, dice = pairwise_mask_costs(pred.masks.detach().float(), t.masks)
     cls = -logits.detach().softmax(-1)[:, t.labels]
@@ -92,13 +92,13 @@ def generic_layer_losses(preds: list[OfficialPredictions], targets: list[Officia
     like = preds[0].masks
     ce, bce, dice, novel_bce, novel_dice, iou, matches = [], [], [], [], [], [], []
     for pred, t, generic in zip(preds, targets, generics):
-        rows, cols, novel_rows, novel_cols = generic_matches(pred, things, t, generic)
+        logits = pred.class_logits(things)
+        rows, cols, novel_rows, novel_cols = generic_matches(pred, logits, t, generic)
         matches.append((rows, cols))
         target = torch.full((len(pred.masks),), len(things), dtype=torch.long,
                             device=like.device)
         target[rows] = t.labels[cols]
         target[novel_rows] = -1
-        logits = pred.class_logits(things)
         if (target >= 0).any():
             ce.append(F.cross_entropy(logits, target, class_weight(len(things), like.device),
                                       ignore_index=-1))

@@ -61,8 +61,8 @@ def official_targets(sample: Sample, novel_masks: np.ndarray | None = None,
     """The targets of `sample`, whose clicks and descriptions name thing instances;
     `novel_masks` (P, M) bool are the scene's SAM3D pseudo masks, if any."""
     scene = sample.scene
-    things = thing_instances(sample)
     classes = instance_classes(scene.instance, scene.semantic20, scene.num_instances)
+    things = np.flatnonzero(classes >= THINGS_FROM)  # as thing_instances, classes kept
     row = np.full(scene.num_instances, -1, dtype=np.int64)
     row[things] = np.arange(len(things))
     instance = np.where(np.isin(scene.instance, things), scene.instance, -1)
