@@ -17,14 +17,14 @@ from uniseg3d.benchmarks.evaluate_bench import bench_evaluate
 from uniseg3d.benchmarks.leaderboard import TASKS, write_evaluation_leaderboards
 from uniseg3d.config import EvaluateConfig, Params
 from uniseg3d.datasets.classes import scannet20
-from uniseg3d.datasets.loader import read_split
+from uniseg3d.datasets.loader import evaluation_sample, read_split
 from uniseg3d.metrics.submission import evaluate_submission
 from uniseg3d.metrics.tasks import (
     REPLICA_EXCLUDED, OpenVocabTask, ScanNetTasks, instance_labels, replica_gt, replica_subsets,
     replica_vocabulary)
 from uniseg3d.model.postprocess import Instances
 from uniseg3d.pipelines.evaluate import (
-    METRICS_FILE, evaluation_sample, run_evaluate, write_scene_files)
+    METRICS_FILE, run_evaluate, write_scene_files)
 from uniseg3d.pipelines.train import class_prompt_names, train
 
 SECTIONS = {

@@ -19,11 +19,11 @@ from plyfile import PlyData
 from ground_truth import EVALUATION_SCENES as SCENES
 from ground_truth import gt_prediction
 from uniseg3d.config import EvaluateConfig, Params
-from uniseg3d.datasets.loader import read_split
+from uniseg3d.datasets.loader import evaluation_sample, read_split
 from uniseg3d.metrics.tasks import ScanNetTasks
 from uniseg3d.palette import UNLABELLED
 from uniseg3d.pipelines.evaluate import (
-    METRICS_FILE, evaluation_sample, metric_section, write_outputs)
+    METRICS_FILE, metric_section, write_outputs)
 from uniseg3d.pipelines.sweep import flatten_metrics
 from uniseg3d.pipelines.sweep import write_outputs as write_sweep_outputs
 from uniseg3d.pipelines.interactive import evaluate_protocol

@@ -56,6 +56,8 @@ def test_checkpoint_round_trip(tmp_path, scenes):
     torch.save({**state, "history": "[]"}, tmp_path / "old.pt")
     assert not load_trained_model(tmp_path / "old.pt")[0].semantic_log_prior.any()
     assert result.best.is_file()
+    assert not list(result.out.glob("best_*.pt"))  # best_by loss: no metric checkpoints
+    assert not any(key.startswith("val_") for key in result.history[0])
     assert not list(result.out.glob("*.tmp*"))
 
 

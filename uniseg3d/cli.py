@@ -102,7 +102,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     params = _with_ray_overrides(load_params(args.params), args)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("out", args.out),
-                                   ("fine_tune_epochs", args.fine_tune_epochs)) if v is not None}
+                                   ("fine_tune_epochs", args.fine_tune_epochs),
+                                   ("best_by", args.best_by)) if v is not None}
     params = with_overrides(params, **overrides)
     import dataclasses
 
@@ -375,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive_int, help="training epochs")
     train.add_argument("--fine-tune-epochs", type=int,
                        help="second stage from best.pt at lr and weight decay x 0.001")
+    train.add_argument("--best-by", choices=["loss", "metrics"],
+                       help="best.pt by the validation loss (default of params.yaml "
+                            "train.best_by) or by metrics: the official hook's best all_ap, "
+                            "miou and pq checkpoints (best_<metric>.pt; best.pt follows all_ap)")
     train.add_argument("--out", help="run folder (default: params train.out)")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run from its last epoch")

@@ -227,6 +227,9 @@ class PromptConfig:
                               f"{self.corrective_rounds}")
 
 
+BEST_BY = ("loss", "metrics")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     cache: str = "data/cache/scannet"
@@ -244,7 +247,19 @@ class TrainConfig:
     fine_tune_epochs: int = 0  # > 0: a second stage from the best checkpoint at lr, wd x 0.001
     init_backbone: str | None = None  # official: the released sstnet_scannet.pth backbone
     pseudo_masks: str | None = None  # official: the data-info pkl with SAM3D pseudo masks
+    best_by: str = "loss"  # best.pt: lowest validation loss (ours) | metrics: the official
+    #                        hook's best all_ap / miou / pq (pipelines/validation.py)
+    validate_every: int = 16  # metrics: epochs between validations (official 16) ...
+    validate_last: int = 16  # ... and every epoch of the last this many (official 16)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if self.best_by not in BEST_BY:
+            raise ConfigError(f"train.best_by: expected one of {list(BEST_BY)}, "
+                              f"found {self.best_by!r}")
+        if self.validate_every < 1 or self.validate_last < 0:
+            raise ConfigError(f"train.validate_every must be >= 1 and train.validate_last >= 0,"
+                              f" found {self.validate_every} and {self.validate_last}")
 
 
 @dataclass(frozen=True)

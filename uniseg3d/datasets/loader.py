@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uniseg3d.config import AugmentConfig, PromptConfig
+from uniseg3d.config import AugmentConfig, Params, PromptConfig
 from uniseg3d.datasets.augment import augment_coords
 from uniseg3d.datasets.cache import cached_scene_ids, read_scene
 from uniseg3d.datasets.classes import STUFF_CLASSES20, scannet20
@@ -99,3 +99,10 @@ def make_sample(scene: Scene, prompts: PromptConfig, rng: np.random.Generator,
                   texts=[d.text for d in descriptions],
                   text_instances=np.array([scene.instance_index(d.object_id)
                                            for d in descriptions], dtype=np.int64))
+
+
+def evaluation_sample(scene: Scene, params: Params, index: int) -> Sample:
+    """The scene's evaluation clicks (`prompts.eval_click`, seeded by the scene's position
+    `index` in the evaluated list) and all of its descriptions."""
+    rng = np.random.default_rng([params.train.seed, index])
+    return make_sample(scene, params.prompts, rng, training=False)

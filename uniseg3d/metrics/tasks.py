@@ -46,6 +46,7 @@ REPLICA_EXCLUDED = ("undefined", "wall", "floor", "ceiling")
 """Background classes left out of the Replica benchmark (OpenMask3D / Open3DIS use 48 object
 classes); ScanNet200 leaves out wall and floor (`SCANNET200_EXCLUDED`)."""
 INSTANCE_ID_BASE = 1000  # ScanNet's label_id * 1000 + instance encoding
+TASKS = ("semantic", "instance", "panoptic", "interactive", "referring", "open_vocab")
 
 
 @dataclass(frozen=True)
@@ -206,30 +207,38 @@ class ScanNetTasks:
             click_masks=PackedMasks.pack(prediction.clicks.masks),
             click_probs=np.where(click_class >= 0, probs, 0.0),
             text_masks=PackedMasks.pack(prediction.texts.masks)))
-        self.open_vocab.add(instance_gt(scene.semantic200, scene.instance),
-                            prediction.open_vocab)
+        if prediction.open_vocab is not None:  # None: predicted without a vocabulary
+            self.open_vocab.add(instance_gt(scene.semantic200, scene.instance),
+                                prediction.open_vocab)
 
-    def evaluate(self) -> dict[str, dict]:
-        """Each task's full result (with per-class tables), keyed by task."""
+    def evaluate(self, tasks: Sequence[str] = TASKS) -> dict[str, dict]:
+        """The full result (with per-class tables) of each of `tasks` (default: all six),
+        keyed by task."""
         if not self._scenes:
             raise ValueError("no scenes to evaluate")
+        unknown = sorted(set(tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown tasks {unknown}; expected some of {list(TASKS)}")
         records = self._scenes
         names = scannet20().names
         stuff = [names.index(name) for name in STUFF_CLASSES20]
         things = [i for i in range(len(names)) if i not in stuff]
         gts = [instance_gt(r.semantic20, r.instance) for r in records]
-        return {
-            "semantic": evaluate_semantic((r.semantic20 for r in records),
-                                          (r.semantic for r in records), range(len(names)), names),
-            "instance": evaluate_scannet20_instances(gts, (r.instances.unpack() for r in records)),
-            "panoptic": evaluate_panoptic(
+        evaluators = {
+            "semantic": lambda: evaluate_semantic(
+                (r.semantic20 for r in records), (r.semantic for r in records),
+                range(len(names)), names),
+            "instance": lambda: evaluate_scannet20_instances(
+                gts, (r.instances.unpack() for r in records)),
+            "panoptic": lambda: evaluate_panoptic(
                 (PanopticSegmentation(r.semantic20, r.instance) for r in records),
                 (r.panoptic for r in records), names, stuff),
-            "interactive": evaluate_interactive(
+            "interactive": lambda: evaluate_interactive(
                 (Clicks(gt, r.clicked, r.click_masks.unpack(), r.click_probs)
                  for gt, r in zip(gts, records)), things, [names[i] for i in things]),
-            "referring": evaluate_referring(
+            "referring": lambda: evaluate_referring(
                 (instance_masks(r.instance, r.described) for r in records),
                 (r.text_masks.unpack() for r in records), (r.unique for r in records)),
-            "open_vocab": self.open_vocab.evaluate(),
+            "open_vocab": self.open_vocab.evaluate,
         }
+        return {task: evaluators[task]() for task in tasks}

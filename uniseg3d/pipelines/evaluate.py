@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -36,7 +35,7 @@ from tqdm import tqdm
 from uniseg3d.config import EvaluateConfig, Params
 from uniseg3d.datasets.cache import cached_scene_ids, read_scene
 from uniseg3d.datasets.classes import scannet20, scannet200
-from uniseg3d.datasets.loader import Sample, make_sample, read_scene_list, read_split
+from uniseg3d.datasets.loader import Sample, evaluation_sample, read_scene_list, read_split
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.metrics.instance import InstancePredictions
 from uniseg3d.metrics.submission import (
@@ -79,13 +78,6 @@ class Predictor:
         prediction = predict_scene(self.model, inputs, self.classes, open_vocabulary)
         self.seconds += time.perf_counter() - start
         return prediction
-
-
-def evaluation_sample(scene: Scene, params: Params, index: int) -> Sample:
-    """The scene's evaluation clicks (`prompts.eval_click`, seeded by position) and all of its
-    descriptions."""
-    rng = np.random.default_rng([params.train.seed, index])
-    return make_sample(scene, params.prompts, rng, training=False)
 
 
 def write_scene_files(root: str | Path, scene: Scene, prediction: ScenePrediction) -> None:

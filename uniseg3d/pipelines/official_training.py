@@ -11,6 +11,8 @@
 | augmentation | rotation about z, scale 0.8-1.2, translation N(0, 0.1), no flip; with p = 0.5 the
   code's elastic passes (6, 40) and (20, 160) in 2 cm voxel units |
 | optimiser | AdamW lr 1e-4, weight decay 0.05, poly 0.9, gradient clip 10, batch 4, one stage |
+| best checkpoints | by validation metrics (`best_by: metrics`): all_ap, miou, pq, validated every
+  16 epochs and every epoch of the last 16 |
 
 The model is `OfficialUniSeg3D` with the frozen CLIP text tower of `text.clip_model`, loaded
 from `text.clip_checkpoint` (the official `clip_pretrain` init) or, without one, left at its
@@ -54,7 +56,8 @@ OFFICIAL_AUGMENT = AugmentConfig(flip=False, rotate=True, scale=(0.8, 1.2), tran
 OFFICIAL_PROMPTS = {"train_click": "sampled", "max_clicks": 0, "max_texts": 0,
                     "train_texts": "one_per_object", "min_points": 1, "corrective_rounds": 0}
 OFFICIAL_TRAIN = {"batch_size": 4, "lr": 1e-4, "weight_decay": 0.05, "poly_power": 0.9,
-                  "grad_clip": 10.0, "fine_tune_epochs": 0, "augment": OFFICIAL_AUGMENT}
+                  "grad_clip": 10.0, "fine_tune_epochs": 0, "best_by": "metrics",
+                  "validate_every": 16, "validate_last": 16, "augment": OFFICIAL_AUGMENT}
 
 
 def official_training(params: Params) -> Params:

@@ -38,6 +38,7 @@ from uniseg3d.datasets.scene import Scene
 from uniseg3d.pipelines.train import (
     CHECKPOINT_BEST, CHECKPOINT_LAST, HISTORY_FILE, TrainResult, WorkerSession, fit,
     load_checkpoint, scene_sets)
+from uniseg3d.pipelines.validation import BEST_METRICS, best_file
 
 if TYPE_CHECKING:
     from ray.train import Checkpoint
@@ -249,10 +250,12 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def export_checkpoint(checkpoint: Checkpoint, out: Path) -> TrainResult:
-    """`last.pt`, `best.pt` of a reported checkpoint and its `history.json`, into `out`."""
+    """`last.pt`, `best.pt` (and with `best_by: metrics` each `best_<metric>.pt`) of a
+    reported checkpoint and its `history.json`, into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     with checkpoint.as_directory() as folder:
-        for name in CHECKPOINT_FILES:
+        for name in [*CHECKPOINT_FILES, *(name for name in map(best_file, BEST_METRICS)
+                                          if (Path(folder) / name).is_file())]:
             temp = out / f"{name}.tmp{os.getpid()}"
             shutil.copy2(Path(folder) / name, temp)
             os.replace(temp, out / name)

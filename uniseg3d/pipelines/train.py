@@ -38,6 +38,8 @@ from uniseg3d.model.targets import semantic_log_prior
 from uniseg3d.model.text_encoder import CachedTextEncoder, build_text_encoder, class_embeddings
 from uniseg3d.model.uniseg3d import UniSeg3D
 from uniseg3d.pipelines.official_training import OfficialLosses, build_official, official_training
+from uniseg3d.pipelines.validation import (
+    BEST_METRICS, best_file, has_value, improved, metric_epoch, validation_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +345,37 @@ def _worker_sum(values: dict[str, float], session: WorkerSession) -> dict[str, f
     return dict(zip(keys, tensor.tolist()))
 
 
+def _from_first_worker(values: dict[str, float], session: WorkerSession) -> dict[str, float]:
+    """Worker 0's `values` on every worker."""
+    if session.world_size == 1:
+        return values
+    keys = sorted(BEST_METRICS)
+    tensor = torch.tensor([values.get(k, 0.0) for k in keys], dtype=torch.float64,
+                          device=session.device)
+    dist.broadcast(tensor, 0)
+    return dict(zip(keys, tensor.tolist()))
+
+
+def save_best(workdir: Path, history: list[dict], best_by: str, save: Callable[[Path], None]
+              ) -> None:
+    """Write the best checkpoints the last epoch of `history` earned: `best.pt` at the lowest
+    score (`best_by: loss`, later ties win), or `best_<metric>.pt` at each of the hook's
+    metrics it beat, `best.pt` following the first (`best_by: metrics`; until the first has a
+    value, `best.pt` is the last epoch's)."""
+    if best_by == "loss":
+        if epoch_score(history[-1]) <= min(map(epoch_score, history)):
+            save(workdir / CHECKPOINT_BEST)
+        return
+    first = next(iter(BEST_METRICS))
+    for metric in BEST_METRICS:
+        if improved(history, metric):
+            save(workdir / best_file(metric))
+    if improved(history, first):
+        shutil.copy2(workdir / best_file(first), workdir / CHECKPOINT_BEST)
+    elif not any(has_value(record, first) for record in history):
+        shutil.copy2(workdir / CHECKPOINT_LAST, workdir / CHECKPOINT_BEST)
+
+
 def _restore(session: WorkerSession, workdir: Path) -> dict | None:
     """Bring the checkpoint files of `session.resume_from` into `workdir`; the state of its
     `last.pt` (None: a fresh start)."""
@@ -350,7 +383,7 @@ def _restore(session: WorkerSession, workdir: Path) -> dict | None:
         return None
     source = Path(session.resume_from)
     if source.resolve() != workdir.resolve():
-        for name in (CHECKPOINT_LAST, CHECKPOINT_BEST):
+        for name in (CHECKPOINT_LAST, CHECKPOINT_BEST, *map(best_file, BEST_METRICS)):
             if (source / name).is_file():
                 shutil.copy2(source / name, workdir / name)
     state = load_checkpoint(workdir / CHECKPOINT_LAST)
@@ -366,11 +399,19 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
     `score`: the validation loss, else the training loss). Returns the history.
 
     Each epoch's randomness derives from (seed, epoch), so a resumed run repeats exactly what an
-    uninterrupted one does. Training and validation losses are averaged over the workers."""
+    uninterrupted one does. Training and validation losses are averaged over the workers; with
+    `train.best_by: metrics` worker 0 computes the validation metrics on every validation scene
+    (`pipelines.validation`)."""
     official = params.model.recipe == "official"
     if official:
         params = official_training(params)
     cfg = params.train
+    best_by = cfg.best_by
+    if best_by == "metrics" and not len(val_set):
+        log.warning("train.best_by: metrics, but no validation scenes: best.pt is chosen by "
+                    "the training loss")
+        best_by = "loss"
+    by_metrics = best_by == "metrics"
     torch.set_num_threads(session.threads)
     device = session.device
     names = class_prompt_names(scannet20().names)
@@ -394,6 +435,8 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
     wrapped = session.prepare(model)
     shard_size = -(-len(train_set) // session.world_size)  # epoch_shard's length
     val_shard = val_set.load(np.arange(session.rank, len(val_set), session.world_size))
+    metric_scenes = val_set.load(np.arange(len(val_set))) if by_metrics and session.rank == 0 \
+        else []
     schedule = stages(params)
     total_epochs = sum(epochs for epochs, _, _ in schedule)
     for stage, (epochs, lr, weight_decay) in enumerate(schedule):
@@ -411,7 +454,11 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
         elif stage > 0:  # fine-tuning continues from the best checkpoint of the first stage
-            model.load_state_dict(load_checkpoint(workdir / CHECKPOINT_BEST)["model"])
+            best = workdir / CHECKPOINT_BEST
+            if not best.is_file():  # best_by metrics, and no epoch of stage 0 validated
+                log.warning("no %s after stage 0: fine-tuning starts from its last epoch", best)
+                best = workdir / CHECKPOINT_LAST
+            model.load_state_dict(load_checkpoint(best)["model"])
         for epoch in range(max(stage_start, resume_epoch), stage_start + epochs):
             begin, lr_at_start = time.perf_counter(), scheduler.get_last_lr()[0]
             shard = epoch_shard(len(train_set), session.rank, session.world_size, cfg.seed,
@@ -428,19 +475,30 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
                                         device) * len(val_shard) if val_shard else 0.0
                 record["val_total"] = _worker_sum({"val": total}, session)["val"] / len(val_set)
                 record["val_seconds"] = time.perf_counter() - begin
+            if by_metrics and metric_epoch(epoch, total_epochs, cfg.validate_every,
+                                           cfg.validate_last):
+                begin = time.perf_counter()
+                values = validation_metrics(model, metric_scenes, params, encoder, classes,
+                                            device) if session.rank == 0 else {}
+                record.update({f"val_{k}": v
+                               for k, v in _from_first_worker(values, session).items()})
+                record["metric_seconds"] = time.perf_counter() - begin
             history.append(record)
-            score = epoch_score(record)
-            save_checkpoint(workdir / CHECKPOINT_LAST, model, optimizer, scheduler, epoch, stage,
-                            history, params, criterion)
-            if score <= min(map(epoch_score, history)):
-                save_checkpoint(workdir / CHECKPOINT_BEST, model, optimizer, scheduler, epoch,
-                                stage, history, params, criterion)
+
+            def save(path: Path) -> None:
+                save_checkpoint(path, model, optimizer, scheduler, epoch, stage, history,
+                                params, criterion)
+
+            save(workdir / CHECKPOINT_LAST)
+            save_best(workdir, history, best_by, save)
             if session.rank == 0:
                 val = f", val {record['val_total']:.4f}" if "val_total" in record else ""
+                val += "".join(f", {k} {record['val_' + k]:.3f}" for k in BEST_METRICS
+                               if "val_" + k in record)
                 log.info("epoch %d/%d (stage %d): loss %.4f%s, %.1f s", epoch + 1,
                          total_epochs, stage, record["train_total"], val,
                          record["seconds"])
-            session.report({**record, "score": score}, workdir)
+            session.report({**record, "score": epoch_score(record)}, workdir)
     return history
 
 

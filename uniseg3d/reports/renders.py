@@ -33,7 +33,7 @@ from matplotlib.patches import Patch
 from uniseg3d.config import Params
 from uniseg3d.datasets.cache import cached_scene_ids, read_scene
 from uniseg3d.datasets.classes import STUFF_CLASSES20, scannet20, scannet200
-from uniseg3d.datasets.loader import Sample, read_scene_list
+from uniseg3d.datasets.loader import Sample, evaluation_sample, read_scene_list
 from uniseg3d.datasets.ply import write_scannet_mesh
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.metrics.tasks import instance_labels, instance_masks
@@ -41,7 +41,7 @@ from uniseg3d.model.inference import ScenePrediction
 from uniseg3d.model.postprocess import Instances, panoptic
 from uniseg3d.palette import (
     SCANNET20_COLORS, THING_COLORS, color_labels, color_masks, distinct_colors, panoptic_colors)
-from uniseg3d.pipelines.evaluate import Predictor, evaluation_sample
+from uniseg3d.pipelines.evaluate import Predictor
 from uniseg3d.pipelines.train import class_prompt_names, load_trained_model
 from uniseg3d.reports.plots import plt, save
 
