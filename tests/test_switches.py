@@ -1,7 +1,7 @@
 """The `ours` switches: each departure from the released code turns off alone and does what
 its name says (the memory terms, word attention, text -> generic attention, logit adjustment
-and instance vote, the sparse matcher, stuff targets, the layer reduction), and a checkpoint
-keeps its switches."""
+and instance vote, the sparse matcher, stuff targets, the layer reduction, our post-processing),
+and a checkpoint keeps its switches."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ from uniseg3d.datasets.loader import make_sample
 from uniseg3d.datasets.scannet import read_scannet_scene
 from uniseg3d.datasets.scene import Description
 from uniseg3d.model.criterion import Criterion
-from uniseg3d.model.decoder import prompt_attention_mask
-from uniseg3d.model.inference import predict_scene
+from uniseg3d.model.decoder import QueryPredictions, prompt_attention_mask
+from uniseg3d.model.inference import predict_scene, prompt_mask_logit, released_instances
+from uniseg3d.model.official.postprocess import MASK_LOGIT
 from uniseg3d.model.inputs import scene_input, scene_targets
-from uniseg3d.model.postprocess import semantic_labels
+from uniseg3d.model.postprocess import instances, prompt_masks, semantic_labels
 from uniseg3d.model.text_encoder import EncodedTexts
 from uniseg3d.model.uniseg3d import UniSeg3D, superpoint_means
 
@@ -196,3 +197,60 @@ def test_the_inter_task_terms_read_the_last_layer_matches(sample):
     direct = criterion.inter_task_losses(out, t, CLASSES, rows, segments)
     assert float(losses["distill"].detach()) == pytest.approx(float(direct["distill"].detach()))
     assert float(direct["distill"].detach()) > 0
+
+
+def hand_queries() -> tuple[QueryPredictions, torch.Tensor, torch.Tensor]:
+    """Three queries over six superpoints (150 points each but the fifth's 50): A and B of
+    class 1, A on the first four superpoints, B on the first five (a little less sure of its
+    class), C of class 2 on the small fifth alone."""
+    superpoints = torch.repeat_interleave(torch.arange(6), torch.tensor([150] * 4 + [50, 150]))
+    classes = torch.eye(3)
+    masks = torch.tensor([[4.0] * 4 + [-4, -4], [4.0] * 5 + [-4], [-4.0] * 4 + [4, -4]])
+    pred = QueryPredictions(masks, classes[[1, 1, 2]], torch.tensor([-10.0, 16.0, -10.0]),
+                            torch.zeros(3), torch.tensor(20.0))
+    return pred, classes, superpoints
+
+
+def test_the_released_instance_rules_by_hand():
+    pred, classes, superpoints = hand_queries()
+    ours = instances(pred, classes, superpoints, top_k=3)
+    # ours: greedy NMS on superpoint masks drops B (IoU 4 / 5 > 0.75); C's 50 points stay
+    assert sorted(zip(ours.masks.sum(1).tolist(), ours.labels.tolist())) == [(50, 2), (600, 1)]
+    released = released_instances(pred, classes, superpoints, top_k=3)
+    # released: C has 100 points or fewer, dropped; B is kept, its score decayed by matrix
+    # NMS: (1 - soft IoU with A) / (1 - 0), on sigmoid masks
+    assert released.masks.sum(1).tolist() == [600, 650]
+    assert released.labels.tolist() == [1, 1]
+    s = torch.sigmoid(torch.tensor(4.0))
+    soft_a = torch.stack([s, s, s, s, 1 - s, 1 - s])
+    soft_b = torch.stack([s, s, s, s, s, 1 - s])
+    inter = soft_a @ soft_b
+    iou = inter / (soft_a.sum() + soft_b.sum() - inter)
+    probs = pred.class_logits(classes).softmax(-1)[:, 1]
+    assert released.scores[0] == pytest.approx(float(probs[0] * s), rel=1e-5)
+    assert released.scores[1] == pytest.approx(float(probs[1] * s * (1 - iou)), rel=1e-5)
+
+
+def test_the_released_rules_switch_on_ours(sample):
+    scene = inputs(sample)
+    model = model_with(our_postprocess=False)
+    with torch.no_grad():
+        out = model([scene])[0]
+        predicted = predict_scene(model, scene, CLASSES)
+    things = torch.ones(20, dtype=torch.bool)
+    things[[0, 1]] = False
+    expected = released_instances(out.part("generic"), CLASSES, scene.superpoints, things)
+    np.testing.assert_array_equal(predicted.instances.masks, expected.masks)
+    np.testing.assert_allclose(predicted.instances.scores, expected.scores)
+    ours = predict_scene(model_with(), scene, CLASSES)
+    assert ours.instances.scores.tolist() != predicted.instances.scores.tolist()
+    # prompt masks: sigmoid > 0.4 under the released rules, > 0.5 under ours
+    assert prompt_mask_logit(model) == pytest.approx(np.log(0.4 / 0.6))
+    assert prompt_mask_logit(model_with()) == 0.0
+    text = out.part("text").masks
+    np.testing.assert_array_equal(predicted.texts.masks,
+                                  (text > MASK_LOGIT)[:, scene.superpoints].numpy())
+    pred, classes, superpoints = hand_queries()
+    pred.masks[0, 0] = -0.2  # probability 0.45
+    for threshold, inside in ((MASK_LOGIT, True), (0.0, False)):
+        assert prompt_masks(pred, classes, superpoints, threshold).masks[0, 0] == inside

@@ -78,6 +78,8 @@ class ModelSwitches:
     instance_vote: bool = True  # confident instances vote their points' semantic class
     semantic_head: bool = True  # semantic classes from a head on every superpoint's feature;
     #                             false: from the generic query seeded at it (the paper's)
+    our_postprocess: bool = True  # instances: class x mask x IoU scores, greedy per-class mask
+    #                               NMS; false: the released rules (model/official/postprocess)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from uniseg3d.datasets.loader import Sample, objects_of_clicks
 from uniseg3d.model.click_objects import combine_clicks
 from uniseg3d.model.decoder import GenericPass
 from uniseg3d.model.official.network import OfficialUniSeg3D
-from uniseg3d.model.official.postprocess import MASK_LOGIT as OFFICIAL_MASK_LOGIT
+from uniseg3d.model.inference import prompt_mask_logit
 from uniseg3d.model.uniseg3d import SceneInput, UniSeg3D
 
 
@@ -53,12 +53,12 @@ def clicked_superpoint_labels(model: UniSeg3D | OfficialUniSeg3D, inputs: SceneI
     -1 for none, from the click queries' last layer; `ours` reruns only the prompt queries
     (from the scene's `generic` pass), `official` its decoder."""
     if isinstance(model, OfficialUniSeg3D):
-        click, threshold = model([inputs], features=[features])[0].part("click"), \
-            OFFICIAL_MASK_LOGIT
+        click = model([inputs], features=[features])[0].part("click")
     else:
-        click, threshold = model.scene_output(inputs, features, generic).part("click"), 0.0
+        click = model.scene_output(inputs, features, generic).part("click")
     return combine_clicks(click.masks, inputs.objects_of_clicks(),
-                          inputs.superpoints[inputs.click_points], threshold).labels
+                          inputs.superpoints[inputs.click_points],
+                          prompt_mask_logit(model)).labels
 
 
 def clicked_labels(model: UniSeg3D | OfficialUniSeg3D, inputs: SceneInput,

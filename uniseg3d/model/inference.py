@@ -1,36 +1,82 @@
 """One forward, six tasks: run the model on a scene and post-process every task's output.
 
 `predict_scene` serves both recipes: an `official` model goes to
-`uniseg3d.model.official.inference`; the rest of this module is the `ours` path.
+`uniseg3d.model.official.inference`; the rest of this module is the `ours` path, with our
+post-processing (`model.postprocess`) or, with `model.switches.our_postprocess: false`, the
+released code's rules (`model.official.postprocess`) on ours' queries: instances and the open
+vocabulary by class probability x mean mask probability, matrix NMS, masks at sigmoid > 0.4 and
+more than 100 points; panoptic stuff from the better of wall and floor, things of score x IoU >
+0.5 painted best last; prompt masks at sigmoid > 0.4.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from uniseg3d.model.official.inference import predict_official_prompts, predict_official_scene
 from uniseg3d.model.official.network import OfficialUniSeg3D
+from uniseg3d.model.official.postprocess import (MASK_LOGIT, PANOPTIC_SCORE, paint_panoptic,
+                                                 ranked_instances, stuff_of)
 from uniseg3d.model.decoder import GenericPass, QueryPredictions
-from uniseg3d.model.postprocess import (PromptMasks, ScenePrediction, click_prompt_masks,
-                                        instances, panoptic, prompt_masks, semantic_labels)
+from uniseg3d.model.postprocess import (Instances, PromptMasks, ScenePrediction,
+                                        click_prompt_masks, instances, panoptic, prompt_masks,
+                                        semantic_labels, to_points)
 from uniseg3d.model.stopwatch import NO_TIMING
 from uniseg3d.model.targets import STUFF_IDS
 from uniseg3d.model.uniseg3d import SceneInput, UniSeg3D
 
-__all__ = ["ScenePrediction", "predict_prompts_only", "predict_scene"]
+__all__ = ["ScenePrediction", "predict_prompts_only", "predict_scene", "prompt_mask_logit"]
+
+
+def prompt_mask_logit(model: UniSeg3D | OfficialUniSeg3D) -> float:
+    """The mask logit above which a prompt query's superpoint is in its mask: the released
+    sigmoid > 0.4 for `official` and for ours with the released rules, else 0 (0.5)."""
+    if isinstance(model, OfficialUniSeg3D) or not model.config.switches.our_postprocess:
+        return MASK_LOGIT
+    return 0.0
+
+
+def class_probabilities(pred: QueryPredictions, class_embeddings: torch.Tensor,
+                        allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """(Q, C) softmax class probabilities, the no-object column dropped, classes outside
+    `allowed` zeroed."""
+    probs = pred.class_logits(class_embeddings).softmax(-1)[:, :-1]
+    return probs if allowed is None else probs * allowed[None].to(probs.dtype)
+
+
+def released_instances(pred: QueryPredictions, class_embeddings: torch.Tensor,
+                       superpoints: torch.Tensor, allowed: torch.Tensor | None = None,
+                       top_k: int = 600) -> Instances:
+    """Ours' instances by the released instance rules (`ranked_instances`, no IoU)."""
+    probs = class_probabilities(pred, class_embeddings, allowed)
+    masks, labels, scores, queries = ranked_instances(probs, pred.masks, superpoints, top_k=top_k)
+    return Instances(to_points(masks, superpoints), labels.cpu().numpy(), scores.cpu().numpy(),
+                     probs[queries].cpu().numpy())
+
+
+def released_panoptic(pred: QueryPredictions, semantic_logits: torch.Tensor,
+                      class_embeddings: torch.Tensor, superpoints: torch.Tensor,
+                      things: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Ours' panoptic result by the released rules: stuff from (M, C) `semantic_logits`, thing
+    instances of class x mask x IoU score > 0.5 painted over it."""
+    probs = class_probabilities(pred, class_embeddings, things) * pred.iou.sigmoid()[:, None]
+    masks, labels, _, _ = ranked_instances(probs, pred.masks, superpoints, PANOPTIC_SCORE)
+    return paint_panoptic(stuff_of(semantic_logits), masks, labels, superpoints)
 
 
 def prompt_results(click: QueryPredictions, text: QueryPredictions, scene: SceneInput,
-                   class_embeddings: torch.Tensor, stopwatch=NO_TIMING
+                   class_embeddings: torch.Tensor, stopwatch=NO_TIMING, threshold: float = 0.0
                    ) -> tuple[PromptMasks, PromptMasks]:
-    """The clicked objects' and the descriptions' masks from their queries' last layer."""
+    """The clicked objects' and the descriptions' masks from their queries' last layer (mask
+    logits above `threshold`)."""
     sp = scene.superpoints
     with stopwatch("post-processing: interactive"):
         clicks = click_prompt_masks(
-            click.masks, click.class_logits(class_embeddings).softmax(-1)[:, :-1],
-            click.iou.sigmoid(), scene.objects_of_clicks(), sp[scene.click_points], sp)
+            click.masks, class_probabilities(click, class_embeddings), click.iou.sigmoid(),
+            scene.objects_of_clicks(), sp[scene.click_points], sp, threshold)
     with stopwatch("post-processing: referring"):
-        texts = prompt_masks(text, class_embeddings, sp)
+        texts = prompt_masks(text, class_embeddings, sp, threshold)
     return clicks, texts
 
 
@@ -47,7 +93,7 @@ def predict_prompts_only(model: UniSeg3D | OfficialUniSeg3D, scene: SceneInput,
     last = model.decoder.decode_prompts(generic, scene.clicks(), scene.texts)[-1]
     clicks = len(scene.click_points)
     return prompt_results(last.select(slice(0, clicks)), last.select(slice(clicks, None)),
-                          scene, class_embeddings)
+                          scene, class_embeddings, threshold=prompt_mask_logit(model))
 
 
 @torch.no_grad()
@@ -72,19 +118,26 @@ def predict_scene(model: UniSeg3D | OfficialUniSeg3D, scene: SceneInput,
     sp = scene.superpoints
     things = torch.ones(class_embeddings.shape[0], dtype=torch.bool, device=sp.device)
     things[list(STUFF_IDS)] = False
+    switches = model.config.switches
+    ours = switches.our_postprocess
     with stopwatch("post-processing: instance"):
-        inst = instances(generic, class_embeddings, sp, allowed=things, top_k=top_k)
+        inst = instances(generic, class_embeddings, sp, allowed=things, top_k=top_k) if ours \
+            else released_instances(generic, class_embeddings, sp, things, top_k)
     with stopwatch("post-processing: semantic"):
-        switches = model.config.switches
         logits = out.semantic_logits(class_embeddings)
         if switches.logit_adjustment:
             logits = logits - model.semantic_log_prior
         semantic = semantic_labels(logits, sp, inst if switches.instance_vote else None)
     with stopwatch("post-processing: panoptic"):
-        pan_classes, pan_ids = panoptic(semantic, inst)
+        pan_classes, pan_ids = panoptic(semantic, inst) if ours else \
+            released_panoptic(generic, logits, class_embeddings, sp, things)
     clicks, texts = prompt_results(out.part("click"), out.part("text"), scene, class_embeddings,
-                                   stopwatch)
+                                   stopwatch, prompt_mask_logit(model))
     with stopwatch("post-processing: open vocabulary"):
-        open_vocab = None if open_vocab_embeddings is None else \
-            instances(generic, open_vocab_embeddings, sp, top_k=top_k)
+        if open_vocab_embeddings is None:
+            open_vocab = None
+        elif ours:
+            open_vocab = instances(generic, open_vocab_embeddings, sp, top_k=top_k)
+        else:
+            open_vocab = released_instances(generic, open_vocab_embeddings, sp, top_k=top_k)
     return ScenePrediction(semantic, inst, pan_classes, pan_ids, clicks, texts, open_vocab)

@@ -147,9 +147,10 @@ class ScenePrediction:
 
 
 def prompt_masks(pred: QueryPredictions, class_embeddings: torch.Tensor,
-                 superpoints: torch.Tensor) -> PromptMasks:
+                 superpoints: torch.Tensor, threshold: float = 0.0) -> PromptMasks:
+    """One mask per prompt query (mask logit > `threshold`), with its class probabilities."""
     probs = pred.class_logits(class_embeddings).softmax(-1)[:, :-1]
-    return PromptMasks(to_points(pred.masks > 0, superpoints), probs.cpu().numpy(),
+    return PromptMasks(to_points(pred.masks > threshold, superpoints), probs.cpu().numpy(),
                        pred.iou.sigmoid().cpu().numpy())
 
 

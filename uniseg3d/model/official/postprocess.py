@@ -58,20 +58,18 @@ def matrix_nms(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor
     return scores, order[resort]
 
 
-def superpoint_instances(pred: OfficialPredictions, prototypes: torch.Tensor,
-                         superpoints: torch.Tensor, score_threshold: float = 0.0,
-                         with_iou: bool = False, top_k: int = TOP_K
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(masks (K, M) bool over superpoints, labels (K,) into `prototypes`, scores (K,)), best
-    first. Thresholding commutes with indexing by superpoint, so masks are binarised and their
-    points counted per superpoint (the official code does both on (K, N) point masks)."""
-    probs = pred.class_logits(prototypes).softmax(-1)[:, :-1]
-    if with_iou:
-        probs = probs * pred.iou[:, None]
+def ranked_instances(probs: torch.Tensor, mask_logits: torch.Tensor, superpoints: torch.Tensor,
+                     score_threshold: float = 0.0, top_k: int = TOP_K
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The released instance rules on (Q, C) class probabilities (times the IoU where the code
+    multiplies it) and (Q, M) superpoint mask logits: (masks (K, M) bool, labels (K,) class
+    columns, scores (K,), queries (K,) rows), best first. Thresholding commutes with indexing
+    by superpoint, so masks are binarised and their points counted per superpoint (the
+    official code does both on (K, N) point masks)."""
     classes = probs.shape[1]
     scores, index = probs.flatten().topk(min(top_k, probs.numel()), sorted=False)
     labels, queries = index % classes, index // classes
-    logits = pred.masks[queries]
+    logits = mask_logits[queries]
     soft = logits.sigmoid()
     positive = logits > 0
     scores = scores * (soft * positive).sum(1) / (positive.sum(1) + 1e-6)
@@ -79,7 +77,19 @@ def superpoint_instances(pred: OfficialPredictions, prototypes: torch.Tensor,
     masks = soft[kept] > MASK_THRESHOLD
     sizes = torch.bincount(superpoints, minlength=masks.shape[1])
     keep = (scores > score_threshold) & ((masks.long() * sizes).sum(1) > MIN_POINTS)
-    return masks[keep], labels[kept][keep], scores[keep]
+    return masks[keep], labels[kept][keep], scores[keep], queries[kept][keep]
+
+
+def superpoint_instances(pred: OfficialPredictions, prototypes: torch.Tensor,
+                         superpoints: torch.Tensor, score_threshold: float = 0.0,
+                         with_iou: bool = False, top_k: int = TOP_K
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(masks (K, M) bool over superpoints, labels (K,) into `prototypes`, scores (K,)), best
+    first, of the official model's queries."""
+    probs = pred.class_logits(prototypes).softmax(-1)[:, :-1]
+    if with_iou:
+        probs = probs * pred.iou[:, None]
+    return ranked_instances(probs, pred.masks, superpoints, score_threshold, top_k)[:3]
 
 
 def instances(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: torch.Tensor,
@@ -100,15 +110,19 @@ def semantic_labels(pred: OfficialPredictions, prototypes: torch.Tensor,
     return to_points(logits.argmax(1), superpoints)
 
 
-def panoptic(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: torch.Tensor
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """(ScanNet20 class, thing instance id or -1) per point."""
-    stuff = torch.as_tensor(STUFF, device=superpoints.device)[
-        pred.semantic_logits(prototypes)[:, list(STUFF)].argmax(1)]
-    masks, labels, _ = superpoint_instances(pred, prototypes[THINGS_FROM:], superpoints,
-                                            PANOPTIC_SCORE, with_iou=True)
+def stuff_of(semantic_logits: torch.Tensor) -> torch.Tensor:
+    """(M,) the better of wall and floor per superpoint, from (M, >= 2) semantic logits."""
+    return torch.as_tensor(STUFF, device=semantic_logits.device)[
+        semantic_logits[:, list(STUFF)].argmax(1)]
+
+
+def paint_panoptic(stuff: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor,
+                   superpoints: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(class, thing instance id or -1) per point: `stuff` (M,) everywhere, then the instance
+    masks (K, M), best first, with their ScanNet20 `labels`, painted in ascending score order
+    so that the best-scoring mask covering a superpoint wins; an instance left with
+    `MIN_POINTS` points or fewer goes back to stuff."""
     count = len(labels)
-    # painted in ascending score order, so the best-scoring mask covering a superpoint wins
     rank = torch.arange(count, 0, -1, device=masks.device)[:, None]  # best first: highest
     winner = torch.where(masks, rank, 0).max(0).values if count else stuff.new_zeros(len(stuff))
     winner = torch.where(winner > 0, count - winner, -1)  # the row in `masks`, -1 for none
@@ -117,11 +131,19 @@ def panoptic(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: t
     points.index_add_(0, winner + 1, sizes)
     winner[(winner >= 0) & (points[winner + 1] <= MIN_POINTS)] = -1
     painted = winner >= 0
-    classes = torch.where(painted, labels[winner.clamp_min(0)] + THINGS_FROM
-                          if count else stuff, stuff)
+    classes = torch.where(painted, labels[winner.clamp_min(0)] if count else stuff, stuff)
     ids = torch.full_like(winner, -1)
     ids[painted] = torch.unique(winner[painted], return_inverse=True)[1]
     return to_points(classes, superpoints), to_points(ids, superpoints)
+
+
+def panoptic(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: torch.Tensor
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(ScanNet20 class, thing instance id or -1) per point."""
+    masks, labels, _ = superpoint_instances(pred, prototypes[THINGS_FROM:], superpoints,
+                                            PANOPTIC_SCORE, with_iou=True)
+    return paint_panoptic(stuff_of(pred.semantic_logits(prototypes)), masks,
+                          labels + THINGS_FROM, superpoints)
 
 
 def prompt_class_probs(pred: OfficialPredictions, prototypes: torch.Tensor) -> torch.Tensor:
