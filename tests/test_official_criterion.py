@@ -154,7 +154,8 @@ def test_dice_is_scaled_by_four_on_the_last_output_and_by_four_over_the_batch_be
                                                                         rel=1e-5)
 
 
-def test_the_criterion_sums_every_output_and_scales_the_prompt_losses():
+def prompted_scene():
+    """The two-object scene with two clicks and a description, over two decoder outputs."""
     pred, t, generic = two_object_scene()
     clicks = prediction([[4.0, 2.0, -3.0, -3.0], [-2.0, -2.0, 3.0, 3.0]], classes=[3, 5],
                         queries=[[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
@@ -170,6 +171,11 @@ def test_the_criterion_sums_every_output_and_scales_the_prompt_losses():
 
     semantic = F.normalize(torch.ones(6, 18), dim=-1)
     out = OfficialSceneOutput([layer(None), layer(semantic)], generic, 2, 1)
+    return pred, clicks, t, generic, out, prototypes
+
+
+def test_the_criterion_sums_every_output_and_scales_the_prompt_losses():
+    pred, clicks, t, generic, out, prototypes = prompted_scene()
     losses = OfficialCriterion(lambda_inter=0.1)([out], [t], prototypes)
     one, _ = generic_layer_losses([pred], [t], [generic], THINGS, last=True)
     aux, _ = generic_layer_losses([pred], [t], [generic], THINGS, last=False)
@@ -184,6 +190,19 @@ def test_the_criterion_sums_every_output_and_scales_the_prompt_losses():
     s = LOGIT_SCALE / math.sqrt(18)
     expected = 0.2 * (math.log(2 + 18 * math.exp(s)))
     assert losses["semantic"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_components_leave_out_their_terms_alone():
+    *_, t, _, out, prototypes = prompted_scene()
+    full = OfficialCriterion(lambda_inter=0.1)([out], [t], prototypes)
+    assert full["class_distill"].item() > 0  # one click-text pair: contrastive, ranking are 0
+    for switches, off in (({"distillation": False}, {"distill"}),
+                          ({"contrastive": False}, {"contrastive", "ranking", "class_distill"})):
+        losses = OfficialCriterion(0.1, **switches)([out], [t], prototypes)
+        for key in full:
+            if key != "total":
+                expected = 0.0 if key in off else full[key].item()
+                assert losses[key].item() == pytest.approx(expected), (switches, key)
 
 
 def test_distillation_teaches_the_matched_query_where_its_click_is_surest():

@@ -33,7 +33,7 @@ from uniseg3d.pipelines import ray_train
 from uniseg3d.pipelines.prepare import prepare_dataset
 from uniseg3d.pipelines.ray_train import DDP_KWARGS, RayError, run_ray_train
 from uniseg3d.pipelines.sweep import (HEADLINE, changed, click_prompts, flatten_metrics,
-                                      run_sweep, trial_configurations, trial_params)
+                                      run_sweep, switch_axes, trial_configurations, trial_params)
 from uniseg3d.pipelines.synth import run_synth
 from uniseg3d.pipelines.train import (
     build_model, class_prompt_names, epoch_shard, forward_losses, load_trained_model,
@@ -494,3 +494,24 @@ def test_process_tree_cpu_counts_a_child_by_its_role(tmp_path):
     assert process_role(["ray::TrainController.run"]) == "ray::TrainController"
     assert process_role(["/opt/ray/core/src/ray/raylet/raylet", "--node_id=1"]) == "raylet"
     assert process_role([]) == "?"
+
+
+def test_list_values_on_an_axis_are_separated_by_semicolons():
+    sweep_cfg = SweepConfig(lambdas=(0.1,), train_clicks=("random",), search="ablation",
+                            switches=("prompts.train_tasks=[interactive, referring]; "
+                                      "[interactive]; []",
+                                      "train.augment.elastic=[[0.12, 0.048]]; [[0.12, 0.8]]"))
+    axes = switch_axes(sweep_cfg)
+    assert axes["prompts.train_tasks"] == (["interactive", "referring"], ["interactive"], [])
+    assert axes["train.augment.elastic"] == ([[0.12, 0.048]], [[0.12, 0.8]])
+    configs = trial_configurations(sweep_cfg)
+    assert [changed(c, sweep_cfg) for c in configs] == [
+        "base", "prompts.train_tasks=['interactive']", "prompts.train_tasks=[]",
+        "train.augment.elastic=[[0.12, 0.8]]"]
+    trained, _ = trial_params(Params(), configs[2], sweep_cfg, Path("trial"))
+    assert trained.prompts.train_tasks == ()
+    trained, _ = trial_params(Params(), configs[3], sweep_cfg, Path("trial"))
+    assert trained.train.augment.elastic == ((0.12, 0.8),)
+    with pytest.raises(ConfigError, match="prompts.train_tasks: unknown"):
+        trial_params(Params(), {**configs[0], "prompts.train_tasks": ["panoptic"]}, sweep_cfg,
+                     Path("trial"))

@@ -254,3 +254,31 @@ def test_the_released_rules_switch_on_ours(sample):
     pred.masks[0, 0] = -0.2  # probability 0.45
     for threshold, inside in ((MASK_LOGIT, True), (0.0, False)):
         assert prompt_masks(pred, classes, superpoints, threshold).masks[0, 0] == inside
+
+
+def test_the_components_switch_off_their_inter_task_terms_alone(sample):
+    full, out, t = criterion_case(sample)
+    losses = {k: v.detach() for k, v in full.scene_losses(out, t, CLASSES).items()}
+    assert all(float(losses[k]) > 0 for k in ("distill", "referring_distill", "contrastive"))
+    for switch, off in (("distillation", {"distill"}),
+                        ("contrastive", {"referring_distill", "contrastive"})):
+        ablated = Criterion(dataclasses.replace(full.w, **{switch: False}), len(scannet20()))
+        without = {k: v.detach() for k, v in ablated.scene_losses(out, t, CLASSES).items()}
+        for key, value in losses.items():
+            expected = 0.0 if key in off else float(value)
+            assert float(without[key]) == pytest.approx(expected), (switch, key)
+
+
+def test_left_out_prompt_tasks_get_no_training_prompts(sample):
+    scene = sample.scene
+    rng = np.random.default_rng(0)
+    both = make_sample(scene, Params().prompts, rng, None, training=True)
+    assert len(both.click_points) and both.texts
+    for tasks, clicks, texts in (((), 0, 0), (("interactive",), len(both.click_points), 0),
+                                 (("referring",), 0, len(both.texts))):
+        prompts = dataclasses.replace(Params().prompts, train_tasks=tasks)
+        trained = make_sample(scene, prompts, np.random.default_rng(0), None, training=True)
+        assert (len(trained.click_points), len(trained.texts)) == (clicks, texts), tasks
+        assert len(trained.click_instances) == clicks and len(trained.text_instances) == texts
+        evaluated = make_sample(scene, prompts, np.random.default_rng(0), None, training=False)
+        assert len(evaluated.click_points) and evaluated.texts  # evaluation: every task

@@ -168,6 +168,8 @@ class LossWeights:
     matcher: str = "hungarian"  # hungarian (ours) | sparse (official: top-1 among seeded queries)
     stuff_targets: bool = True  # generic queries also find wall and floor segments (ours)
     layer_reduction: str = "mean"  # mean over decoder outputs (ours) | sum (official)
+    distillation: bool = True  # click -> generic distillation (the paper's KD)
+    contrastive: bool = True  # click <-> text terms: contrastive, ranking, class distillation
 
     def __post_init__(self):
         for name, value, choices in (("matcher", self.matcher, MATCHERS),
@@ -199,8 +201,9 @@ class AugmentConfig:
                               f"{list(ELASTIC_FORMS)}, found {self.elastic_form!r}")
 
 
-CORRECTIVE_CLICKS = ("deepest", "random")
-TRAIN_TEXTS = ("all", "one_per_object")  # where a corrective click goes in its error region
+CORRECTIVE_CLICKS = ("deepest", "random")  # where a corrective click goes in its error region
+TRAIN_TEXTS = ("all", "one_per_object")
+PROMPT_TASKS = ("interactive", "referring")
 
 
 @dataclass(frozen=True)
@@ -216,8 +219,14 @@ class PromptConfig:
     min_points: int = 20  # smallest instance that gets a click
     corrective_rounds: int = 0  # training: up to this many corrective clicks per scene (ours)
     corrective_click: str = "deepest"  # deepest (AGILE3D) | random: where in the error region
+    train_tasks: tuple[str, ...] = PROMPT_TASKS  # prompt tasks trained beside the generic ones
+    #                                              (the paper's task-unification ablation)
 
     def __post_init__(self):
+        unknown = sorted(set(self.train_tasks) - set(PROMPT_TASKS))
+        if unknown:
+            raise ConfigError(f"prompts.train_tasks: unknown {unknown}; expected some of "
+                              f"{list(PROMPT_TASKS)}")
         if self.train_texts not in TRAIN_TEXTS:
             raise ConfigError(f"prompts.train_texts: expected one of {list(TRAIN_TEXTS)}, "
                               f"found {self.train_texts!r}")
@@ -297,7 +306,8 @@ class SweepConfig:
     train_clicks: tuple[str, ...] = ("center", "rd0.5", "rd1.0", "random", "agile")
     eval_clicks: tuple[str, ...] = ("center",)  # center | random | agile | rd | rd<value>
     corrective_clicks: tuple[str, ...] = ("deepest",)  # prompts.corrective_click values
-    switches: tuple[str, ...] = ()  # more axes: "dotted.path=v1,v2", e.g. "loss.matcher=a,b"
+    switches: tuple[str, ...] = ()  # more axes: "dotted.path=v1,v2", e.g. "loss.matcher=a,b";
+    #                                  values holding commas (lists) separated by ";" instead
     search: str = "grid"  # grid: every combination | random: num_samples draws | ablation:
     #                       the first value of every axis, then each other value alone
     num_samples: int = 4  # random search: trials

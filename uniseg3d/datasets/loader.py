@@ -79,16 +79,20 @@ def one_per_object(descriptions: list[Description], rng: np.random.Generator
 
 def make_sample(scene: Scene, prompts: PromptConfig, rng: np.random.Generator,
                 augment: AugmentConfig | None = None, training: bool = True) -> Sample:
-    """Choose clicks and descriptions for one scene (and augment it in training)."""
+    """Choose clicks and descriptions for one scene (and augment it in training: none of a
+    prompt task left out of `prompts.train_tasks`)."""
     if augment is not None:
         scene = dataclasses.replace(scene, coords=augment_coords(scene.coords, rng, augment))
     clickable = clickable_instances(scene, prompts.min_points)
+    if training and "interactive" not in prompts.train_tasks:
+        clickable = clickable[:0]
     if training and 0 < prompts.max_clicks < len(clickable):
         clickable = np.sort(rng.choice(clickable, prompts.max_clicks, replace=False))
     strategy = prompts.train_click if training else prompts.eval_click
     points = sample_clicks(scene.coords, scene.instance, clickable, strategy, rng=rng,
                            rd=prompts.rd)
-    descriptions = list(scene.referring)
+    descriptions = list(scene.referring) if not training or \
+        "referring" in prompts.train_tasks else []
     if training and prompts.train_texts == "one_per_object":
         descriptions = one_per_object(descriptions, rng)
     if training and 0 < prompts.max_texts < len(descriptions):

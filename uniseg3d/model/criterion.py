@@ -12,8 +12,9 @@ background and objects, scaled by `click_objects`; matched generic queries' embe
 pulled toward their class-name embedding (1 - cosine, scaled by `align`). The superpoint
 semantic head: cross-entropy against each superpoint's majority class, scaled by `semantic`.
 Inter-task terms on the last layer, scaled by `lambda_inter`: distillation click -> generic on
-the top 10 % superpoints by click confidence, click -> referring on class probabilities, and a
-symmetric InfoNCE between click and text queries of the same object plus a ranking hinge.
+the top 10 % superpoints by click confidence (`loss.distillation`), click -> referring on class
+probabilities, and a symmetric InfoNCE between click and text queries of the same object plus a
+ranking hinge (these two: `loss.contrastive`).
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ class Criterion:
         match = {int(s): int(r) for r, s in zip(generic_rows, generic_segments)}
         pairs = [(c, match[int(s)]) for c, s in enumerate(t.click_segments) if int(s) in match
                  and int(s) >= 0]
-        if pairs:
+        if pairs and self.w.distillation:
             c_idx, g_idx = (torch.tensor(x) for x in zip(*pairs))
             teacher = click.masks[c_idx].detach().sigmoid()
             confidence = (teacher - 0.5).abs()
@@ -228,7 +229,7 @@ class Criterion:
             if s >= 0:
                 click_of.setdefault(s, c)
         pairs = [(click_of[int(s)], i) for i, s in enumerate(t.text_segments) if int(s) in click_of]
-        if pairs:
+        if pairs and self.w.contrastive:
             c_idx, t_idx = (torch.tensor(x) for x in zip(*pairs))
             click_prob = click.class_logits(class_embeddings)[c_idx].detach().softmax(-1)
             text_logp = text.class_logits(class_embeddings)[t_idx].log_softmax(-1)

@@ -150,7 +150,8 @@ class OfficialLosses(nn.Module):
 
     def __init__(self, params: Params):
         super().__init__()
-        self.criterion = OfficialCriterion(params.loss.lambda_inter)
+        self.criterion = OfficialCriterion(params.loss.lambda_inter, params.loss.distillation,
+                                           params.loss.contrastive)
         self.pseudo = PseudoMasks(params.train.pseudo_masks)
 
     def forward(self, model, scenes: list[Scene], params: Params, encoder: CachedTextEncoder,

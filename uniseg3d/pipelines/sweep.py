@@ -99,11 +99,13 @@ def flatten_metrics(metrics: dict) -> dict[str, float]:
 
 
 def switch_axes(sweep_cfg: SweepConfig) -> dict[str, tuple]:
-    """The axes of `sweep.switches`: dotted params.yaml path -> its values (YAML scalars)."""
+    """The axes of `sweep.switches`: dotted params.yaml path -> its values (YAML; separated
+    by "," or, when a value holds commas, by ";")."""
     axes = {}
     for spec in sweep_cfg.switches:
         path, _, values = spec.partition("=")
-        parsed = tuple(yaml.safe_load(v.strip()) for v in values.split(",") if v.strip())
+        separator = ";" if ";" in values else ","
+        parsed = tuple(yaml.safe_load(v.strip()) for v in values.split(separator) if v.strip())
         if not path.strip() or not parsed:
             raise ConfigError(f"sweep.switches: {spec!r}: expected 'dotted.path=value,value'")
         axes[path.strip()] = parsed

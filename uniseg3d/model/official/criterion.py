@@ -208,11 +208,15 @@ class ContrastiveCriterion(nn.Module):
 
 class OfficialCriterion(nn.Module):
     """Every loss of the official recipe over a batch; `lambda_inter` scales the distillation,
-    contrastive, ranking and class distillation terms (0.1 in the released config)."""
+    contrastive, ranking and class distillation terms (0.1 in the released config);
+    `distillation` / `contrastive` false leave out the first / the other three (the paper's
+    components ablation)."""
 
-    def __init__(self, lambda_inter: float = 0.1):
+    def __init__(self, lambda_inter: float = 0.1, distillation: bool = True,
+                 contrastive: bool = True):
         super().__init__()
         self.lambda_inter = lambda_inter
+        self.distillation, self.contrastive = distillation, contrastive  # the ablation's terms
         self.contrastive_criterion = ContrastiveCriterion()
 
     def forward(self, outputs: list[OfficialSceneOutput], targets: list[OfficialTargets],
@@ -242,10 +246,12 @@ class OfficialCriterion(nn.Module):
         distill, contrastive, ranking, classes = [], [], [], []
         for out, t, (rows, cols) in zip(outputs, targets, matches):
             clicks, texts = out.part("click"), out.part("text")
-            term = click_distillation(out.part("generic"), clicks, rows, cols, t.click_rows)
+            term = click_distillation(out.part("generic"), clicks, rows, cols, t.click_rows) \
+                if self.distillation else None
             if term is not None:
                 distill.append(term)
-            if len(t.text_rows) and bool((t.click_rows[None] == t.text_rows[:, None]).any()):
+            if self.contrastive and len(t.text_rows) and \
+                    bool((t.click_rows[None] == t.text_rows[:, None]).any()):
                 c, r, k = self.contrastive_criterion(clicks, texts, t.click_rows, t.text_rows,
                                                      things)
                 contrastive.append(c)
