@@ -17,9 +17,10 @@ from scannet_files import write_label_map, write_scannet_scene
 from uniseg3d.datasets.labels import read_label_map
 from uniseg3d.datasets.loader import Sample
 from uniseg3d.datasets.scannet import read_scannet_scene
+from uniseg3d.model.inter_task import click_distillation
 from uniseg3d.model.official.criterion import (ContrastiveCriterion, OfficialCriterion,
-                                               click_distillation, generic_layer_losses,
-                                               official_iou, prompt_layer_loss, sparse_match)
+                                               generic_layer_losses, official_iou,
+                                               prompt_layer_loss, sparse_match)
 from uniseg3d.model.official.decoder import LOGIT_SCALE, OfficialPredictions
 from uniseg3d.model.official.network import OfficialSceneOutput
 from uniseg3d.model.official.targets import (UNLABELLED, OfficialTargets, official_semantic,
@@ -212,13 +213,14 @@ def test_distillation_teaches_the_matched_query_where_its_click_is_surest():
                          [-1.0, 2.0, -1, -1, -1, -1, -1, -1, -1, -1]],   # instance 0's click
                         classes=[5, 3])
     rows, cols = torch.tensor([0, 1]), torch.tensor([0, 1])  # query 0 -> instance 0, 1 -> 1
-    loss = click_distillation(generic, clicks, rows, cols, click_rows=torch.tensor([1, 0]))
+    loss = click_distillation(generic.masks, clicks.masks, rows, cols,
+                              click_rows=torch.tensor([1, 0]))
     # 10 % of 10 superpoints: superpoint 0 (logit 5, the click of instance 1 -> query 1 at 1.0)
     assert loss.item() == pytest.approx(
         -(torch.sigmoid(torch.tensor(5.0)) * math.log(torch.sigmoid(torch.tensor(1.0)))
           + (1 - torch.sigmoid(torch.tensor(5.0)))
           * math.log(1 - torch.sigmoid(torch.tensor(1.0)))).item(), rel=1e-5)
-    assert click_distillation(generic, clicks, rows[:1], cols[:1],
+    assert click_distillation(generic.masks, clicks.masks, rows[:1], cols[:1],
                               click_rows=torch.tensor([1, 0])) is None  # one unmatched
 
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scannet_files import write_label_map, write_scannet_scene
+from resume import interrupted_then_resumed
+from scannet_files import described_scenes, write_label_map, write_scannet_scene
 from uniseg3d.config import TINY_MODEL, LossWeights, ModelConfig, ModelSwitches, Params
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.labels import read_label_map
@@ -23,11 +24,13 @@ from uniseg3d.datasets.scene import Description
 from uniseg3d.model.criterion import Criterion
 from uniseg3d.model.decoder import QueryPredictions, prompt_attention_mask
 from uniseg3d.model.inference import predict_scene, prompt_mask_logit, released_instances
+from uniseg3d.model.inter_task import class_distillation, click_distillation, contrastive_and_ranking
 from uniseg3d.model.official.postprocess import MASK_LOGIT
 from uniseg3d.model.inputs import scene_input, scene_targets
 from uniseg3d.model.postprocess import instances, prompt_masks, semantic_labels
 from uniseg3d.model.text_encoder import EncodedTexts
 from uniseg3d.model.uniseg3d import UniSeg3D, superpoint_means
+from uniseg3d.pipelines.train import load_checkpoint, train
 
 TEXT_DIM = 16
 
@@ -282,3 +285,57 @@ def test_left_out_prompt_tasks_get_no_training_prompts(sample):
         assert len(trained.click_instances) == clicks and len(trained.text_instances) == texts
         evaluated = make_sample(scene, prompts, np.random.default_rng(0), None, training=False)
         assert len(evaluated.click_points) and evaluated.texts  # evaluation: every task
+
+
+def test_the_released_inter_task_forms_on_ours(sample):
+    ours, out, t = criterion_case(sample)
+    released = Criterion(dataclasses.replace(ours.w, inter_forms="official"), len(scannet20()))
+    assert [name for name, _ in released.named_parameters()] == ["logit_scale"]
+    assert not list(ours.parameters())
+    a, b = ours.scene_losses(out, t, CLASSES), released.scene_losses(out, t, CLASSES)
+    for key in ("generic", "click", "text", "semantic"):  # the other terms are the same
+        assert b[key].item() == pytest.approx(a[key].item())
+    # the three terms, by the released forms on ours' pairs (scale at its initial log(1/0.07))
+    generic, click, text = out.part("generic"), out.part("click"), out.part("text")
+    _, rows, segments = ours.generic_loss(generic, CLASSES, t, out.generic_superpoints)
+    match = dict(zip(segments.tolist(), rows.tolist()))
+    clicked = [c for c, s in enumerate(t.click_segments.tolist()) if s in match]
+    c_idx = torch.tensor(clicked)
+    g_idx = torch.tensor([match[int(t.click_segments[c])] for c in clicked])
+    s = t.click_segments[c_idx]
+    expected = click_distillation(generic.masks, click.masks[c_idx], g_idx, s, s)
+    assert b["distill"].item() == pytest.approx(0.1 * float(expected))
+    first = {}
+    for c, seg in enumerate(t.click_segments.tolist()):
+        first.setdefault(seg, c)
+    pairs = [(first[int(seg)], i) for i, seg in enumerate(t.text_segments) if int(seg) in first]
+    cp, tp = (torch.tensor(x) for x in zip(*pairs))
+    contrast, ranking = contrastive_and_ranking(click.embeddings[cp], text.embeddings[tp],
+                                                torch.tensor(np.log(1 / 0.07)))
+    assert b["contrastive"].item() == pytest.approx(0.1 * float(contrast + ranking), rel=1e-5)
+    classes = class_distillation(text.class_logits(CLASSES)[tp], click.class_logits(CLASSES)[cp])
+    assert b["referring_distill"].item() == pytest.approx(0.1 * float(classes), rel=1e-5)
+    assert b["distill"].item() != pytest.approx(a["distill"].item())
+    b["contrastive"].backward()
+    assert released.logit_scale.grad is not None and released.logit_scale.grad != 0
+
+
+def test_the_learnable_scale_of_ours_trains_and_resumes(tmp_path, monkeypatch):
+    (tmp_path / "raw").mkdir()
+    scenes = described_scenes(tmp_path / "raw", ((2, "the chair"), (3, "the table")))
+
+    def params_in(folder):
+        params = Params()
+        return dataclasses.replace(
+            params, loss=dataclasses.replace(params.loss, inter_forms="official"),
+            text=dataclasses.replace(params.text, cache_file=None),
+            train=dataclasses.replace(params.train, out=str(folder), epochs=3, val_scenes=None,
+                                      augment=dataclasses.replace(params.train.augment,
+                                                                  elastic=())))
+
+    whole = train(params_in(tmp_path / "whole"), train_scenes=scenes, progress=False)
+    scale = float(load_checkpoint(whole.last)["criterion"]["logit_scale"])
+    assert scale != pytest.approx(float(np.log(1 / 0.07)))  # it was trained
+    resumed = interrupted_then_resumed(monkeypatch, params_in(tmp_path / "split"), scenes, 2)
+    assert float(load_checkpoint(resumed.last)["criterion"]["logit_scale"]) == \
+        pytest.approx(scale, rel=1e-5)

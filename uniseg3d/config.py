@@ -146,6 +146,7 @@ class TextConfig:
 
 MATCHERS = ("hungarian", "sparse")
 REDUCTIONS = ("mean", "sum")
+INTER_FORMS = ("ours", "official")
 
 
 @dataclass(frozen=True)
@@ -170,10 +171,13 @@ class LossWeights:
     layer_reduction: str = "mean"  # mean over decoder outputs (ours) | sum (official)
     distillation: bool = True  # click -> generic distillation (the paper's KD)
     contrastive: bool = True  # click <-> text terms: contrastive, ranking, class distillation
+    inter_forms: str = "ours"  # ours | official: the released forms of the inter-task terms
+    #                            (model/inter_task.py, with its learnable contrastive scale)
 
     def __post_init__(self):
         for name, value, choices in (("matcher", self.matcher, MATCHERS),
-                                     ("layer_reduction", self.layer_reduction, REDUCTIONS)):
+                                     ("layer_reduction", self.layer_reduction, REDUCTIONS),
+                                     ("inter_forms", self.inter_forms, INTER_FORMS)):
             if value not in choices:
                 raise ConfigError(f"loss.{name}: expected one of {list(choices)}, "
                                   f"found {value!r}")

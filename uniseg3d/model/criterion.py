@@ -14,7 +14,10 @@ semantic head: cross-entropy against each superpoint's majority class, scaled by
 Inter-task terms on the last layer, scaled by `lambda_inter`: distillation click -> generic on
 the top 10 % superpoints by click confidence (`loss.distillation`), click -> referring on class
 probabilities, and a symmetric InfoNCE between click and text queries of the same object plus a
-ranking hinge (these two: `loss.contrastive`).
+ranking hinge (these two: `loss.contrastive`). `loss.inter_forms: official` computes the three
+in the released forms instead (`model.inter_task`: logit-ranked distillation, BCE class
+distillation, the learnable-scale contrastive loss plus the summed ranking loss, on ours' unit
+query embeddings), reported under the same three keys.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
+from torch import nn
 
 from uniseg3d.config import LossWeights
 from uniseg3d.model.click_objects import number_of_objects, object_logits
+from uniseg3d.model.inter_task import (LOGIT_SCALE_INIT, class_distillation, click_distillation,
+                                      contrastive_and_ranking)
 from uniseg3d.model.decoder import QueryPredictions
 from uniseg3d.model.targets import STUFF_IDS, SceneTargets
 from uniseg3d.model.uniseg3d import SceneOutput
@@ -101,10 +107,16 @@ def hungarian_match(pred: QueryPredictions, class_logits: torch.Tensor, masks: t
     return torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)
 
 
-class Criterion:
+class Criterion(nn.Module):
+    """The `ours` losses of a batch; with `loss.inter_forms: official` it holds the released
+    contrastive loss's learnable scale (trained, checkpointed)."""
+
     def __init__(self, weights: LossWeights, num_classes: int):
+        super().__init__()
         self.w = weights
         self.num_classes = num_classes
+        if weights.inter_forms == "official":
+            self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
 
     def _ce(self, class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         weight = torch.ones(self.num_classes + 1, device=class_logits.device)
@@ -215,7 +227,13 @@ class Criterion:
         match = {int(s): int(r) for r, s in zip(generic_rows, generic_segments)}
         pairs = [(c, match[int(s)]) for c, s in enumerate(t.click_segments) if int(s) in match
                  and int(s) >= 0]
-        if pairs and self.w.distillation:
+        if pairs and self.w.distillation and self.w.inter_forms == "official":
+            c_idx, g_idx = (torch.tensor(x) for x in zip(*pairs))
+            segments = t.click_segments[c_idx]
+            term = click_distillation(generic.masks, click.masks[c_idx], g_idx, segments,
+                                      segments)
+            distill = zero if term is None else term
+        elif pairs and self.w.distillation:
             c_idx, g_idx = (torch.tensor(x) for x in zip(*pairs))
             teacher = click.masks[c_idx].detach().sigmoid()
             confidence = (teacher - 0.5).abs()
@@ -229,7 +247,14 @@ class Criterion:
             if s >= 0:
                 click_of.setdefault(s, c)
         pairs = [(click_of[int(s)], i) for i, s in enumerate(t.text_segments) if int(s) in click_of]
-        if pairs and self.w.contrastive:
+        if pairs and self.w.contrastive and self.w.inter_forms == "official":
+            c_idx, t_idx = (torch.tensor(x) for x in zip(*pairs))
+            contrast, ranking = contrastive_and_ranking(click.embeddings[c_idx],
+                                                        text.embeddings[t_idx], self.logit_scale)
+            contrast = contrast + ranking
+            referring = class_distillation(text.class_logits(class_embeddings)[t_idx],
+                                           click.class_logits(class_embeddings)[c_idx])
+        elif pairs and self.w.contrastive:
             c_idx, t_idx = (torch.tensor(x) for x in zip(*pairs))
             click_prob = click.class_logits(class_embeddings)[c_idx].detach().softmax(-1)
             text_logp = text.class_logits(class_embeddings)[t_idx].log_softmax(-1)
@@ -258,8 +283,8 @@ class Criterion:
                                                                 torch.zeros_like(pos)).mean()
         return (nce_t + nce_c) / 2 + rank
 
-    def __call__(self, outputs: list[SceneOutput], targets: list[SceneTargets],
-                 class_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: list[SceneOutput], targets: list[SceneTargets],
+                class_embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss terms averaged over scenes; 'total' is their sum."""
         per_scene = [self.scene_losses(o, t, class_embeddings) for o, t in zip(outputs, targets)]
         losses = {k: torch.stack([s[k] for s in per_scene]).mean() for k in per_scene[0]}

@@ -69,11 +69,10 @@ def build_model(params: Params, text_dim: int, device: str = "cpu") -> UniSeg3D:
     return UniSeg3D(params.model.selected(), text_dim, device).to(device)
 
 
-def trainable(model: torch.nn.Module, criterion) -> list[torch.nn.Parameter]:
-    """The parameters the optimiser updates: the model's and the criterion's (the official
-    contrastive scale), frozen ones (the CLIP tower) left out."""
-    extra = list(criterion.parameters()) if isinstance(criterion, torch.nn.Module) else []
-    return [p for p in [*model.parameters(), *extra] if p.requires_grad]
+def trainable(model: torch.nn.Module, criterion: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters the optimiser updates: the model's and the criterion's (the released
+    contrastive scale, of either recipe), frozen ones (the CLIP tower) left out."""
+    return [p for p in [*model.parameters(), *criterion.parameters()] if p.requires_grad]
 
 
 def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: float
@@ -131,8 +130,7 @@ def run_epoch(model: UniSeg3D, criterion: Criterion, optimizer: torch.optim.Opti
                                 params, encoder, classes, rng, generator, True, device)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
-        if isinstance(criterion, torch.nn.Module):
-            average_over_workers(criterion)
+        average_over_workers(criterion)
         torch.nn.utils.clip_grad_norm_(trainable(model, criterion), params.train.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -175,6 +173,8 @@ def save_checkpoint(path: Path, model: UniSeg3D | OfficialUniSeg3D, optimizer, s
     if isinstance(model, OfficialUniSeg3D):
         state.update(recipe="official", text_model=model.text_model,
                      criterion=criterion.criterion.state_dict())
+    elif criterion is not None and list(criterion.parameters()):  # ours' official forms
+        state["criterion"] = criterion.state_dict()
     temp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(state, temp)
     os.replace(temp, path)
@@ -451,6 +451,8 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
             model.load_state_dict(state["model"])
             if official:
                 criterion.criterion.load_state_dict(state["criterion"])
+            elif "criterion" in state:
+                criterion.load_state_dict(state["criterion"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
         elif stage > 0:  # fine-tuning continues from the best checkpoint of the first stage

@@ -26,13 +26,14 @@ sigmoids), each x lambda (`loss.lambda_inter`, the config's 0.1 * hype_lambda).
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from uniseg3d.model.criterion import mask_losses, pairwise_mask_costs, sparse_match
+from uniseg3d.model.inter_task import (LOGIT_SCALE_INIT, class_distillation, click_distillation,
+                                      contrastive_and_ranking)
 from uniseg3d.model.official.decoder import OfficialPredictions
 from uniseg3d.model.official.network import OfficialSceneOutput
 from uniseg3d.model.official.postprocess import THINGS_FROM
@@ -46,7 +47,6 @@ IOU = 0.1
 SEMANTIC = 0.2
 PROMPT = 0.1  # `total_weight` of the click and text criteria
 DICE_SCALE = 4.0  # `fix_dice_loss_weight`
-DISTILL_RATIO = 0.1
 
 
 def official_iou(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -157,33 +157,13 @@ def semantic_loss(preds: list[OfficialPredictions], targets: list[OfficialTarget
     return SEMANTIC * _mean(losses, preds[0].masks)
 
 
-def click_distillation(generic: OfficialPredictions, clicks: OfficialPredictions,
-                       rows: torch.Tensor, cols: torch.Tensor, click_rows: torch.Tensor
-                       ) -> torch.Tensor | None:
-    """`IntrinsicPointAndQuery`: on the superpoints where some click's logit is among the
-    highest 10 %, the generic query matched to that click's instance learns the click's
-    probability (BCE of sigmoids, teacher detached). None where the code skips the scene: no
-    match, or not as many matched instances as clicks."""
-    if len(cols) < 1 or len(cols) != len(click_rows):
-        return None
-    queries = rows[torch.argsort(cols)]
-    click_masks = clicks.masks[torch.argsort(click_rows)]
-    best, which = click_masks.max(0)
-    count = int(DISTILL_RATIO * len(best))
-    if count < 1:
-        return None
-    teacher, superpoints = best.topk(count)
-    student = generic.masks[queries][which[superpoints], superpoints]
-    return F.binary_cross_entropy(student.sigmoid(), teacher.sigmoid().detach())
-
-
 class ContrastiveCriterion(nn.Module):
     """Click <-> description terms of one scene, with the learnable scale (key
     `contrastive_criterion.logit_scale` in an official checkpoint)."""
 
     def __init__(self):
         super().__init__()
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
 
     def forward(self, clicks: OfficialPredictions, texts: OfficialPredictions,
                 click_rows: torch.Tensor, text_rows: torch.Tensor, things: torch.Tensor
@@ -192,18 +172,12 @@ class ContrastiveCriterion(nn.Module):
         are left out."""
         pairs = torch.nonzero(click_rows[None, :] == text_rows[:, None])
         text_index, click_index = pairs[:, 0], pairs[:, 1]
-        refer = F.normalize(clicks.queries[click_index], dim=-1)
-        key = F.normalize(texts.queries[text_index], dim=-1)
-        labels = torch.arange(len(refer), device=refer.device)
-        by_click = self.logit_scale * refer @ key.T
-        contrastive = ((F.cross_entropy(by_click, labels, reduction="none")
-                        + F.cross_entropy(by_click.T, labels, reduction="none")) / 2).mean()
-        cosine = refer @ key.T  # ranking: each text nearer its own click than any other's
-        others = ~torch.eye(len(cosine), dtype=torch.bool, device=cosine.device)
-        ranking = (F.relu(cosine - cosine.diagonal()[None, :]) * others).sum()
-        teacher = clicks.class_logits(things)[click_index].sigmoid().detach()
-        student = texts.class_logits(things)[text_index].sigmoid()
-        return contrastive, ranking, F.binary_cross_entropy(student, teacher)
+        contrastive, ranking = contrastive_and_ranking(
+            F.normalize(clicks.queries[click_index], dim=-1),
+            F.normalize(texts.queries[text_index], dim=-1), self.logit_scale)
+        classes = class_distillation(texts.class_logits(things)[text_index],
+                                     clicks.class_logits(things)[click_index])
+        return contrastive, ranking, classes
 
 
 class OfficialCriterion(nn.Module):
@@ -246,8 +220,8 @@ class OfficialCriterion(nn.Module):
         distill, contrastive, ranking, classes = [], [], [], []
         for out, t, (rows, cols) in zip(outputs, targets, matches):
             clicks, texts = out.part("click"), out.part("text")
-            term = click_distillation(out.part("generic"), clicks, rows, cols, t.click_rows) \
-                if self.distillation else None
+            term = click_distillation(out.part("generic").masks, clicks.masks, rows, cols,
+                                      t.click_rows) if self.distillation else None
             if term is not None:
                 distill.append(term)
             if self.contrastive and len(t.text_rows) and \
