@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,8 @@ from uniseg3d.pipelines import ray_train
 from uniseg3d.pipelines.prepare import prepare_dataset
 from uniseg3d.pipelines.ray_train import DDP_KWARGS, RayError, run_ray_train
 from uniseg3d.pipelines.sweep import (HEADLINE, changed, click_prompts, flatten_metrics,
-                                      run_sweep, switch_axes, trial_configurations, trial_params)
+                                      results_table, run_sweep, switch_axes,
+                                      trial_configurations, trial_params, write_outputs)
 from uniseg3d.pipelines.synth import run_synth
 from uniseg3d.pipelines.train import (
     build_model, class_prompt_names, epoch_shard, forward_losses, load_trained_model,
@@ -496,7 +498,7 @@ def test_process_tree_cpu_counts_a_child_by_its_role(tmp_path):
     assert process_role([]) == "?"
 
 
-def test_list_values_on_an_axis_are_separated_by_semicolons():
+def test_list_values_on_an_axis_are_separated_by_semicolons(tmp_path):
     sweep_cfg = SweepConfig(lambdas=(0.1,), train_clicks=("random",), search="ablation",
                             switches=("prompts.train_tasks=[interactive, referring]; "
                                       "[interactive]; []",
@@ -506,7 +508,7 @@ def test_list_values_on_an_axis_are_separated_by_semicolons():
     assert axes["train.augment.elastic"] == ([[0.12, 0.048]], [[0.12, 0.8]])
     configs = trial_configurations(sweep_cfg)
     assert [changed(c, sweep_cfg) for c in configs] == [
-        "base", "prompts.train_tasks=['interactive']", "prompts.train_tasks=[]",
+        "base", "prompts.train_tasks=[interactive]", "prompts.train_tasks=[]",
         "train.augment.elastic=[[0.12, 0.8]]"]
     trained, _ = trial_params(Params(), configs[2], sweep_cfg, Path("trial"))
     assert trained.prompts.train_tasks == ()
@@ -515,3 +517,12 @@ def test_list_values_on_an_axis_are_separated_by_semicolons():
     with pytest.raises(ConfigError, match="prompts.train_tasks: unknown"):
         trial_params(Params(), {**configs[0], "prompts.train_tasks": ["panoptic"]}, sweep_cfg,
                      Path("trial"))
+    # the results table takes list values (Tune's results as `results_table` reads them)
+    results = [SimpleNamespace(config={"trial": c}, error=None, path=f"/runs/t{i}",
+                               metrics={"trial_id": f"t{i}", "epoch": 5,
+                                        "evaluation": {"overall": 0.1 * i}})
+               for i, c in enumerate(configs)]
+    table = results_table(results, Path("trials"), sweep_cfg)
+    assert sorted(table["prompts.train_tasks"]) == [
+        "[]", "[interactive, referring]", "[interactive, referring]", "[interactive]"]
+    assert write_outputs(table, tmp_path)["changed"] == "train.augment.elastic=[[0.12, 0.8]]"

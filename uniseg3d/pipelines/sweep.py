@@ -123,9 +123,17 @@ def trial_configurations(sweep_cfg: SweepConfig) -> list[dict]:
                      for value in values[1:]]
 
 
+def axis_value(value: object) -> object:
+    """An axis value for tables: a list or mapping as the YAML flow text it was written in
+    (`[interactive]`), anything else as it is."""
+    if isinstance(value, (list, tuple, dict)):
+        return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip()
+    return value
+
+
 def changed(config: dict, sweep_cfg: SweepConfig) -> str:
     """What a trial changes from the first value of every axis ('base' for none)."""
-    differing = [f"{name}={config[name]}" for name, values in _axes(sweep_cfg).items()
+    differing = [f"{name}={axis_value(config[name])}" for name, values in _axes(sweep_cfg).items()
                  if config[name] != values[0]]
     return ", ".join(differing) or "base"
 
@@ -227,7 +235,7 @@ def results_table(results: ResultGrid, trials: Path, sweep_cfg: SweepConfig) -> 
             "completed" if evaluation else "stopped"
         trial = metrics.get("trial_id", Path(result.path).name)
         rows.append({"trial": trial, "status": status,
-                     **{axis: config[axis] for axis in axes},
+                     **{axis: axis_value(config[axis]) for axis in axes},
                      "changed": changed(config, sweep_cfg),
                      "epochs": metrics.get("epoch", -1) + 1,
                      **{key: metrics[key] for key in ("train_total", "val_total")
