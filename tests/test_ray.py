@@ -526,3 +526,7 @@ def test_list_values_on_an_axis_are_separated_by_semicolons(tmp_path):
     assert sorted(table["prompts.train_tasks"]) == [
         "[]", "[interactive, referring]", "[interactive, referring]", "[interactive]"]
     assert write_outputs(table, tmp_path)["changed"] == "train.augment.elastic=[[0.12, 0.8]]"
+    two_stage = dataclasses.replace(sweep_cfg, switches=("train.fine_tune_epochs=0,2",))
+    trained, _ = trial_params(Params(), trial_configurations(two_stage)[1], two_stage,
+                              Path("trial"))
+    assert trained.train.fine_tune_epochs == 2  # the two-stage row reaches its trial

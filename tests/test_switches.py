@@ -18,7 +18,7 @@ from scannet_files import described_scenes, write_label_map, write_scannet_scene
 from uniseg3d.config import TINY_MODEL, LossWeights, ModelConfig, ModelSwitches, Params
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.labels import read_label_map
-from uniseg3d.datasets.loader import make_sample
+from uniseg3d.datasets.loader import evaluation_sample, make_sample
 from uniseg3d.datasets.scannet import read_scannet_scene
 from uniseg3d.datasets.scene import Description
 from uniseg3d.model.criterion import Criterion
@@ -283,7 +283,10 @@ def test_left_out_prompt_tasks_get_no_training_prompts(sample):
         trained = make_sample(scene, prompts, np.random.default_rng(0), None, training=True)
         assert (len(trained.click_points), len(trained.texts)) == (clicks, texts), tasks
         assert len(trained.click_instances) == clicks and len(trained.text_instances) == texts
-        evaluated = make_sample(scene, prompts, np.random.default_rng(0), None, training=False)
+        validated = make_sample(scene, prompts, np.random.default_rng(0), None, training=False)
+        assert (len(validated.click_points) > 0, len(validated.texts) > 0) == \
+            (clicks > 0, texts > 0)  # the validation loss: the trained tasks' only
+        evaluated = evaluation_sample(scene, dataclasses.replace(Params(), prompts=prompts), 0)
         assert len(evaluated.click_points) and evaluated.texts  # evaluation: every task
 
 

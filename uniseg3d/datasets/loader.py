@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uniseg3d.config import AugmentConfig, Params, PromptConfig
+from uniseg3d.config import PROMPT_TASKS, AugmentConfig, Params, PromptConfig
 from uniseg3d.datasets.augment import augment_coords
 from uniseg3d.datasets.cache import cached_scene_ids, read_scene
 from uniseg3d.datasets.classes import STUFF_CLASSES20, scannet20
@@ -79,20 +79,20 @@ def one_per_object(descriptions: list[Description], rng: np.random.Generator
 
 def make_sample(scene: Scene, prompts: PromptConfig, rng: np.random.Generator,
                 augment: AugmentConfig | None = None, training: bool = True) -> Sample:
-    """Choose clicks and descriptions for one scene (and augment it in training: none of a
-    prompt task left out of `prompts.train_tasks`)."""
+    """Choose clicks and descriptions for one scene (and augment it in training); none of a
+    prompt task left out of `prompts.train_tasks`, so that the validation loss is that of the
+    tasks trained (`evaluation_sample` asks for every task)."""
     if augment is not None:
         scene = dataclasses.replace(scene, coords=augment_coords(scene.coords, rng, augment))
     clickable = clickable_instances(scene, prompts.min_points)
-    if training and "interactive" not in prompts.train_tasks:
+    if "interactive" not in prompts.train_tasks:
         clickable = clickable[:0]
     if training and 0 < prompts.max_clicks < len(clickable):
         clickable = np.sort(rng.choice(clickable, prompts.max_clicks, replace=False))
     strategy = prompts.train_click if training else prompts.eval_click
     points = sample_clicks(scene.coords, scene.instance, clickable, strategy, rng=rng,
                            rd=prompts.rd)
-    descriptions = list(scene.referring) if not training or \
-        "referring" in prompts.train_tasks else []
+    descriptions = list(scene.referring) if "referring" in prompts.train_tasks else []
     if training and prompts.train_texts == "one_per_object":
         descriptions = one_per_object(descriptions, rng)
     if training and 0 < prompts.max_texts < len(descriptions):
@@ -109,4 +109,5 @@ def evaluation_sample(scene: Scene, params: Params, index: int) -> Sample:
     """The scene's evaluation clicks (`prompts.eval_click`, seeded by the scene's position
     `index` in the evaluated list) and all of its descriptions."""
     rng = np.random.default_rng([params.train.seed, index])
-    return make_sample(scene, params.prompts, rng, training=False)
+    prompts = dataclasses.replace(params.prompts, train_tasks=PROMPT_TASKS)
+    return make_sample(scene, prompts, rng, training=False)

@@ -8,8 +8,10 @@ strategy (a strategy is `center`, `random`, `agile`, `rd` (at `prompts.rd`) or `
 (`"model.switches.word_attention=true,false"`, `"model.recipe=ours,official"`): the departures
 of `ours` and the recipe. `grid` tries every combination, `random` draws `num_samples` of them
 (seeded by `train.seed`), `ablation` the first value of every axis and then each other value
-alone (the paper's ablation tables, one change per row; the `changed` column says which). Each trial trains one worker in its own process for
-`sweep.epochs` epochs (`train.fit`, the epoch loop, reporting every epoch, so the optional ASHA
+alone (the paper's ablation tables, one change per row; the `changed` column says which).
+Each trial trains one worker in its own process for `sweep.epochs` epochs, then the trial's
+`train.fine_tune_epochs` of the second stage (0 unless an axis or params.yaml sets it; the
+paper's two-stage row) (`train.fit`, the epoch loop, reporting every epoch, so the optional ASHA
 scheduler can stop weak trials early on the validation loss), then evaluates its `best.pt` on
 every task (`run_evaluate`, with the trial's evaluation clicks) and reports every metric and the
 paper's "Overall": the mean of the six headline metrics. As many trials run at once as
@@ -145,7 +147,7 @@ def trial_params(params: Params, config: dict, sweep_cfg: SweepConfig, trial_dir
         params = with_setting(params, path, config[path])
     params = replace(
         params, loss=replace(params.loss, lambda_inter=float(config["lambda_inter"])),
-        train=replace(params.train, epochs=sweep_cfg.epochs, fine_tune_epochs=0,
+        train=replace(params.train, epochs=sweep_cfg.epochs,
                       threads=sweep_cfg.cpus_per_trial, out=str(trial_dir / "train")))
     params = replace(params, prompts=replace(params.prompts,
                                              corrective_click=config["corrective_click"]))
@@ -314,7 +316,10 @@ def run_sweep(params: Params, sweep_cfg: SweepConfig, ray_cfg: RayConfig) -> dic
         import ray
 
         parallel = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus)
-        scheduler = ASHAScheduler(max_t=sweep_cfg.epochs + 1, grace_period=1) \
+        longest = sweep_cfg.epochs + max(
+            trial_params(params, config, sweep_cfg, trials)[0].train.fine_tune_epochs
+            for config in trial_configurations(sweep_cfg))
+        scheduler = ASHAScheduler(max_t=longest + 1, grace_period=1) \
             if sweep_cfg.scheduler == "asha" else None  # + 1: the evaluation's report
         trainable = tune.with_parameters(run_trial, params=absolute_paths(params),
                                          sweep_cfg=sweep_cfg, train_set=train_set,
