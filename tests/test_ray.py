@@ -114,6 +114,9 @@ def assert_no_ray_left() -> None:
     assert not ray_processes()
 
 
+REGISTRATION_GRACE_S = 3.0
+
+
 def crash_once_at_epoch_1(marker: Path, calls: Path):
     """A train_loop_per_worker whose run_epoch logs each epoch to `calls` and raises at epoch 1
     while `marker` exists (deleting it: once)."""
@@ -128,6 +131,10 @@ def crash_once_at_epoch_1(marker: Path, calls: Path):
                 handle.write(f"{args[6]}\n")
             if args[6] == 1 and marker.exists():
                 marker.unlink(missing_ok=True)
+                # Ray's controller registers a reported checkpoint when it next polls the
+                # workers: a worker dying at once can beat it to epoch 0's (seen on a busy
+                # machine: the restart then began from scratch)
+                time.sleep(REGISTRATION_GRACE_S)
                 raise RuntimeError("injected worker failure at epoch 1")
             return real_run_epoch(*args)
 
