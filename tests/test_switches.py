@@ -24,7 +24,8 @@ from uniseg3d.datasets.scene import Description
 from uniseg3d.model.criterion import Criterion
 from uniseg3d.model.decoder import QueryPredictions, prompt_attention_mask
 from uniseg3d.model.inference import predict_scene, prompt_mask_logit, released_instances
-from uniseg3d.model.inter_task import class_distillation, click_distillation, contrastive_and_ranking
+from uniseg3d.model.inter_task import (class_distillation, click_distillation,
+                                      contrastive_and_ranking)
 from uniseg3d.model.official.postprocess import MASK_LOGIT
 from uniseg3d.model.inputs import scene_input, scene_targets
 from uniseg3d.model.postprocess import instances, prompt_masks, semantic_labels

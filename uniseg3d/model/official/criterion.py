@@ -21,7 +21,8 @@ instance was matched, x lambda); and per scene with descriptions the contrastive
 cross-entropy between each description and its object's click, on `out_norm` queries, with the
 learnable `logit_scale` initialised to log(1 / 0.07) and used as is, not exponentiated), the
 ranking loss (margin 0, summed over pairs) and the click -> text class distillation (BCE of
-sigmoids), each x lambda (`loss.lambda_inter`, the config's 0.1 * hype_lambda).
+sigmoids), each x lambda (`loss.lambda_inter`, the config's 0.1 * hype_lambda); these four
+forms live in `model.inter_task`, which `ours` can train with too.
 """
 
 from __future__ import annotations
