@@ -20,8 +20,8 @@ from uniseg3d.model.official.postprocess import (MASK_LOGIT, PANOPTIC_SCORE, pai
                                                  ranked_instances, stuff_of)
 from uniseg3d.model.decoder import GenericPass, QueryPredictions
 from uniseg3d.model.postprocess import (Instances, PromptMasks, ScenePrediction,
-                                        click_prompt_masks, instances, panoptic, prompt_masks,
-                                        semantic_labels, to_points)
+                                        class_probabilities, click_prompt_masks, instances,
+                                        panoptic, prompt_masks, semantic_labels, to_points)
 from uniseg3d.model.stopwatch import NO_TIMING
 from uniseg3d.model.targets import STUFF_IDS
 from uniseg3d.model.uniseg3d import SceneInput, UniSeg3D
@@ -35,14 +35,6 @@ def prompt_mask_logit(model: UniSeg3D | OfficialUniSeg3D) -> float:
     if isinstance(model, OfficialUniSeg3D) or not model.config.switches.our_postprocess:
         return MASK_LOGIT
     return 0.0
-
-
-def class_probabilities(pred: QueryPredictions, class_embeddings: torch.Tensor,
-                        allowed: torch.Tensor | None = None) -> torch.Tensor:
-    """(Q, C) softmax class probabilities, the no-object column dropped, classes outside
-    `allowed` zeroed."""
-    probs = pred.class_logits(class_embeddings).softmax(-1)[:, :-1]
-    return probs if allowed is None else probs * allowed[None].to(probs.dtype)
 
 
 def released_instances(pred: QueryPredictions, class_embeddings: torch.Tensor,
@@ -120,9 +112,9 @@ def predict_scene(model: UniSeg3D | OfficialUniSeg3D, scene: SceneInput,
     things[list(STUFF_IDS)] = False
     switches = model.config.switches
     ours = switches.our_postprocess
+    find_instances = instances if ours else released_instances
     with stopwatch("post-processing: instance"):
-        inst = instances(generic, class_embeddings, sp, allowed=things, top_k=top_k) if ours \
-            else released_instances(generic, class_embeddings, sp, things, top_k)
+        inst = find_instances(generic, class_embeddings, sp, things, top_k)
     with stopwatch("post-processing: semantic"):
         logits = out.semantic_logits(class_embeddings)
         if switches.logit_adjustment:
@@ -134,10 +126,6 @@ def predict_scene(model: UniSeg3D | OfficialUniSeg3D, scene: SceneInput,
     clicks, texts = prompt_results(out.part("click"), out.part("text"), scene, class_embeddings,
                                    stopwatch, prompt_mask_logit(model))
     with stopwatch("post-processing: open vocabulary"):
-        if open_vocab_embeddings is None:
-            open_vocab = None
-        elif ours:
-            open_vocab = instances(generic, open_vocab_embeddings, sp, top_k=top_k)
-        else:
-            open_vocab = released_instances(generic, open_vocab_embeddings, sp, top_k=top_k)
+        open_vocab = None if open_vocab_embeddings is None else \
+            find_instances(generic, open_vocab_embeddings, sp, top_k=top_k)
     return ScenePrediction(semantic, inst, pan_classes, pan_ids, clicks, texts, open_vocab)

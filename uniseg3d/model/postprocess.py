@@ -82,13 +82,19 @@ def mask_nms(masks: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, th
     return order[torch.from_numpy(keep).to(order.device)]
 
 
+def class_probabilities(pred: QueryPredictions, class_embeddings: torch.Tensor,
+                        allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """(Q, C) softmax class probabilities, the no-object column dropped, classes outside
+    `allowed` zeroed."""
+    probs = pred.class_logits(class_embeddings).softmax(-1)[:, :-1]
+    return probs if allowed is None else probs * allowed[None].to(probs.dtype)
+
+
 def instances(pred: QueryPredictions, class_embeddings: torch.Tensor, superpoints: torch.Tensor,
               allowed: torch.Tensor | None = None, top_k: int = 600, nms: float = 0.75,
               min_score: float = 0.0) -> Instances:
     """Scored instance masks; `allowed` (bool per class) restricts the labels (e.g. things)."""
-    probs = pred.class_logits(class_embeddings).softmax(-1)[:, :-1]
-    if allowed is not None:
-        probs = probs * allowed[None].to(probs.dtype)
+    probs = class_probabilities(pred, class_embeddings, allowed)
     mask_prob = pred.masks.sigmoid()
     binary = mask_prob > 0.5
     mask_score = (mask_prob * binary).sum(1) / binary.sum(1).clamp_min(1)
@@ -149,7 +155,7 @@ class ScenePrediction:
 def prompt_masks(pred: QueryPredictions, class_embeddings: torch.Tensor,
                  superpoints: torch.Tensor, threshold: float = 0.0) -> PromptMasks:
     """One mask per prompt query (mask logit > `threshold`), with its class probabilities."""
-    probs = pred.class_logits(class_embeddings).softmax(-1)[:, :-1]
+    probs = class_probabilities(pred, class_embeddings)
     return PromptMasks(to_points(pred.masks > threshold, superpoints), probs.cpu().numpy(),
                        pred.iou.sigmoid().cpu().numpy())
 

@@ -316,11 +316,13 @@ def run_sweep(params: Params, sweep_cfg: SweepConfig, ray_cfg: RayConfig) -> dic
         import ray
 
         parallel = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus)
-        longest = sweep_cfg.epochs + max(
-            trial_params(params, config, sweep_cfg, trials)[0].train.fine_tune_epochs
-            for config in trial_configurations(sweep_cfg))
-        scheduler = ASHAScheduler(max_t=longest + 1, grace_period=1) \
-            if sweep_cfg.scheduler == "asha" else None  # + 1: the evaluation's report
+        scheduler = None
+        if sweep_cfg.scheduler == "asha":  # its horizon: the longest trial, + 1 for the
+            #                                evaluation's report
+            longest = sweep_cfg.epochs + max(
+                trial_params(params, config, sweep_cfg, trials)[0].train.fine_tune_epochs
+                for config in trial_configurations(sweep_cfg))
+            scheduler = ASHAScheduler(max_t=longest + 1, grace_period=1)
         trainable = tune.with_parameters(run_trial, params=absolute_paths(params),
                                          sweep_cfg=sweep_cfg, train_set=train_set,
                                          val_set=val_set, trials=str(trials))

@@ -335,25 +335,28 @@ def epoch_score(record: dict) -> float:
     return record.get("val_total", record["train_total"])
 
 
+def _across_workers(values: dict[str, float], keys: list[str], session: WorkerSession,
+                    collective: Callable[[torch.Tensor], object]) -> dict[str, float]:
+    """`values` at `keys` through a collective over the workers (in place on one tensor)."""
+    tensor = torch.tensor([values.get(k, 0.0) for k in keys], dtype=torch.float64,
+                          device=session.device)
+    collective(tensor)
+    return dict(zip(keys, tensor.tolist()))
+
+
 def _worker_sum(values: dict[str, float], session: WorkerSession) -> dict[str, float]:
     """The sum of each value over the workers."""
     if session.world_size == 1:
         return values
-    keys = sorted(values)
-    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=session.device)
-    dist.all_reduce(tensor)
-    return dict(zip(keys, tensor.tolist()))
+    return _across_workers(values, sorted(values), session, dist.all_reduce)
 
 
 def _from_first_worker(values: dict[str, float], session: WorkerSession) -> dict[str, float]:
-    """Worker 0's `values` on every worker."""
+    """Worker 0's `values` (the hook's metrics) on every worker."""
     if session.world_size == 1:
         return values
-    keys = sorted(BEST_METRICS)
-    tensor = torch.tensor([values.get(k, 0.0) for k in keys], dtype=torch.float64,
-                          device=session.device)
-    dist.broadcast(tensor, 0)
-    return dict(zip(keys, tensor.tolist()))
+    return _across_workers(values, sorted(BEST_METRICS), session,
+                           lambda tensor: dist.broadcast(tensor, 0))
 
 
 def save_best(workdir: Path, history: list[dict], best_by: str, save: Callable[[Path], None]
