@@ -20,7 +20,7 @@ from uniseg3d.datasets.loader import (Sample, clickable_instances, make_sample,
                                       objects_of_clicks, read_split)
 from uniseg3d.datasets.scannet import read_scannet_scene
 from uniseg3d.metrics.interactive import multi_object_clicks
-from uniseg3d.model.click_objects import combine_clicks, per_object_mean
+from uniseg3d.model.click_objects import combine_clicks, corrections, per_object_mean
 from uniseg3d.model.corrective import (clicked_labels, corrective_round, superpoint_labels,
                                        with_clicks)
 from uniseg3d.model.criterion import Criterion
@@ -104,7 +104,7 @@ def test_objects_combine_their_clicks_and_the_background_its_negative_ones():
                            [-2.0, 3.0, -1.0, -3.0, 0.2],
                            [-5.0, 1.0, 1.5, -1.0, 0.1]])
     combined = combine_clicks(logits, torch.tensor([0, 0, -1]), torch.tensor([0, 1, 3]))
-    torch.testing.assert_close(combined.logits, torch.tensor([[2.0, 3.0, 0.5, -3.0, 1.0]]))
+    torch.testing.assert_close(combined.scores, torch.tensor([[2.0, 3.0, 0.5, -3.0, 1.0]]))
     torch.testing.assert_close(combined.background, torch.tensor([0.0, 1.0, 1.5, 0.0, 0.1]))
     # superpoint 2: 0.5 < background 1.5, a leak the negative click removes
     assert combined.masks.tolist() == [[True, True, False, False, True]]
@@ -128,17 +128,29 @@ def test_a_negative_click_removes_a_leak_on_a_two_object_scene():
                                     [False, False, False, True, True, False]]
 
 
-def test_overlapping_objects_go_to_the_higher_logit_and_clicks_force_their_superpoint():
+def test_one_click_per_object_keeps_each_own_mask_and_corrections_force_their_superpoint():
     logits = torch.tensor([[1.0, 2.0, -1.0, 0.5],
                            [-1.0, 1.0, 3.0, 2.0]])
-    combined = combine_clicks(logits, torch.tensor([0, 1]), torch.tensor([0, 3]))
-    # superpoint 3 is forced to object 1 by its click, although object 0 covers it too
-    assert combined.masks.tolist() == [[True, True, False, False], [False, True, True, True]]
-    assert combined.labels.tolist() == [0, 0, 1, 1]
-    # superpoint 1: both masks cover it, object 0's logit (2.0) beats object 1's (1.0)
-    # with one click per object the masks are the clicks' own logit > 0 masks
-    single = combine_clicks(logits, torch.tensor([0, 1]), torch.tensor([0, 2]))
+    # one click per object (on superpoints 0 and 3): the paper's task, each click query's own
+    # mask, although object 0's covers object 1's clicked superpoint 3
+    single = combine_clicks(logits, torch.tensor([0, 1]), torch.tensor([0, 3]))
     assert single.masks.tolist() == (logits > 0).tolist()
+    # superpoint 1: object 0's score (2.0) beats object 1's (1.0); 3: object 1's (2.0 > 0.5)
+    assert single.labels.tolist() == [0, 0, 1, 1]
+    # a second click on object 1, on superpoint 1, is a correction: it forces superpoint 1 to
+    # object 1 in both masks; the first clicks still force nothing
+    corrected = combine_clicks(logits[[0, 1, 1]], torch.tensor([0, 1, 1]),
+                               torch.tensor([0, 3, 1]))
+    assert corrected.masks.tolist() == [[True, False, False, True], [False, True, True, True]]
+    assert corrected.labels.tolist() == [0, 1, 1, 1]
+    # a negative click on superpoint 3 (its query's scores: the last row) forces it out of
+    # every mask
+    negative = combine_clicks(torch.cat([logits, torch.tensor([[-4.0, -4.0, -4.0, -4.0]])]),
+                              torch.tensor([0, 1, -1]), torch.tensor([0, 3, 3]))
+    assert negative.masks.tolist() == [[True, True, False, False], [False, True, True, False]]
+    assert negative.labels.tolist() == [0, 0, 1, -1]
+    assert corrections(torch.tensor([0, 1, 1, -1, 0, 2])).tolist() == [
+        False, False, True, True, True, False]
     assert per_object_mean(torch.tensor([[1.0, 3.0], [5.0, 7.0], [9.0, 9.0]]),
                            torch.tensor([0, -1, 0])).tolist() == [[5.0, 6.0]]
 

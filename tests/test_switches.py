@@ -23,10 +23,9 @@ from uniseg3d.datasets.scannet import read_scannet_scene
 from uniseg3d.datasets.scene import Description
 from uniseg3d.model.criterion import Criterion
 from uniseg3d.model.decoder import QueryPredictions, prompt_attention_mask
-from uniseg3d.model.inference import predict_scene, prompt_mask_logit, released_instances
+from uniseg3d.model.inference import predict_scene, prompt_mask_rule, released_instances
 from uniseg3d.model.inter_task import (class_distillation, click_distillation,
                                       contrastive_and_ranking)
-from uniseg3d.model.official.postprocess import MASK_LOGIT
 from uniseg3d.model.inputs import scene_input, scene_targets
 from uniseg3d.model.postprocess import instances, prompt_masks, semantic_labels
 from uniseg3d.model.text_encoder import EncodedTexts
@@ -249,15 +248,16 @@ def test_the_released_rules_switch_on_ours(sample):
     ours = predict_scene(model_with(), scene, CLASSES)
     assert ours.instances.scores.tolist() != predicted.instances.scores.tolist()
     # prompt masks: sigmoid > 0.4 under the released rules, > 0.5 under ours
-    assert prompt_mask_logit(model) == pytest.approx(np.log(0.4 / 0.6))
-    assert prompt_mask_logit(model_with()) == 0.0
+    released_rule, our_rule = prompt_mask_rule(model), prompt_mask_rule(model_with())
+    assert (released_rule.sigmoid, released_rule.threshold) == (True, 0.4)
+    assert (our_rule.sigmoid, our_rule.threshold) == (False, 0.0)
     text = out.part("text").masks
     np.testing.assert_array_equal(predicted.texts.masks,
-                                  (text > MASK_LOGIT)[:, scene.superpoints].numpy())
+                                  (text.sigmoid() > 0.4)[:, scene.superpoints].numpy())
     pred, classes, superpoints = hand_queries()
     pred.masks[0, 0] = -0.2  # probability 0.45
-    for threshold, inside in ((MASK_LOGIT, True), (0.0, False)):
-        assert prompt_masks(pred, classes, superpoints, threshold).masks[0, 0] == inside
+    for rule, inside in ((released_rule, True), (our_rule, False)):
+        assert prompt_masks(pred, classes, superpoints, rule).masks[0, 0] == inside
 
 
 def test_the_components_switch_off_their_inter_task_terms_alone(sample):

@@ -1,15 +1,26 @@
-"""Several clicks per object: the click queries' superpoint mask logits combined into objects.
+"""Several clicks per object: the click queries' superpoint mask scores combined into objects.
 
-An object's logit on a superpoint is the maximum over its positive click queries' logits; the
-background's is the maximum over the negative click queries' logits, and never below the
-threshold of a single click's mask (`ours`: sigmoid > 0.5, a logit of 0; `object_logits`). An
-object's mask covers the superpoints where its logit beats the background's; each superpoint
-goes to the object of the highest logit among those whose mask covers it (AGILE3D's multi-object
-assignment), or to none. A clicked superpoint is forced to its click's label (later clicks
-override earlier ones). With one positive click per object and no negative click, each object's
-mask is that click query's own `logit > 0` mask, as the paper's single-click task has it. Both
-recipes use this: for the `official` checkpoints, several clicks and negative clicks are a
-training-free extension.
+The paper's interactive task is one positive click per object, and its mask is that click
+query's own mask: the superpoints whose score is above the recipe's threshold (`ours`: mask
+logit > 0; `official`: sigmoid > 0.4, compared as the released code compares it), whatever
+the other objects' masks cover, overlaps and each other's clicked superpoints included. This
+module computes exactly that for such clicks, and extends it where more clicks add something:
+
+- an object's score on a superpoint is the maximum over its positive click queries' scores;
+- the background's is the maximum over the negative click queries' scores, never below the
+  threshold, and an object's mask covers the superpoints where its score beats the
+  background's (with no negative click: its score above the threshold);
+- a correction (an object's second and later clicks, and every negative click) forces its
+  superpoint to its label in every object's mask (later corrections override earlier ones);
+  an object's first click is the paper's prompt and forces nothing;
+- `labels`, a point-per-object view for display and AGILE3D's multi-object protocol, gives
+  each superpoint to the object of the highest score among those whose mask covers it (the
+  forced superpoints to their correction's label), or to none.
+
+Scores and threshold are in one space, the one the recipe thresholds in (logits or sigmoid
+probabilities: `model.postprocess.MaskRule`); the rules use only maxima and comparisons, so
+they read the same in either. Both recipes use this: for the `official` checkpoints, several
+clicks and negative clicks are a training-free extension.
 """
 
 from __future__ import annotations
@@ -23,8 +34,8 @@ import torch
 class ClickObjects:
     """Superpoint-level objects of one scene's clicks."""
 
-    logits: torch.Tensor  # (K, M) object logits
-    background: torch.Tensor  # (M,) background logit (>= the threshold)
+    scores: torch.Tensor  # (K, M) object scores
+    background: torch.Tensor  # (M,) background score (>= the threshold)
     masks: torch.Tensor  # (K, M) bool: each object's own mask (may overlap another's)
     labels: torch.Tensor  # (M,) the object each superpoint goes to, -1 = none
 
@@ -34,37 +45,50 @@ def number_of_objects(objects: torch.Tensor) -> int:
     return int(objects.max()) + 1 if len(objects) and (objects >= 0).any() else 0
 
 
-def object_logits(click_logits: torch.Tensor, objects: torch.Tensor, threshold: float = 0.0
+def corrections(objects: torch.Tensor) -> torch.Tensor:
+    """(Kc,) bool: the clicks that correct (every negative click, and each object's clicks
+    after its first), as opposed to each object's first click, the paper's prompt."""
+    first = torch.zeros(len(objects), dtype=torch.bool, device=objects.device)
+    seen: set[int] = set()
+    for index, obj in enumerate(objects.tolist()):
+        if obj >= 0 and obj not in seen:
+            first[index] = True
+            seen.add(obj)
+    return ~first
+
+
+def object_scores(click_scores: torch.Tensor, objects: torch.Tensor, threshold: float = 0.0
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K, M) object logits, the maximum over each object's click queries' (Kc, M) mask
-    logits, and the (M,) background logit, the maximum over the negative clicks' floored at
-    `threshold` (a single click's mask threshold as a logit)."""
-    count, num_superpoints = number_of_objects(objects), click_logits.shape[1]
-    logits = torch.stack([click_logits[objects == k].max(0).values for k in range(count)]) \
-        if count else click_logits.new_zeros(0, num_superpoints)
+    """(K, M) object scores, the maximum over each object's click queries' (Kc, M) mask
+    scores, and the (M,) background score, the maximum over the negative clicks' floored at
+    `threshold` (a single click's mask threshold in the scores' space)."""
+    count, num_superpoints = number_of_objects(objects), click_scores.shape[1]
+    scores = torch.stack([click_scores[objects == k].max(0).values for k in range(count)]) \
+        if count else click_scores.new_zeros(0, num_superpoints)
     negative = objects < 0
-    background = click_logits[negative].max(0).values.clamp(min=threshold) if negative.any() \
-        else click_logits.new_full((num_superpoints,), threshold)
-    return logits, background
+    background = click_scores[negative].max(0).values.clamp(min=threshold) if negative.any() \
+        else click_scores.new_full((num_superpoints,), threshold)
+    return scores, background
 
 
-def combine_clicks(click_logits: torch.Tensor, objects: torch.Tensor,
+def combine_clicks(click_scores: torch.Tensor, objects: torch.Tensor,
                    click_superpoints: torch.Tensor, threshold: float = 0.0) -> ClickObjects:
-    """Objects from the (Kc, M) mask logits of the click queries; `objects` (Kc,) the object of
+    """Objects from the (Kc, M) mask scores of the click queries; `objects` (Kc,) the object of
     each click (-1 = negative), `click_superpoints` (Kc,) the superpoint each click is on;
-    `threshold`: a single click's mask threshold as a logit (the background's floor)."""
-    logits, background = object_logits(click_logits, objects, threshold)
-    masks = logits > background
-    labels = torch.full((len(background),), -1, dtype=torch.long, device=logits.device)
-    if len(logits):
-        covered = torch.where(masks, logits, float("-inf"))
+    `threshold`: a single click's mask threshold in the scores' space."""
+    scores, background = object_scores(click_scores, objects, threshold)
+    masks = scores > background
+    labels = torch.full((len(background),), -1, dtype=torch.long, device=scores.device)
+    if len(scores):
+        covered = torch.where(masks, scores, float("-inf"))
         labels = torch.where(masks.any(0), covered.argmax(0), labels)
-    for superpoint, obj in zip(click_superpoints.tolist(), objects.tolist()):
+    forcing = corrections(objects)
+    for superpoint, obj in zip(click_superpoints[forcing].tolist(), objects[forcing].tolist()):
         masks[:, superpoint] = False
         if obj >= 0:
             masks[obj, superpoint] = True
         labels[superpoint] = obj
-    return ClickObjects(logits, background, masks, labels)
+    return ClickObjects(scores, background, masks, labels)
 
 
 def per_object_mean(values: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:

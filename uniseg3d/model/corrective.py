@@ -10,10 +10,12 @@ negative), found among the superpoints (the model's resolution). The evaluation 
 (`pipelines.interactive`) places its clicks on the points, as AGILE3D does, from
 `clicked_labels`.
 
-A clicked superpoint is forced to its click's label (`model.click_objects`), so another click
-in it changes nothing: it is left out of the error regions that place the next click (its
-points still count in every IoU); otherwise a superpoint that straddles two objects would draw
-every later click.
+A correction's superpoint (an object's later clicks, negative clicks) is forced to its
+click's label (`model.click_objects`), so another click in it changes nothing: it is left out
+of the error regions that place the next click (its points still count in every IoU);
+otherwise a superpoint that straddles two objects would draw every later click. An object's
+first click forces nothing (the paper's one-click task), so an error on its superpoint can
+draw a correction.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import torch
 
 from uniseg3d.datasets.corrective_clicks import multi_object_labels, next_click
 from uniseg3d.datasets.loader import Sample, objects_of_clicks
-from uniseg3d.model.click_objects import combine_clicks
+from uniseg3d.model.click_objects import combine_clicks, corrections
 from uniseg3d.model.decoder import GenericPass
 from uniseg3d.model.official.network import OfficialUniSeg3D
-from uniseg3d.model.inference import prompt_mask_logit
+from uniseg3d.model.inference import prompt_mask_rule
 from uniseg3d.model.uniseg3d import SceneInput, UniSeg3D
 
 
@@ -56,9 +58,16 @@ def clicked_superpoint_labels(model: UniSeg3D | OfficialUniSeg3D, inputs: SceneI
         click = model([inputs], features=[features])[0].part("click")
     else:
         click = model.scene_output(inputs, features, generic).part("click")
-    return combine_clicks(click.masks, inputs.objects_of_clicks(),
-                          inputs.superpoints[inputs.click_points],
-                          prompt_mask_logit(model)).labels
+    rule = prompt_mask_rule(model)
+    return combine_clicks(rule.scores(click.masks), inputs.objects_of_clicks(),
+                          inputs.superpoints[inputs.click_points], rule.threshold).labels
+
+
+def forced_points(points: np.ndarray, instances: np.ndarray) -> np.ndarray:
+    """The clicks among `points` (on objects `instances`, -1 = negative) whose superpoints
+    are forced: the corrections (`model.click_objects.corrections`)."""
+    forcing = corrections(torch.as_tensor(np.asarray(instances, np.int64))).numpy()
+    return np.asarray(points, np.int64)[forcing]
 
 
 def clicked_labels(model: UniSeg3D | OfficialUniSeg3D, inputs: SceneInput,
@@ -90,7 +99,8 @@ def corrective_round(model: UniSeg3D, sample: Sample, inputs: SceneInput,
     gt = superpoint_labels(multi_object_labels(scene.instance, targets), scene.superpoints,
                            count)
     pred = clicked_superpoint_labels(model, inputs, features, generic).cpu().numpy()
-    pred[scene.superpoints[sample.click_points]] = gt[scene.superpoints[sample.click_points]]
+    forced = scene.superpoints[forced_points(sample.click_points, instances)]
+    pred[forced] = gt[forced]
     sizes = np.bincount(scene.superpoints, minlength=count)[:, None]
     centroids = np.stack([np.bincount(scene.superpoints, scene.coords[:, a], count)
                           for a in range(3)], 1) / sizes

@@ -28,7 +28,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from uniseg3d.config import LossWeights
-from uniseg3d.model.click_objects import number_of_objects, object_logits
+from uniseg3d.model.click_objects import number_of_objects, object_scores
 from uniseg3d.model.inter_task import (LOGIT_SCALE_INIT, class_distillation, click_distillation,
                                       contrastive_and_ranking)
 from uniseg3d.model.decoder import QueryPredictions
@@ -209,7 +209,7 @@ class Criterion(nn.Module):
         count = number_of_objects(objects)
         if not count:
             return click_logits.sum() * 0
-        logits, background = object_logits(click_logits, objects)
+        logits, background = object_scores(click_logits, objects)
         first_click = [int(torch.nonzero(objects == k)[0]) for k in range(count)]
         covered = t.masks[t.click_segments[first_click]] > 0  # (K, M)
         target = torch.where(covered.any(0), covered.float().argmax(0) + 1, 0)

@@ -16,25 +16,26 @@ import torch
 
 from uniseg3d.model.official.inference import predict_official_prompts, predict_official_scene
 from uniseg3d.model.official.network import OfficialUniSeg3D
-from uniseg3d.model.official.postprocess import (MASK_LOGIT, PANOPTIC_SCORE, paint_panoptic,
-                                                 ranked_instances, stuff_of)
+from uniseg3d.model.official.postprocess import (PANOPTIC_SCORE, RELEASED_PROMPT_MASKS,
+                                                 paint_panoptic, ranked_instances, stuff_of)
 from uniseg3d.model.decoder import GenericPass, QueryPredictions
-from uniseg3d.model.postprocess import (Instances, PromptMasks, ScenePrediction,
-                                        class_probabilities, click_prompt_masks, instances,
-                                        panoptic, prompt_masks, semantic_labels, to_points)
+from uniseg3d.model.postprocess import (OUR_PROMPT_MASKS, Instances, MaskRule, PromptMasks,
+                                        ScenePrediction, class_probabilities,
+                                        click_prompt_masks, instances, panoptic, prompt_masks,
+                                        semantic_labels, to_points)
 from uniseg3d.model.stopwatch import NO_TIMING
 from uniseg3d.model.targets import STUFF_IDS
 from uniseg3d.model.uniseg3d import SceneInput, UniSeg3D
 
-__all__ = ["ScenePrediction", "predict_prompts_only", "predict_scene", "prompt_mask_logit"]
+__all__ = ["ScenePrediction", "predict_prompts_only", "predict_scene", "prompt_mask_rule"]
 
 
-def prompt_mask_logit(model: UniSeg3D | OfficialUniSeg3D) -> float:
-    """The mask logit above which a prompt query's superpoint is in its mask: the released
-    sigmoid > 0.4 for `official` and for ours with the released rules, else 0 (0.5)."""
+def prompt_mask_rule(model: UniSeg3D | OfficialUniSeg3D) -> MaskRule:
+    """Which superpoints a prompt query's mask covers: the released sigmoid > 0.4 for
+    `official` and for ours with the released rules, else mask logit > 0."""
     if isinstance(model, OfficialUniSeg3D) or not model.config.switches.our_postprocess:
-        return MASK_LOGIT
-    return 0.0
+        return RELEASED_PROMPT_MASKS
+    return OUR_PROMPT_MASKS
 
 
 def released_instances(pred: QueryPredictions, class_embeddings: torch.Tensor,
@@ -58,17 +59,17 @@ def released_panoptic(pred: QueryPredictions, semantic_logits: torch.Tensor,
 
 
 def prompt_results(click: QueryPredictions, text: QueryPredictions, scene: SceneInput,
-                   class_embeddings: torch.Tensor, stopwatch=NO_TIMING, threshold: float = 0.0
-                   ) -> tuple[PromptMasks, PromptMasks]:
-    """The clicked objects' and the descriptions' masks from their queries' last layer (mask
-    logits above `threshold`)."""
+                   class_embeddings: torch.Tensor, stopwatch=NO_TIMING,
+                   rule: MaskRule = OUR_PROMPT_MASKS) -> tuple[PromptMasks, PromptMasks]:
+    """The clicked objects' and the descriptions' masks from their queries' last layer (by
+    `rule`)."""
     sp = scene.superpoints
     with stopwatch("post-processing: interactive"):
         clicks = click_prompt_masks(
             click.masks, class_probabilities(click, class_embeddings), click.iou.sigmoid(),
-            scene.objects_of_clicks(), sp[scene.click_points], sp, threshold)
+            scene.objects_of_clicks(), sp[scene.click_points], sp, rule)
     with stopwatch("post-processing: referring"):
-        texts = prompt_masks(text, class_embeddings, sp, threshold)
+        texts = prompt_masks(text, class_embeddings, sp, rule)
     return clicks, texts
 
 
@@ -85,7 +86,7 @@ def predict_prompts_only(model: UniSeg3D | OfficialUniSeg3D, scene: SceneInput,
     last = model.decoder.decode_prompts(generic, scene.clicks(), scene.texts)[-1]
     clicks = len(scene.click_points)
     return prompt_results(last.select(slice(0, clicks)), last.select(slice(clicks, None)),
-                          scene, class_embeddings, threshold=prompt_mask_logit(model))
+                          scene, class_embeddings, rule=prompt_mask_rule(model))
 
 
 @torch.no_grad()
@@ -124,7 +125,7 @@ def predict_scene(model: UniSeg3D | OfficialUniSeg3D, scene: SceneInput,
         pan_classes, pan_ids = panoptic(semantic, inst) if ours else \
             released_panoptic(generic, logits, class_embeddings, sp, things)
     clicks, texts = prompt_results(out.part("click"), out.part("text"), scene, class_embeddings,
-                                   stopwatch, prompt_mask_logit(model))
+                                   stopwatch, prompt_mask_rule(model))
     with stopwatch("post-processing: open vocabulary"):
         open_vocab = None if open_vocab_embeddings is None else \
             find_instances(generic, open_vocab_embeddings, sp, top_k=top_k)

@@ -9,7 +9,8 @@ Instances: the top 600 (query, class) pairs (the paper's `topk_insts`) scored by
 probability x mean mask probability x predicted IoU, with per-class mask NMS. Panoptic: stuff
 points from the semantic result, things painted from confident instances in score order. Text
 queries: one mask each. Clicks: one mask per clicked object from its click queries
-(`click_objects`), with class probabilities, used to rank them for interactive AP. Open
+(`click_objects`), with class probabilities, used to rank them for interactive AP. A prompt
+query's mask follows its recipe's `MaskRule` (ours: mask logit > 0). Open
 vocabulary: the same instance path against any list of class-name embeddings.
 """
 
@@ -31,6 +32,25 @@ class Instances:
     labels: np.ndarray  # (K,) class index into the class list used
     scores: np.ndarray  # (K,)
     class_probs: np.ndarray | None = None  # (K, C) the query's class probabilities, if known
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """The superpoints a prompt query's mask covers: those whose score, the mask logit or
+    (`sigmoid`) its sigmoid, is above `threshold`, in the space the recipe compares in, so
+    that the masks are bit for bit the recipe's."""
+
+    sigmoid: bool = False
+    threshold: float = 0.0
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.sigmoid() if self.sigmoid else logits
+
+    def masks(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.scores(logits) > self.threshold
+
+
+OUR_PROMPT_MASKS = MaskRule()  # mask logit > 0
 
 
 def to_points(superpoint_values: torch.Tensor, superpoints: torch.Tensor) -> np.ndarray:
@@ -153,19 +173,23 @@ class ScenePrediction:
 
 
 def prompt_masks(pred: QueryPredictions, class_embeddings: torch.Tensor,
-                 superpoints: torch.Tensor, threshold: float = 0.0) -> PromptMasks:
-    """One mask per prompt query (mask logit > `threshold`), with its class probabilities."""
+                 superpoints: torch.Tensor, rule: MaskRule = OUR_PROMPT_MASKS) -> PromptMasks:
+    """One mask per prompt query (by `rule`), with its class probabilities."""
     probs = class_probabilities(pred, class_embeddings)
-    return PromptMasks(to_points(pred.masks > threshold, superpoints), probs.cpu().numpy(),
+    return PromptMasks(to_points(rule.masks(pred.masks), superpoints), probs.cpu().numpy(),
                        pred.iou.sigmoid().cpu().numpy())
 
 
 def click_prompt_masks(click_logits: torch.Tensor, class_probs: torch.Tensor, iou: torch.Tensor,
                        objects: torch.Tensor, click_superpoints: torch.Tensor,
-                       superpoints: torch.Tensor, threshold: float = 0.0) -> PromptMasks:
-    """One mask per clicked object from its click queries (`click_objects`); class
-    probabilities and IoU: the means over the object's positive clicks."""
-    combined = combine_clicks(click_logits, objects, click_superpoints, threshold)
+                       superpoints: torch.Tensor, rule: MaskRule = OUR_PROMPT_MASKS
+                       ) -> PromptMasks:
+    """One mask per clicked object from its click queries' mask logits (`click_objects`, in
+    `rule`'s space): with one positive click per object and no negative click, each click
+    query's own mask by `rule`; class probabilities and IoU: the means over the object's
+    positive clicks."""
+    combined = combine_clicks(rule.scores(click_logits), objects, click_superpoints,
+                              rule.threshold)
     return PromptMasks(to_points(combined.masks, superpoints),
                        per_object_mean(class_probs, objects).cpu().numpy(),
                        per_object_mean(iou, objects).cpu().numpy(),

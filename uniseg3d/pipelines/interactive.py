@@ -8,9 +8,11 @@ deepest point (the point farthest from anything outside it), each next one at th
 of the deepest error region (`datasets.corrective_clicks`), labelled as the ground truth there
 (background = a negative click), `evaluate.protocol_clicks` (20) clicks at most. Multi-object
 mode: every object clicked at its deepest point first, then one click per round in the deepest
-error region among all objects and background, up to 20 clicks per object. Errors inside a
-clicked superpoint cannot be corrected by another click there and are left out of the click
-placement (`model.corrective`); every IoU is on the full-resolution points. The scores
+error region among all objects and background, up to 20 clicks per object. The first round
+is the paper's one-click task: each object's mask is its click query's own (where the masks
+of several objects overlap, a point goes to the higher score). Errors inside a correction's
+superpoint cannot be corrected by another click there and are left out of the click placement
+(`model.corrective`); every IoU is on the full-resolution points. The scores
 (NoC@50/65/80/85/90, IoU@1/3/5/10/15, the mean IoU after each click) come from
 `metrics.interactive`.
 """
@@ -31,7 +33,7 @@ from uniseg3d.datasets.loader import Sample, clickable_instances
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.metrics.interactive import (iou_at, multi_object_clicks, object_ious, summarise,
                                           summarise_per_scene)
-from uniseg3d.model.corrective import clicked_labels, with_clicks
+from uniseg3d.model.corrective import clicked_labels, forced_points, with_clicks
 from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.text_encoder import EncodedTexts
 from uniseg3d.model.uniseg3d import UniSeg3D
@@ -58,11 +60,13 @@ class ClickLoop:
                                 np.asarray(instances))
         return clicked_labels(self.model, inputs, self.features, self.generic)
 
-    def correctable(self, gt: np.ndarray, pred: np.ndarray, points: list[int]) -> np.ndarray:
-        """`pred` with the clicked superpoints' points taken as right (no click changes
-        them)."""
+    def correctable(self, gt: np.ndarray, pred: np.ndarray, points: list[int],
+                    instances: list[int]) -> np.ndarray:
+        """`pred` with the forced superpoints' points (the corrections' clicks) taken as
+        right: no click changes them."""
         superpoints = self.sample.scene.superpoints
-        return np.where(np.isin(superpoints, superpoints[points]), gt, pred)
+        forced = superpoints[forced_points(points, instances)]
+        return np.where(np.isin(superpoints, forced), gt, pred)
 
 
 def click_run(loop: ClickLoop, gt: np.ndarray, points: list[int], instances: list[int],
@@ -76,7 +80,8 @@ def click_run(loop: ClickLoop, gt: np.ndarray, points: list[int], instances: lis
         scores.append(float(score(pred)))
         if len(scores) == rounds:
             return scores
-        click = next_click(scene.coords, gt, loop.correctable(gt, pred, points), tree=loop.tree)
+        click = next_click(scene.coords, gt, loop.correctable(gt, pred, points, instances),
+                           tree=loop.tree)
         if click is None:
             return scores + [scores[-1]] * (rounds - len(scores))
         points.append(click.point)

@@ -5,13 +5,16 @@ Per-vertex properties (int32, -1 = none): `label` (semantic, instance, panoptic:
 class index, 0 = wall ... 19 = other furniture; open_vocabulary: the index into the class
 list), `instance` (instance, panoptic, open_vocabulary: the instance id, the row of its mask in
 `predictions.npz`), `mask` (interactive: the clicked object the vertex goes to, where the
-objects' masks overlap the one of the highest logit; referring: the description whose mask
-covers the vertex, the later one where two overlap, as the colours show).
+objects' masks overlap the one of the highest score, as the colours show; referring: the
+description whose mask covers the vertex, the later one where two overlap, as the colours
+show), and in the interactive PLY `object_<k>` (1 where clicked object k's own mask covers the
+vertex, else 0; the masks may overlap).
 
 Clicks: `--click X,Y,Z` starts an object, `--click X,Y,Z@K` adds a click to object K (0 = the
 first object), `--negative X,Y,Z` marks background; an object's click queries are combined into
-its mask (`uniseg3d.model.click_objects`). `predictions.npz`'s `click_masks` are the objects'
-own masks, which may overlap.
+its mask (`uniseg3d.model.click_objects`: with one click per object and no negative click, each
+object's mask is its click query's own, as the paper's task). `predictions.npz`'s
+`click_masks` are the objects' own masks, which may overlap.
 
 Superpoints come from the mesh segmentator when the file has faces; a bare point cloud is
 grouped by a voxel grid instead (`POINT_CLOUD_SUPERPOINT_VOXEL`). Clicks must lie on the scan
@@ -260,9 +263,10 @@ def task_layer(task: str, prediction: ScenePrediction, arrays: dict[str, np.ndar
         return (panoptic_colors(prediction.panoptic_classes, prediction.panoptic_ids),
                 {"label": prediction.panoptic_classes, "instance": prediction.panoptic_ids})
     if task == "interactive":  # each point in the object it went to (`PromptMasks.labels`)
-        labels = prediction.clicks.labels
-        assigned = labels[None, :] == np.arange(len(arrays["click_masks"]))[:, None]
-        return color_masks(assigned, base_colors), {"mask": labels}
+        labels, masks = prediction.clicks.labels, arrays["click_masks"]
+        assigned = labels[None, :] == np.arange(len(masks))[:, None]
+        own = {f"object_{k}": mask for k, mask in enumerate(masks)}
+        return color_masks(assigned, base_colors), {"mask": labels, **own}
     if task == "referring":
         masks = arrays["text_masks"]
         return color_masks(masks, base_colors), {"mask": mask_index(masks, n)}

@@ -19,17 +19,16 @@ from its click queries, `model.click_objects`).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from uniseg3d.model.official.decoder import OfficialPredictions
-from uniseg3d.model.postprocess import Instances, PromptMasks, click_prompt_masks, to_points
+from uniseg3d.model.postprocess import (Instances, MaskRule, PromptMasks, click_prompt_masks,
+                                        to_points)
 
 TOP_K = 600
 MASK_THRESHOLD = 0.4  # sp_score_thr
-MASK_LOGIT = math.log(MASK_THRESHOLD / (1 - MASK_THRESHOLD))  # the same, as a mask logit
+RELEASED_PROMPT_MASKS = MaskRule(sigmoid=True, threshold=MASK_THRESHOLD)  # sigmoid > 0.4
 MIN_POINTS = 100  # npoint_thr: masks of more points are kept
 PANOPTIC_SCORE = 0.5  # pan_score_thr
 STUFF = (0, 1)  # wall, floor
@@ -156,7 +155,7 @@ def prompt_class_probs(pred: OfficialPredictions, prototypes: torch.Tensor) -> t
 def prompt_masks(pred: OfficialPredictions, prototypes: torch.Tensor, superpoints: torch.Tensor
                  ) -> PromptMasks:
     """One mask per prompt query, with its class probabilities."""
-    masks = to_points(pred.masks.sigmoid() > MASK_THRESHOLD, superpoints)
+    masks = to_points(RELEASED_PROMPT_MASKS.masks(pred.masks), superpoints)
     return PromptMasks(masks, prompt_class_probs(pred, prototypes).cpu().numpy(),
                        pred.iou.cpu().numpy())
 
@@ -164,8 +163,9 @@ def prompt_masks(pred: OfficialPredictions, prototypes: torch.Tensor, superpoint
 def click_objects_masks(pred: OfficialPredictions, prototypes: torch.Tensor,
                         objects: torch.Tensor, click_superpoints: torch.Tensor,
                         superpoints: torch.Tensor) -> PromptMasks:
-    """One mask per clicked object, its click queries combined (`model.click_objects`; the
-    official code has one click per object: several, and negative clicks, are our
-    training-free extension), at the official mask threshold."""
+    """One mask per clicked object, its click queries combined (`model.click_objects`) at the
+    released sigmoid > 0.4: with one click per object, as the released code has it, each
+    click query's own mask; several clicks and negative clicks are our training-free
+    extension."""
     return click_prompt_masks(pred.masks, prompt_class_probs(pred, prototypes), pred.iou,
-                              objects, click_superpoints, superpoints, MASK_LOGIT)
+                              objects, click_superpoints, superpoints, RELEASED_PROMPT_MASKS)
