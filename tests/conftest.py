@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from ground_truth import write_evaluation_data  # noqa: E402
+from official_files import write_and_import_released  # noqa: E402
 from scannet_files import write_label_map, write_scannet_scene  # noqa: E402
 from uniseg3d.config import Params  # noqa: E402
 from uniseg3d.datasets.labels import read_label_map  # noqa: E402
@@ -49,3 +50,10 @@ def trained_scan(tmp_path_factory) -> tuple[Path, Path]:
         train=dataclasses.replace(params.train, out=str(root / "run"), epochs=1, val_scenes=None))
     result = train(params, train_scenes=[scene], progress=False)
     return scene_files(scene_dir)["mesh"], result.last
+
+
+@pytest.fixture(scope="session")
+def released(tmp_path_factory) -> dict:
+    """A released UniSeg3D checkpoint and class embeddings (random weights, the released
+    layout and shapes) and their `import-official` result: {root, state, prototypes, out}."""
+    return write_and_import_released(tmp_path_factory.mktemp("official"))

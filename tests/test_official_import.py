@@ -3,14 +3,13 @@ model's 626 keys with its shape (the manifest in tests/data, taken from the offi
 dk-liang/UniSeg3D c272954) in an mmengine checkpoint beside its metadata, random weights. It
 converts strictly and loads into the official model; missing, extra and mis-shaped keys fail
 naming them; a checkpoint that pickles code is refused without running it; `predict` and
-`evaluate` run on the imported checkpoint."""
+`evaluate` run on the imported checkpoint (`tests/official_files.py`; the `released` fixture:
+conftest)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import sys
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 import torch
 from plyfile import PlyData
 
+from official_files import RELEASED_PROTOTYPES, manifest
 from uniseg3d.cli import main
 from uniseg3d.config import EvaluateConfig, ModelConfig, Params
 from uniseg3d.model.official.checkpoint import (OfficialCheckpointError, convert_state_dict,
@@ -27,77 +27,6 @@ from uniseg3d.model.official.network import OfficialUniSeg3D
 from uniseg3d.palette import SCANNET20_COLORS
 from uniseg3d.pipelines.evaluate import run_evaluate
 from uniseg3d.pipelines.train import load_trained_model
-
-MANIFEST = Path(__file__).parent / "data" / "official_state_dict.tsv"
-HISTORY_BUFFER = """
-import numpy as np
-
-
-class HistoryBuffer:
-    def __init__(self):
-        self._log_history = np.array([0.5, 0.25])
-        self._count_history = np.array([1, 1])
-        self.max_length = 1000000
-"""
-
-
-def manifest() -> list[tuple[str, tuple[int, ...], str]]:
-    rows = [line.rstrip("\n").split("\t") for line in MANIFEST.read_text().splitlines()
-            if not line.startswith("#")][1:]
-    return [(key, () if shape == "scalar" else tuple(int(s) for s in shape.split("x")), dtype)
-            for key, shape, dtype in rows]
-
-
-def random_state_dict(seed: int = 0) -> OrderedDict:
-    g = torch.Generator().manual_seed(seed)
-    state = OrderedDict()
-    for key, shape, dtype in manifest():
-        if dtype == "int64":
-            state[key] = torch.zeros(shape, dtype=torch.int64)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=g) + 0.5
-        elif key.endswith("text_attn_mask"):
-            state[key] = torch.full(shape, float("-inf")).triu(1)
-        else:
-            state[key] = torch.randn(shape, generator=g) * 0.05
-    return state
-
-
-def save_mmengine_checkpoint(root: Path, path: Path, state: OrderedDict) -> None:
-    """An mmengine checkpoint: `meta`, `state_dict` and a `message_hub` holding a
-    `HistoryBuffer` of mmengine's module path, as mmengine pickles it. The module exists only
-    while saving, so loading must not need it."""
-    package = root / "fake_site" / "mmengine" / "logging"
-    package.mkdir(parents=True)
-    (package.parent / "__init__.py").write_text("")
-    (package / "__init__.py").write_text("")
-    (package / "history_buffer.py").write_text(HISTORY_BUFFER)
-    sys.path.insert(0, str(root / "fake_site"))
-    try:
-        from mmengine.logging.history_buffer import HistoryBuffer
-
-        hub = {"log_scalars": {"train/loss": HistoryBuffer()}, "runtime_info": {"epoch": 512}}
-        torch.save({"meta": {"epoch": 512, "mmengine_version": "0.10.3",
-                             "dataset_meta": {"classes": ("wall", "floor")}},
-                    "state_dict": state, "message_hub": hub}, path)
-    finally:
-        sys.path.remove(str(root / "fake_site"))
-        for name in [n for n in sys.modules if n.startswith("mmengine")]:
-            del sys.modules[name]
-
-
-@pytest.fixture(scope="module")
-def released(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("official")
-    state = random_state_dict()
-    save_mmengine_checkpoint(root, root / "model_best.pth", state)
-    prototypes = torch.nn.functional.normalize(
-        torch.randn(20, 3, 768, generator=torch.Generator().manual_seed(1)), dim=-1)
-    torch.save(prototypes, root / "scannet_cls_embedding.pth")
-    out = root / "official.pt"
-    assert main(["import-official", str(root / "model_best.pth"), "--class-embeddings",
-                 str(root / "scannet_cls_embedding.pth"), "--out", str(out)]) == 0
-    return {"root": root, "state": state, "prototypes": prototypes, "out": out}
 
 
 def test_released_layout_converts_strictly_and_loads(released):
@@ -111,6 +40,7 @@ def test_released_layout_converts_strictly_and_loads(released):
             continue
         assert torch.equal(ours[official_key(key)], value), key
     torch.testing.assert_close(prototypes, released["prototypes"])
+    assert tuple(prototypes.shape) == RELEASED_PROTOTYPES and prototypes.dtype == torch.float32
     saved = torch.load(released["out"], weights_only=True)
     assert saved["recipe"] == "official" and saved["text_model"] == "convnext_large_d_320"
     assert torch.equal(saved["criterion"]["contrastive_criterion.logit_scale"],

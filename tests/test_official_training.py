@@ -16,7 +16,7 @@ import torch
 
 from resume import interrupted_then_resumed
 from scannet_files import described_scenes
-from test_official_import import random_state_dict, save_mmengine_checkpoint
+from official_files import random_state_dict, save_mmengine_checkpoint
 from uniseg3d.cli import main
 from uniseg3d.config import ModelConfig, Params
 from uniseg3d.datasets.loader import make_sample

@@ -198,7 +198,7 @@ def cmd_import_official(args: argparse.Namespace) -> int:
 
     try:
         summary = import_official(args.checkpoint, args.class_embeddings, args.out,
-                                  args.text_model)
+                                  args.text_model, args.spconv_layout)
     except OfficialCheckpointError as error:
         log.error("%s", error)
         return 2
@@ -457,13 +457,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "key is an error listing them), and writes a uniseg3d checkpoint that "
                     "predict, evaluate and bench load (evaluate.checkpoint / --checkpoint). "
                     "The frozen CLIP text tower inside the checkpoint is kept, so referring "
-                    "needs no other download.")
+                    "needs no other download. Sparse convolution weights are read in any "
+                    "spconv layout ([out,k,k,k,in] of spconv >= 2.2, [k,k,k,in,out] of "
+                    "spconv 1.x-2.1, ...), found from their shapes and said in the log.")
     import_official.add_argument("checkpoint", help="the official .pth checkpoint")
     import_official.add_argument("--class-embeddings", required=True, metavar="PTH",
                                  help="scannet_cls_embedding.pth: the CLIP class prototypes")
     import_official.add_argument("--out", required=True, help="the uniseg3d checkpoint to write")
     import_official.add_argument("--text-model", default="convnext_large_d_320",
                                  help="open_clip name of the text tower (default: %(default)s)")
+    import_official.add_argument("--spconv-layout", metavar="AXES",
+                                 help="the file's convolution weight layout, e.g. k,k,k,in,out, "
+                                 "when its shapes cannot decide it (default: found from them)")
     import_official.set_defaults(func=cmd_import_official)
 
     serve_verb = verbs.add_parser(

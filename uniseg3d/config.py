@@ -261,6 +261,8 @@ class TrainConfig:
     threads: int = 2
     fine_tune_epochs: int = 0  # > 0: a second stage from the best checkpoint at lr, wd x 0.001
     init_backbone: str | None = None  # official: the released sstnet_scannet.pth backbone
+    init_backbone_layout: str | None = None  # its spconv weight layout, e.g. k,k,k,in,out;
+    #                                          null: found from the weights' shapes
     pseudo_masks: str | None = None  # official: the data-info pkl with SAM3D pseudo masks
     best_by: str = "loss"  # best.pt: lowest validation loss (ours) | metrics: the official
     #                        hook's best all_ap / miou / pq (pipelines/validation.py)

@@ -2,7 +2,8 @@
 
 Reads the mmengine checkpoint (`model_best.pth`, `model_best_2.pth`) and the class embeddings
 (`scannet_cls_embedding.pth`) without running pickled code, maps every key onto the `official`
-recipe's modules strictly (`uniseg3d.model.official.checkpoint`), and writes one file that
+recipe's modules strictly (`uniseg3d.model.official.checkpoint`; sparse convolution weights
+from the file's spconv layout, `conv_layout`), and writes one file that
 `predict`, `evaluate`, `bench` and the other verbs load as they load a trained one: the model
 state (the frozen CLIP text tower included, so referring needs no other download; the class
 prototypes as a buffer), the model dimensions, the text model's name, and the training-only
@@ -38,8 +39,10 @@ def sha256(path: Path) -> str:
 
 
 def import_official(checkpoint: str | Path, class_embeddings: str | Path, out: str | Path,
-                    text_model: str = PAPER_TEXT_MODEL) -> dict:
-    """Convert; returns a summary (keys, parameters, seconds, sources)."""
+                    text_model: str = PAPER_TEXT_MODEL, spconv_layout: str | None = None
+                    ) -> dict:
+    """Convert; returns a summary (keys, parameters, seconds, sources); `spconv_layout`
+    names the file's convolution weight layout where the shapes cannot decide it."""
     checkpoint, class_embeddings, out = Path(checkpoint), Path(class_embeddings), Path(out)
     start = time.perf_counter()
     official = official_state_dict(read_official_checkpoint(checkpoint), checkpoint)
@@ -48,7 +51,7 @@ def import_official(checkpoint: str | Path, class_embeddings: str | Path, out: s
     config = ModelConfig()  # the paper's dimensions: the released model's
     with torch.device("meta"):  # shapes only: no memory, no random initialisation
         expected = OfficialUniSeg3D(config, text_model, prototypes.shape[1]).state_dict()
-    model_state, criterion_state = convert_state_dict(official, expected)
+    model_state, criterion_state = convert_state_dict(official, expected, spconv_layout)
     model_state[PROTOTYPES_KEY] = prototypes
     state = {"recipe": "official", "model": model_state, "criterion": criterion_state,
              "model_config": json.dumps(asdict(config)), "text_model": text_model,

@@ -20,7 +20,9 @@ seeded random initialisation (said in the log: its text queries and class protot
 carry no language). The fixed class prototypes are the tower's embeddings of the 20 class
 names. `train.init_backbone` loads the released SSTNet backbone (`sstnet_scannet.pth`, the
 config's `load_from`) with the importer's code-free reading: every backbone tensor must be in
-the file with its shape, other keys are ignored. `train.pseudo_masks` names the data-info pkl
+the file with its shape, other keys are ignored; convolution weights come from the file's
+spconv layout (SSTNet's is `[k,k,k,in,out]`), found from the shapes or named by
+`train.init_backbone_layout`. `train.pseudo_masks` names the data-info pkl
 whose SAM3D pseudo masks the losses use; without it they are left out, said in the log.
 """
 
@@ -39,8 +41,9 @@ from uniseg3d.datasets.loader import Sample, make_sample
 from uniseg3d.datasets.official_info import read_pseudo_masks
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.model.inputs import scene_input
-from uniseg3d.model.official.checkpoint import (OfficialCheckpointError, official_key,
-                                                official_state_dict, read_official_checkpoint)
+from uniseg3d.model.official.checkpoint import (OfficialCheckpointError, native_layout,
+                                                official_key, official_state_dict,
+                                                read_official_checkpoint)
 from uniseg3d.model.official.criterion import OfficialCriterion
 from uniseg3d.model.official.language import OfficialTextEncoder, load_open_clip_text
 from uniseg3d.model.official.network import OfficialUniSeg3D
@@ -76,12 +79,16 @@ def official_training(params: Params) -> Params:
                    train=replace(params.train, **OFFICIAL_TRAIN))
 
 
-def init_backbone(model: OfficialUniSeg3D, checkpoint: str | Path) -> int:
+def init_backbone(model: OfficialUniSeg3D, checkpoint: str | Path, layout: str | None = None
+                  ) -> int:
     """Load every backbone tensor of `model` from a released checkpoint (SSTNet's or
-    UniSeg3D's); returns how many were loaded."""
+    UniSeg3D's), its convolution weights from the file's spconv layout (found from the shapes,
+    or `layout` when named); returns how many were loaded."""
     official = official_state_dict(read_official_checkpoint(checkpoint), checkpoint)
     ours = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
-    found = {official_key(k): v for k, v in official.items()}
+    inverse = {official_key(k): k for k in official}
+    found = native_layout({official_key(k): v for k, v in official.items()}, ours, layout,
+                          inverse.get)
     missing = sorted(k for k in ours if k not in found)
     shaped = sorted(k for k in ours if k in found and found[k].shape != ours[k].shape)
     if missing or shaped:
@@ -112,7 +119,7 @@ def build_official(params: Params, class_names: list[str], device: str = "cpu"
     with torch.no_grad():
         model.class_prototypes.copy_(encoder.encode(class_names)[:, None])
     if params.train.init_backbone:
-        init_backbone(model, params.train.init_backbone)
+        init_backbone(model, params.train.init_backbone, params.train.init_backbone_layout)
     return model.to(device), encoder
 
 

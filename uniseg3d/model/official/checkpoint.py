@@ -11,14 +11,16 @@ before anything is unpickled.
 `official_key` renames a state-dict key of the released model to ours: the backbone's blocks
 (`unet.*`, `input_conv`, `output_layer`) live in the shared `SparseUNet` under other names;
 `decoder.*`, `lang.*`, `type_embedding`, `pred_iou_proj` keep theirs. `convert_state_dict`
-maps every key, checks the result against the model's own state dict (missing, unexpected and
-mis-shaped keys are one error listing them all) and returns the training-only entries (the
-contrastive criterion's learnable scale) separately.
+maps every key, brings the sparse convolution weights from the file's spconv layout to ours
+(`conv_layout`: found from the shapes, or named), checks the result against the model's own
+state dict (missing, unexpected and mis-shaped keys are one error listing them all) and returns
+the training-only entries (the contrastive criterion's learnable scale) separately.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +28,12 @@ import torch
 
 from uniseg3d.config import ModelConfig
 from uniseg3d.datasets.official_info import is_numpy_data, numpy_global
+from uniseg3d.model.official.conv_layout import ConvLayoutError, to_native
 from uniseg3d.model.official.language import OfficialTextEncoder
 from uniseg3d.model.official.network import OfficialUniSeg3D
 from uniseg3d.model.text_encoder import CachedTextEncoder
+
+log = logging.getLogger(__name__)
 
 CRITERION_PREFIX = "criterion."
 PROTOTYPES_KEY = "class_prototypes"
@@ -163,10 +168,26 @@ def class_prototypes(path: str | Path, classes: int, embed_dim: int) -> torch.Te
     return (value if value.dim() == 3 else value[:, None]).float()
 
 
-def convert_state_dict(official: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
+def native_layout(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                  layout: str | None = None, label=str) -> dict[str, torch.Tensor]:
+    """`state` (our keys) with its convolution weights in our spconv layout (`conv_layout`:
+    the file's found from the shapes, or `layout` when named); the layout found is logged;
+    `label(key)` names a key in messages."""
+    try:
+        state, finding = to_native(state, expected, layout, label)
+    except ConvLayoutError as error:
+        raise OfficialCheckpointError(str(error)) from None
+    if finding is not None:
+        log.info("%s", finding.describe())
+    return state
+
+
+def convert_state_dict(official: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                       layout: str | None = None
                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(model state, criterion state): every official key mapped onto `expected` (the official
-    model's state dict, minus the class prototypes), strictly."""
+    model's state dict, minus the class prototypes), convolution weights in our layout
+    (`layout`: the file's spconv layout, when it cannot be found from the shapes), strictly."""
     model, criterion = {}, {}
     for key, value in official.items():
         if key.startswith(CRITERION_PREFIX):
@@ -175,6 +196,7 @@ def convert_state_dict(official: dict[str, torch.Tensor], expected: dict[str, to
             model[official_key(key)] = value
     wanted = {k: v for k, v in expected.items() if k != PROTOTYPES_KEY}
     inverse = {official_key(k): k for k in official}
+    model = native_layout(model, wanted, layout, inverse.get)
     problems = [f"missing: {k}" for k in sorted(set(wanted) - set(model))]
     problems += [f"unexpected: {inverse[k]}" for k in sorted(set(model) - set(wanted))]
     problems += [f"shape of {inverse[k]}: {tuple(model[k].shape)}, expected "
