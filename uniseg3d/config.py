@@ -67,7 +67,7 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class ModelSwitches:
-    """The `ours` model's departures from the released code, each on by default (README:
+    """The `ours` model's departures from the released code, each on by default (docs:
     departures); the `official` model has none of them."""
 
     position_memory: bool = True  # Fourier centroid codes in the memory and click queries
@@ -117,7 +117,7 @@ RECIPES = ("ours", "official")
 
 @dataclass(frozen=True)
 class ModelSection:
-    recipe: str = "ours"  # ours (our model, README) | official (UniSeg3D's released code)
+    recipe: str = "ours"  # ours (our model, docs) | official (UniSeg3D's released code)
     config: str = "tiny"  # which of the two below is used
     tiny: ModelConfig = TINY_MODEL
     paper: ModelConfig = field(default_factory=ModelConfig)
