@@ -148,10 +148,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from uniseg3d.benchmarks.leaderboard import write_evaluation_leaderboards
+    from uniseg3d.model.precision import PrecisionError, check_precision
     from uniseg3d.pipelines.evaluate import run_evaluate
 
     params = load_params(args.params)
-    metrics = run_evaluate(params, device=args.device)
+    try:
+        check_precision(args.precision, args.device)
+    except PrecisionError as error:
+        log.error("%s", error)
+        return 2
+    metrics = run_evaluate(params, device=args.device, precision=args.precision)
     write_evaluation_leaderboards(metrics, params.evaluate.out)
     headline = {task: {k: v for k, v in section.items() if not isinstance(v, dict)}
                 for task, section in metrics.items() if isinstance(section, dict)
@@ -173,6 +179,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from uniseg3d.model.precision import PrecisionError
     from uniseg3d.pipelines.predict import (PredictRequest, PromptError, parse_click,
                                             parse_negative, run_predict)
 
@@ -183,9 +190,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             mesh=Path(args.scan), checkpoint=Path(args.checkpoint), out=Path(args.out),
             clicks=clicks, texts=tuple(args.text),
             classes=tuple(c.strip() for c in args.classes.split(",") if c.strip())
-            if args.classes else ())
+            if args.classes else (), precision=args.precision)
         summary = run_predict(request, device=args.device)
-    except PromptError as error:
+    except (PromptError, PrecisionError) as error:
         log.error("%s", error)
         return 2
     print(json.dumps({k: summary[k] for k in ("points", "superpoints", "files")}, indent=2))
@@ -207,6 +214,7 @@ def cmd_import_official(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from uniseg3d.model.precision import PrecisionError, check_precision, set_precision
     from uniseg3d.pipelines.train import load_trained_model
     from uniseg3d.serve.app import ServeOptions, serve
     from uniseg3d.serve.session import Model
@@ -217,8 +225,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if missing:
         log.error("no such scan: %s", ", ".join(missing))
         return 2
+    try:
+        check_precision(args.precision, args.device)
+    except PrecisionError as error:
+        log.error("%s", error)
+        return 2
     model, encoder, classes = load_trained_model(args.checkpoint or params.evaluate.checkpoint,
                                                  args.device)
+    set_precision(model, args.precision, args.device)
     options = ServeOptions(host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
                            k_thresh=params.superpoints.k_thresh,
                            min_verts=params.superpoints.min_verts)
@@ -295,6 +309,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = bench_model(params, args.points, args.repeats, args.train_steps)
     _write_json(result, args.out or f"benchmarks/{args.target}.json")
     return 0
+
+
+def add_precision(verb: argparse.ArgumentParser) -> None:
+    verb.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                      help="the sparse backbone's precision: bf16 or fp16 autocast on a CUDA "
+                      "device (the decoder and post-processing stay fp32); a CPU runs fp32 "
+                      "only (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -406,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "against the paper's numbers and the predictions in the ScanNet "
                     "submission format to evaluate.out.")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    add_precision(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     report = verbs.add_parser(
@@ -446,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: the 20 ScanNet classes)")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    add_precision(predict)
     predict.set_defaults(func=cmd_predict)
 
     import_official = verbs.add_parser(
@@ -495,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_verb.add_argument("--max-upload-mb", type=_positive_float, default=200.0,
                             help="largest upload accepted (default: %(default)s)")
     serve_verb.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    add_precision(serve_verb)
     serve_verb.set_defaults(func=cmd_serve)
 
     evaluate_predictions = verbs.add_parser(

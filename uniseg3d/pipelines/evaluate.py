@@ -45,6 +45,7 @@ from uniseg3d.metrics.tasks import (
     replica_subsets, replica_vocabulary)
 from uniseg3d.model.inference import ScenePrediction, predict_scene
 from uniseg3d.model.inputs import scene_input
+from uniseg3d.model.precision import set_precision
 from uniseg3d.model.text_encoder import CachedTextEncoder, class_embeddings
 from uniseg3d.model.uniseg3d import UniSeg3D
 from uniseg3d.pipelines.interactive import evaluate_protocol
@@ -170,15 +171,18 @@ def write_outputs(out: Path, metrics: dict, results: dict[str, dict],
     table.to_csv(out / PER_CLASS_FILE.format("open_vocab"), index=False)
 
 
-def run_evaluate(params: Params, progress: bool = True, device: str = "cpu") -> dict:
-    """Evaluate `evaluate.checkpoint` on every task; write the stage outputs; return the metrics
-    (the content of `metrics.json`)."""
+def run_evaluate(params: Params, progress: bool = True, device: str = "cpu",
+                 precision: str = "fp32") -> dict:
+    """Evaluate `evaluate.checkpoint` on every task (`precision`: the backbone's,
+    `uniseg3d.model.precision`); write the stage outputs; return the metrics (the content of
+    `metrics.json`)."""
     cfg = params.evaluate
     start = time.perf_counter()
     torch.set_num_threads(params.train.threads)
     out = Path(cfg.out)
     shutil.rmtree(out / PREDICTIONS_DIR, ignore_errors=True)  # no stale scenes in the folders
     predictor = Predictor(*load_trained_model(cfg.checkpoint, device), device=device)
+    set_precision(predictor.model, precision, device)
     tasks = evaluate_scannet(predictor, params, out, progress)
     scannet_seconds = predictor.seconds
     results = tasks.evaluate()
