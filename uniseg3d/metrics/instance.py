@@ -18,8 +18,11 @@ Semantics of the official script, kept to the last digit:
   numbers are `np.nanmean` over the class x overlap table, as the script indexes it.
 
 Where the script would crash (ground truth and predictions of a class, but every prediction
-ignored) the AP is 0, as in mmdet3d's port. Scenes are reduced to small per-scene tables one at a
-time, so `gts` / `preds` may be generators over a whole benchmark.
+ignored) the AP is 0, as in mmdet3d's port. Scenes are reduced one at a time to their match
+tables (`instance_scene_stats`: every detection at every overlap, scored and marked TP or not,
+and the GT / prediction counts per class; the script's assignment never crosses scenes), so
+`gts` / `preds` may be generators over a whole benchmark, and the AP of any resample of the
+scenes is the AP of their pooled tables (`ap_table` with scene weights).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from uniseg3d.datasets.classes import scannet20
+from uniseg3d.metrics.scene_stats import (
+    SceneStats, concatenate, default_ids, first_row, one_scene)
 from uniseg3d.metrics.semantic import class_index, nanmean
 
 OVERLAPS = np.append(np.arange(0.5, 0.95, 0.05), 0.25)
@@ -113,20 +118,6 @@ def _scene_tables(gt: InstanceGT, pred: InstancePredictions, class_ids: Sequence
                    pair_gt, pair_pred, pair_inter)
 
 
-def _concatenate(scenes: list[_Tables]) -> _Tables:
-    gt_offset = np.cumsum([0] + [len(s.gt_class) for s in scenes[:-1]])
-    pred_offset = np.cumsum([0] + [len(s.pred_class) for s in scenes[:-1]])
-
-    def join(name: str, offsets: np.ndarray | None = None) -> np.ndarray:
-        parts = [getattr(s, name) + (0 if offsets is None else offsets[i])
-                 for i, s in enumerate(scenes)]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-    return _Tables(join("gt_class"), join("gt_size"), join("pred_class"), join("pred_size"),
-                   join("pred_score"), join("pred_ignore"),
-                   join("pair_gt", gt_offset), join("pair_pred", pred_offset), join("pair_inter"))
-
-
 def _greedy(pair_gt: np.ndarray, pair_pred: np.ndarray, scores: np.ndarray
             ) -> tuple[list[int], list[float], list[int], list[float]]:
     """The script's assignment over matching (GT, prediction) pairs in (GT, prediction) order:
@@ -150,30 +141,13 @@ def _greedy(pair_gt: np.ndarray, pair_pred: np.ndarray, scores: np.ndarray
     return tp_gt, tp_score, dup_gt, dup_score
 
 
-def average_precision(y_true: np.ndarray, y_score: np.ndarray, hard_false_negatives: int
-                      ) -> float:
-    """The script's area under the precision/recall curve of scored detections (1 = TP)."""
-    order = np.argsort(y_score)
-    cumsum = np.cumsum(np.asarray(y_true, dtype=np.float64)[order])
-    _, first = np.unique(y_score[order], return_index=True)
-    num_true = cumsum[-1] if cumsum.size else 0
-    before = np.append(cumsum, 0)[first - 1]  # true detections scored below each threshold
-    tp = num_true - before
-    fp = len(order) - first - tp
-    fn = before + hard_false_negatives
-    precision = np.append(tp / (tp + fp), 1.0)
-    recall = np.append(tp / (tp + fn), 0.0)
-    recall_for_conv = np.append(np.append(recall[0], recall), 0.0)
-    return float(np.dot(precision, np.convolve(recall_for_conv, [-0.5, 0, 0.5], "valid")))
-
-
-def _ap_table(t: _Tables, num_classes: int, min_region_size: int) -> np.ndarray:
+def _scene_detections(t: _Tables, num_classes: int, min_region_size: int) -> dict:
+    """One scene's detections at every overlap: (overlap, class, score, true) per detection,
+    with the script's per-scene assignment (a GT and its predictions belong to one scene)."""
     gt_ok = t.gt_size >= min_region_size
-    num_gt = np.bincount(t.gt_class[gt_ok], minlength=num_classes)
-    has_pred = np.bincount(t.pred_class, minlength=num_classes) > 0
     iou = t.pair_inter / (t.gt_size[t.pair_gt] + t.pred_size[t.pair_pred] - t.pair_inter)
     proportion_ignore = t.pred_ignore / np.maximum(t.pred_size, 1)
-    aps = np.where(num_gt > 0, 0.0, np.nan)[:, None].repeat(len(OVERLAPS), axis=1)
+    columns: dict[str, list[np.ndarray]] = {"overlap": [], "cls": [], "score": [], "true": []}
     for o, overlap in enumerate(OVERLAPS):
         hit = iou > overlap
         found = np.zeros(len(t.pred_class), dtype=bool)
@@ -183,49 +157,128 @@ def _ap_table(t: _Tables, num_classes: int, min_region_size: int) -> np.ndarray:
         tp_gt, tp_score, dup_gt, dup_score = _greedy(t.pair_gt[take], t.pair_pred[take],
                                                      t.pred_score)
         cls = np.concatenate([t.gt_class[tp_gt + dup_gt], t.pred_class[false_pos]])
-        true = np.concatenate([np.ones(len(tp_gt)), np.zeros(len(dup_gt) + false_pos.sum())])
-        score = np.concatenate([tp_score, dup_score, t.pred_score[false_pos]])
-        hard_fn = num_gt - np.bincount(t.gt_class[tp_gt], minlength=num_classes)
-        order = np.argsort(cls, kind="stable")
-        bounds = np.searchsorted(cls[order], np.arange(num_classes + 1))
-        for c in np.flatnonzero((num_gt > 0) & has_pred):
-            members = order[bounds[c]:bounds[c + 1]]
-            aps[c, o] = average_precision(true[members], score[members], int(hard_fn[c]))
+        columns["overlap"].append(np.full(len(cls), o, dtype=np.int64))
+        columns["cls"].append(cls.astype(np.int64))
+        columns["score"].append(np.concatenate([tp_score, dup_score,
+                                                t.pred_score[false_pos]]).astype(np.float64))
+        columns["true"].append(np.concatenate([np.ones(len(tp_gt), dtype=bool),
+                                               np.zeros(len(dup_gt) + false_pos.sum(), bool)]))
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+
+def instance_scene_stats(scene_id: str, gt: InstanceGT, pred: InstancePredictions,
+                         class_ids: Sequence[int], min_region_size: int = MIN_REGION_SIZE
+                         ) -> SceneStats:
+    """One scene's match table: every detection at every overlap (its class, score and
+    whether it is a true positive) and per class the GT count (of at least `min_region_size`
+    points) and the prediction count."""
+    t = _scene_tables(gt, pred, class_ids, min_region_size)
+    num = len(class_ids)
+    sums = {"gt": np.bincount(t.gt_class[t.gt_size >= min_region_size], minlength=num),
+            "pred": np.bincount(t.pred_class, minlength=num)}
+    return one_scene(scene_id, sums, {"detections": _scene_detections(t, num, min_region_size)})
+
+
+def average_precision(y_true: np.ndarray, y_score: np.ndarray, hard_false_negatives: np.ndarray,
+                      weights: np.ndarray) -> np.ndarray:
+    """The script's area under the precision/recall curve of scored detections (1 = TP), for
+    each row of `weights` (R, n): how often each detection counts (`hard_false_negatives`
+    (R,)). A detection counted 0 times leaves a point equal to a neighbour's, which the
+    integration does not change (a curve point with no detection above it is the closing
+    point: precision 1, recall 0)."""
+    order = np.argsort(y_score, kind="stable")
+    score = y_score[order]
+    weights = weights[:, order]
+    counted = np.cumsum(weights, axis=1)
+    true = np.cumsum(weights * np.asarray(y_true, dtype=np.float64)[order], axis=1)
+    first = np.flatnonzero(np.append(True, score[1:] != score[:-1])) if score.size else order
+    pad = np.zeros((len(weights), 1))
+    before = np.hstack([pad, true])[:, first]  # true detections scored below each threshold
+    num_true = true[:, -1:] if score.size else pad
+    tp = num_true - before
+    fp = (counted[:, -1:] if score.size else pad) - np.hstack([pad, counted])[:, first] - tp
+    fn = before + hard_false_negatives[:, None]
+    ones = np.ones((len(weights), 1))
+    precision = np.hstack([np.divide(tp, tp + fp, out=np.ones(tp.shape), where=tp + fp > 0),
+                           ones])
+    recall = np.hstack([tp / (tp + fn), pad])
+    padded = np.hstack([recall[:, :1], recall, pad])
+    widths = 0.5 * padded[:, :-2] - 0.5 * padded[:, 2:]
+    return np.array([np.dot(p, w) for p, w in zip(precision, widths)])
+
+
+def ap_table(stats: SceneStats, weights: np.ndarray | None = None) -> np.ndarray:
+    """(R, C, O) AP per class (`stats.meta["classes"]` order) and overlap (`OVERLAPS` order) of
+    the scenes under `weights`: the script's detections of every scene pooled per class."""
+    num_gt = stats.total("gt", weights)
+    has_pred = stats.total("pred", weights) > 0
+    counts = stats.item_weights("detections", weights)
+    d = stats.tables["detections"]
+    aps = np.where(num_gt > 0, 0.0, np.nan)[:, :, None].repeat(len(OVERLAPS), axis=2)
+    group = d["overlap"] * num_gt.shape[1] + d["cls"]
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(len(OVERLAPS) * num_gt.shape[1] + 1))
+    for o in range(len(OVERLAPS)):
+        for c in np.flatnonzero(((num_gt > 0) & has_pred).any(axis=0)):
+            members = order[bounds[o * num_gt.shape[1] + c]:bounds[o * num_gt.shape[1] + c + 1]]
+            if not members.size:
+                continue
+            rows = (num_gt[:, c] > 0) & has_pred[:, c]
+            true, w = d["true"][members], counts[rows][:, members]
+            aps[rows, c, o] = average_precision(
+                true, d["score"][members], num_gt[rows, c] - w @ true.astype(np.float64), w)
     return aps
+
+
+def instance_stats(gts: Iterable[InstanceGT], preds: Iterable[InstancePredictions],
+                   class_ids: Sequence[int], class_names: Sequence[str],
+                   min_region_size: int = MIN_REGION_SIZE, scene_ids: Iterable[str] | None = None,
+                   reduce: str = "instance") -> SceneStats:
+    """The match tables of every scene (`scene_ids` default: "0", "1", ...); scenes are
+    reduced one at a time, so `gts` / `preds` may be generators over a whole benchmark."""
+    if len(class_ids) != len(class_names):
+        raise ValueError("class_ids and class_names differ in length")
+    scenes = [instance_scene_stats(scene_id, gt, pred, class_ids, min_region_size)
+              for scene_id, (gt, pred) in zip(default_ids(scene_ids), zip(gts, preds, strict=True))]
+    return concatenate(scenes, {"reduce": reduce, "classes": list(class_names)})
 
 
 def instance_ap_table(gts: Iterable[InstanceGT], preds: Iterable[InstancePredictions],
                       class_ids: Sequence[int], min_region_size: int = MIN_REGION_SIZE
                       ) -> np.ndarray:
     """AP per class (rows, `class_ids` order) and overlap (columns, `OVERLAPS` order)."""
-    scenes = [_scene_tables(gt, pred, class_ids, min_region_size)
-              for gt, pred in zip(gts, preds, strict=True)]
-    return _ap_table(_concatenate(scenes), len(class_ids), min_region_size)
+    names = [str(c) for c in class_ids]
+    return ap_table(instance_stats(gts, preds, class_ids, names, min_region_size))[0]
 
 
 def summarize_ap(aps: np.ndarray, class_names: Sequence[str]) -> dict:
-    """AP / AP50 / AP25 overall and per class from an `instance_ap_table`, averaged with the
-    script's own indexing (so the summation order, hence the digits, are the same)."""
-    table = aps[None]
+    """AP / AP50 / AP25 overall and per class, (R,) arrays, from an (R, C, O) `ap_table`,
+    averaged with the script's own indexing (so the summation order, hence the digits, are the
+    same)."""
     o50 = np.where(np.isclose(OVERLAPS, 0.5))
     o25 = np.where(np.isclose(OVERLAPS, 0.25))
     all_but_25 = np.where(np.logical_not(np.isclose(OVERLAPS, 0.25)))
-    classes = {name: {"ap": float(np.average(table[0, i, all_but_25])),
-                      "ap50": float(np.average(table[0, i, o50])),
-                      "ap25": float(np.average(table[0, i, o25]))}
-               for i, name in enumerate(class_names)}
-    return {"ap": nanmean(table[0, :, all_but_25]), "ap50": nanmean(table[0, :, o50]),
-            "ap25": nanmean(table[0, :, o25]), "classes": classes}
+    per_class = {"ap": aps[:, :, all_but_25[0]].mean(axis=-1), "ap50": aps[:, :, o50[0][0]],
+                 "ap25": aps[:, :, o25[0][0]]}
+    overall = {key: np.array([nanmean(table[None][0, :, columns]) for table in aps])
+               for key, columns in (("ap", all_but_25), ("ap50", o50), ("ap25", o25))}
+    return {**overall, "classes": {name: {key: values[:, i] for key, values in per_class.items()}
+                                   for i, name in enumerate(class_names)}}
+
+
+def instance_scores(stats: SceneStats, weights: np.ndarray | None = None) -> dict:
+    """AP, AP50, AP25 overall and per class, (R,) arrays, of the scenes under `weights`."""
+    return summarize_ap(ap_table(stats, weights), stats.meta["classes"])
 
 
 def evaluate_instances(gts: Iterable[InstanceGT], preds: Iterable[InstancePredictions],
                        class_ids: Sequence[int], class_names: Sequence[str],
-                       min_region_size: int = MIN_REGION_SIZE) -> dict:
+                       min_region_size: int = MIN_REGION_SIZE,
+                       scene_ids: Iterable[str] | None = None) -> dict:
     """AP, AP50, AP25 overall and per class. `class_ids[i]` is the label value of
     `class_names[i]` (as the script's VALID_CLASS_IDS); other labels are void / not evaluated."""
-    if len(class_ids) != len(class_names):
-        raise ValueError("class_ids and class_names differ in length")
-    return summarize_ap(instance_ap_table(gts, preds, class_ids, min_region_size), class_names)
+    return first_row(instance_scores(instance_stats(gts, preds, class_ids, class_names,
+                                                    min_region_size, scene_ids)))
 
 
 def evaluate_scannet20_instances(gts: Iterable[InstanceGT],
