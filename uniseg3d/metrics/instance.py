@@ -215,16 +215,18 @@ def ap_table(stats: SceneStats, weights: np.ndarray | None = None) -> np.ndarray
     counts = stats.item_weights("detections", weights)
     d = stats.tables["detections"]
     aps = np.where(num_gt > 0, 0.0, np.nan)[:, :, None].repeat(len(OVERLAPS), axis=2)
-    group = d["overlap"] * num_gt.shape[1] + d["cls"]
+    num = num_gt.shape[1]
+    group = d["overlap"] * num + d["cls"]
     order = np.argsort(group, kind="stable")
-    bounds = np.searchsorted(group[order], np.arange(len(OVERLAPS) * num_gt.shape[1] + 1))
-    for o in range(len(OVERLAPS)):
-        for c in np.flatnonzero(((num_gt > 0) & has_pred).any(axis=0)):
-            members = order[bounds[o * num_gt.shape[1] + c]:bounds[o * num_gt.shape[1] + c + 1]]
+    bounds = np.searchsorted(group[order], np.arange(len(OVERLAPS) * num + 1))
+    scored = (num_gt > 0) & has_pred
+    for c in np.flatnonzero(scored.any(axis=0)):
+        rows = np.flatnonzero(scored[:, c])
+        for o in range(len(OVERLAPS)):
+            members = order[bounds[o * num + c]:bounds[o * num + c + 1]]
             if not members.size:
                 continue
-            rows = (num_gt[:, c] > 0) & has_pred[:, c]
-            true, w = d["true"][members], counts[rows][:, members]
+            true, w = d["true"][members], counts[np.ix_(rows, members)]
             aps[rows, c, o] = average_precision(
                 true, d["score"][members], num_gt[rows, c] - w @ true.astype(np.float64), w)
     return aps

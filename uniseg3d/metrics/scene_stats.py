@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from uniseg3d.datasets.scene import InputError
+
 FORMAT_VERSION = 1
 SUM_PREFIX = "sum."
 SCENE_STATS_DIR = "scene_stats"  # the folder of an evaluation's statistics, one file per task
@@ -128,13 +130,13 @@ def read_stats(path: str | Path) -> SceneStats:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a scene statistics file ({error})") from error
+        raise InputError(f"{path}: not a scene statistics file ({error})") from error
     for key in ("scene_ids", "meta"):
         if key not in arrays:
-            raise ValueError(f"{path}: field '{key}' missing from the scene statistics")
+            raise InputError(f"{path}: field '{key}' missing from the scene statistics")
     meta = json.loads(str(arrays.pop("meta")))
     if meta.pop("format", None) != FORMAT_VERSION:
-        raise ValueError(f"{path}: scene statistics format is not version {FORMAT_VERSION}")
+        raise InputError(f"{path}: scene statistics format is not version {FORMAT_VERSION}")
     ids = tuple(str(i) for i in arrays.pop("scene_ids"))
     sums = {key[len(SUM_PREFIX):]: value for key, value in arrays.items()
             if key.startswith(SUM_PREFIX)}
@@ -151,6 +153,6 @@ def read_evaluation(folder: str | Path) -> dict[str, SceneStats]:
     root = Path(folder) / SCENE_STATS_DIR
     files = sorted(root.glob("*.npz"))
     if not files:
-        raise ValueError(f"{folder}: no per-scene statistics ({root}/<task>.npz); evaluate "
+        raise InputError(f"{folder}: no per-scene statistics ({root}/<task>.npz); evaluate "
                          "the checkpoint again with `uniseg3d evaluate`")
     return {path.stem: read_stats(path) for path in files}
