@@ -242,8 +242,12 @@ def cmd_evaluate_predictions(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from uniseg3d.reports.comparison import run_compare
 
-    document = run_compare(args.evaluations, args.out, args.baseline, args.resamples,
-                           args.confidence, args.seed)
+    try:
+        document = run_compare(args.evaluations, args.out, args.baseline, args.resamples,
+                               args.confidence, args.seed)
+    except ValueError as error:  # refused: different scenes, datasets or classes; bad options
+        log.error("%s", error)
+        return 2
     significant = [f"{row['other']} {row['task']}/{row['metric']}: {row['delta']:+.4f}"
                    for row in document["metrics"] if row["significant"]]
     print("\n".join(significant) or "no difference excludes zero from its interval")

@@ -30,7 +30,7 @@ from uniseg3d.metrics.tasks import task_scores
 
 NOT_METRICS = ("classes", "count", "clicks", "objects")  # counts and per-class tables
 PER_CLASS = {"semantic": "iou", "instance": "ap"}  # per-class differences reported
-CHUNK = 250  # resamples scored at once (bounds the memory of the vectorised reductions)
+CHUNK = 1000  # resamples scored at once (bounds the memory of the vectorised reductions)
 
 Evaluation = Mapping[str, SceneStats]  # one evaluation folder: task -> statistics
 
@@ -158,25 +158,27 @@ def paired_bootstrap(sides: Sequence[Side], baseline: int = 0, resamples: int = 
 
 def check_comparable(sides: Sequence[Side]) -> None:
     """Refuse evaluations of different tasks, scene sets, datasets or label sets: an InputError
-    naming what differs (the scenes, for different scene sets)."""
-    reference = sides[0].seeds[0]
+    naming the side and what differs from the first side's first evaluation (the scenes, for
+    different scene sets)."""
+    reference, first = sides[0].seeds[0], sides[0].name
     for side in sides:
         for evaluation in side.seeds:
             if set(evaluation) != set(reference):
-                raise InputError(f"{side.name}: tasks {sorted(evaluation)} differ from "
-                                 f"{sides[0].name}'s {sorted(reference)}")
+                raise InputError(side.name, "scene_stats/<task>.npz",
+                                 f"the tasks of {first}: {sorted(reference)}",
+                                 str(sorted(evaluation)))
             for task, stats in evaluation.items():
                 other = reference[task]
                 if stats.scene_ids != other.scene_ids:
-                    only_here = sorted(set(stats.scene_ids) - set(other.scene_ids))
-                    only_there = sorted(set(other.scene_ids) - set(stats.scene_ids))
-                    raise InputError(
-                        f"{task}: {side.name} and {sides[0].name} evaluate different scenes "
-                        f"(only in {side.name}: {only_here or 'none'}; only in "
-                        f"{sides[0].name}: {only_there or 'none'}"
-                        f"{'; same scenes in another order' if not only_here + only_there else ''})")
-                for field in ("dataset", "classes", "subsets", "stuff", "max_clicks"):
-                    if stats.meta.get(field) != other.meta.get(field):
-                        raise InputError(f"{task}: {side.name} and {sides[0].name} differ in "
-                                         f"{field} ({stats.meta.get(field)!r} vs "
-                                         f"{other.meta.get(field)!r})")
+                    extra = sorted(set(stats.scene_ids) - set(other.scene_ids))
+                    missing = sorted(set(other.scene_ids) - set(stats.scene_ids))
+                    found = (f"scenes not in {first}: {extra or 'none'}; scenes of {first} "
+                             f"missing: {missing or 'none'}" if extra or missing
+                             else "the same scenes in another order")
+                    raise InputError(side.name, f"scene_stats/{task}.npz: scene_ids",
+                                     f"the scenes of {first}", found)
+                for key in ("dataset", "classes", "subsets", "stuff", "max_clicks"):
+                    if stats.meta.get(key) != other.meta.get(key):
+                        raise InputError(side.name, f"scene_stats/{task}.npz: meta.{key}",
+                                         f"{first}'s {other.meta.get(key)!r}",
+                                         repr(stats.meta.get(key)))

@@ -181,54 +181,54 @@ def instance_scene_stats(scene_id: str, gt: InstanceGT, pred: InstancePrediction
 
 def average_precision(y_true: np.ndarray, y_score: np.ndarray, hard_false_negatives: np.ndarray,
                       weights: np.ndarray) -> np.ndarray:
-    """The script's area under the precision/recall curve of scored detections (1 = TP), for
-    each row of `weights` (R, n): how often each detection counts (`hard_false_negatives`
-    (R,)). A detection counted 0 times leaves a point equal to a neighbour's, which the
-    integration does not change (a curve point with no detection above it is the closing
-    point: precision 1, recall 0)."""
-    order = np.argsort(y_score, kind="stable")
-    score = y_score[order]
-    weights = weights[:, order]
-    counted = np.cumsum(weights, axis=1)
-    true = np.cumsum(weights * np.asarray(y_true, dtype=np.float64)[order], axis=1)
-    first = np.flatnonzero(np.append(True, score[1:] != score[:-1])) if score.size else order
-    pad = np.zeros((len(weights), 1))
-    before = np.hstack([pad, true])[:, first]  # true detections scored below each threshold
-    num_true = true[:, -1:] if score.size else pad
-    tp = num_true - before
-    fp = (counted[:, -1:] if score.size else pad) - np.hstack([pad, counted])[:, first] - tp
+    """The script's area under the precision/recall curve of scored detections (1 = TP;
+    `y_score` ascending), for each row of `weights` (R, n): how often each detection counts
+    (`hard_false_negatives` (R,)). A detection counted 0 times leaves a point equal to a
+    neighbour's, which the integration does not change (a curve point with no detection above
+    it is the closing point: precision 1, recall 0). The rows' dot products are the script's
+    `np.dot` (batched `np.matmul` sums in the same order)."""
+    rows, size = weights.shape
+    true = np.asarray(y_true, dtype=bool)
+    first = np.flatnonzero(np.append(True, y_score[1:] != y_score[:-1]))
+    counted = np.zeros((rows, size + 1))
+    np.cumsum(weights, axis=1, out=counted[:, 1:])
+    true_counted = np.zeros((rows, int(true.sum()) + 1))
+    np.cumsum(weights[:, true], axis=1, out=true_counted[:, 1:])
+    before = true_counted[:, np.append(0, np.cumsum(true))[first]]  # true ones below each score
+    tp = true_counted[:, -1:] - before
+    fp = counted[:, -1:] - counted[:, first] - tp
     fn = before + hard_false_negatives[:, None]
-    ones = np.ones((len(weights), 1))
-    precision = np.hstack([np.divide(tp, tp + fp, out=np.ones(tp.shape), where=tp + fp > 0),
-                           ones])
-    recall = np.hstack([tp / (tp + fn), pad])
-    padded = np.hstack([recall[:, :1], recall, pad])
+    precision = np.ones((rows, len(first) + 1))
+    np.divide(tp, tp + fp, out=precision[:, :-1], where=tp + fp > 0)
+    recall = np.zeros((rows, len(first) + 1))
+    recall[:, :-1] = tp / (tp + fn)
+    padded = np.hstack([recall[:, :1], recall, np.zeros((rows, 1))])
     widths = 0.5 * padded[:, :-2] - 0.5 * padded[:, 2:]
-    return np.array([np.dot(p, w) for p, w in zip(precision, widths)])
+    return np.matmul(precision[:, None, :], widths[:, :, None])[:, 0, 0]
 
 
 def ap_table(stats: SceneStats, weights: np.ndarray | None = None) -> np.ndarray:
     """(R, C, O) AP per class (`stats.meta["classes"]` order) and overlap (`OVERLAPS` order) of
     the scenes under `weights`: the script's detections of every scene pooled per class."""
     num_gt = stats.total("gt", weights)
-    has_pred = stats.total("pred", weights) > 0
-    counts = stats.item_weights("detections", weights)
+    scored = (num_gt > 0) & (stats.total("pred", weights) > 0)
     d = stats.tables["detections"]
-    aps = np.where(num_gt > 0, 0.0, np.nan)[:, :, None].repeat(len(OVERLAPS), axis=2)
     num = num_gt.shape[1]
-    group = d["overlap"] * num + d["cls"]
-    order = np.argsort(group, kind="stable")
-    bounds = np.searchsorted(group[order], np.arange(len(OVERLAPS) * num + 1))
-    scored = (num_gt > 0) & has_pred
+    order = np.lexsort((d["score"], d["cls"], d["overlap"]))
+    group = (d["overlap"] * num + d["cls"])[order]
+    bounds = np.searchsorted(group, np.arange(len(OVERLAPS) * num + 1))
+    true, score, scene = d["true"][order], d["score"][order], d["scene"][order]
+    aps = np.where(num_gt > 0, 0.0, np.nan)[:, :, None].repeat(len(OVERLAPS), axis=2)
     for c in np.flatnonzero(scored.any(axis=0)):
         rows = np.flatnonzero(scored[:, c])
         for o in range(len(OVERLAPS)):
-            members = order[bounds[o * num + c]:bounds[o * num + c + 1]]
-            if not members.size:
+            members = slice(bounds[o * num + c], bounds[o * num + c + 1])
+            if members.start == members.stop:
                 continue
-            true, w = d["true"][members], counts[np.ix_(rows, members)]
+            w = np.ones((1, members.stop - members.start)) if weights is None \
+                else weights[np.ix_(rows, scene[members])]
             aps[rows, c, o] = average_precision(
-                true, d["score"][members], num_gt[rows, c] - w @ true.astype(np.float64), w)
+                true[members], score[members], num_gt[rows, c] - w @ true[members], w)
     return aps
 
 

@@ -82,9 +82,10 @@ def concatenate(scenes: Sequence[SceneStats], meta: dict) -> SceneStats:
     sums = {name: np.concatenate([s.sums[name] for s in scenes]) for name in scenes[0].sums}
     tables = {}
     for name, columns in scenes[0].tables.items():
-        tables[name] = {column: np.concatenate(
-            [s.tables[name][column] + (offsets[i] if column == "scene" else 0)
-             for i, s in enumerate(scenes)]) for column in columns}
+        tables[name] = {column: np.concatenate([s.tables[name][column] for s in scenes])
+                        for column in columns}
+        tables[name]["scene"] = np.concatenate([s.tables[name]["scene"] + offsets[i]
+                                                for i, s in enumerate(scenes)])
     return SceneStats(ids, sums, tables, meta)
 
 
@@ -130,13 +131,16 @@ def read_stats(path: str | Path) -> SceneStats:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError) as error:
-        raise InputError(f"{path}: not a scene statistics file ({error})") from error
+        raise InputError(path, "(file)", "a scene statistics .npz file",
+                         str(error)) from error
     for key in ("scene_ids", "meta"):
         if key not in arrays:
-            raise InputError(f"{path}: field '{key}' missing from the scene statistics")
+            raise InputError(path, key, "an array of the scene statistics", "none")
     meta = json.loads(str(arrays.pop("meta")))
-    if meta.pop("format", None) != FORMAT_VERSION:
-        raise InputError(f"{path}: scene statistics format is not version {FORMAT_VERSION}")
+    if meta.get("format") != FORMAT_VERSION:
+        raise InputError(path, "meta.format", f"version {FORMAT_VERSION}",
+                         str(meta.get("format")))
+    del meta["format"]
     ids = tuple(str(i) for i in arrays.pop("scene_ids"))
     sums = {key[len(SUM_PREFIX):]: value for key, value in arrays.items()
             if key.startswith(SUM_PREFIX)}
@@ -153,6 +157,6 @@ def read_evaluation(folder: str | Path) -> dict[str, SceneStats]:
     root = Path(folder) / SCENE_STATS_DIR
     files = sorted(root.glob("*.npz"))
     if not files:
-        raise InputError(f"{folder}: no per-scene statistics ({root}/<task>.npz); evaluate "
-                         "the checkpoint again with `uniseg3d evaluate`")
+        raise InputError(root, "<task>.npz", "per-scene statistics, one file per task "
+                         "(evaluate the checkpoint again with `uniseg3d evaluate`)", "none")
     return {path.stem: read_stats(path) for path in files}

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from uniseg3d.datasets.scene import InputError
 from uniseg3d.metrics.bootstrap import PER_CLASS, Side, check_comparable, paired_bootstrap
 from uniseg3d.metrics.scene_stats import read_evaluation
 from uniseg3d.reports.document import Figure, Heading, Table, Text, to_html, to_markdown
@@ -39,7 +38,7 @@ def read_side(spec: str) -> Side:
     """A side from a folder or comma-separated folders (one per seed)."""
     folders = [folder for folder in spec.split(",") if folder]
     if not folders:
-        raise InputError(f"'{spec}': expected an evaluation folder or folders joined by commas")
+        raise ValueError(f"'{spec}': expected an evaluation folder or folders joined by commas")
     return Side(spec, [read_evaluation(folder) for folder in folders])
 
 
@@ -104,10 +103,10 @@ def run_compare(specs: Sequence[str], out: str | Path, baseline: str | None = No
     """Compare the evaluations `specs` (see the module docstring) against `baseline` (default:
     the first); write the outputs to `out` and return the JSON document."""
     if len(specs) < 2:
-        raise InputError(f"expected at least two evaluations to compare, got {len(specs)}")
+        raise ValueError(f"expected at least two evaluations to compare, got {len(specs)}")
     baseline = specs[0] if baseline is None else baseline
     if baseline not in specs:
-        raise InputError(f"baseline '{baseline}' is not one of the compared sides {list(specs)}")
+        raise ValueError(f"baseline '{baseline}' is not one of the compared sides {list(specs)}")
     sides = [read_side(spec) for spec in specs]
     check_comparable(sides)
     result = paired_bootstrap(sides, list(specs).index(baseline), resamples, confidence, seed)
