@@ -179,31 +179,33 @@ def instance_scene_stats(scene_id: str, gt: InstanceGT, pred: InstancePrediction
     return one_scene(scene_id, sums, {"detections": _scene_detections(t, num, min_region_size)})
 
 
-def average_precision(y_true: np.ndarray, y_score: np.ndarray, hard_false_negatives: np.ndarray,
-                      weights: np.ndarray) -> np.ndarray:
+def average_precision(y_true: np.ndarray, y_score: np.ndarray, num_gt: np.ndarray,
+                      counts: np.ndarray) -> np.ndarray:
     """The script's area under the precision/recall curve of scored detections (1 = TP;
-    `y_score` ascending), for each row of `weights` (R, n): how often each detection counts
-    (`hard_false_negatives` (R,)). A detection counted 0 times leaves a point equal to a
-    neighbour's, which the integration does not change (a curve point with no detection above
-    it is the closing point: precision 1, recall 0). The rows' dot products are the script's
-    `np.dot` (batched `np.matmul` sums in the same order)."""
-    rows, size = weights.shape
+    `y_score` ascending) of a class with `num_gt` (R,) ground-truth instances, for each row of
+    `counts` (R, n): how often each detection counts. All counts are integers, so TP + FN =
+    `num_gt` and TP + FP = the detections at or above a score exactly, as the script's sums.
+    A detection counted 0 times leaves a point equal to a neighbour's, which the integration
+    does not change (a point with no detection above it is the closing point: precision 1,
+    recall 0). The dot products are the script's `np.dot` (batched `np.matmul` of contiguous
+    rows sums in the same order)."""
+    rows, size = counts.shape
     true = np.asarray(y_true, dtype=bool)
     first = np.flatnonzero(np.append(True, y_score[1:] != y_score[:-1]))
     counted = np.zeros((rows, size + 1))
-    np.cumsum(weights, axis=1, out=counted[:, 1:])
+    np.cumsum(counts, axis=1, out=counted[:, 1:])
     true_counted = np.zeros((rows, int(true.sum()) + 1))
-    np.cumsum(weights[:, true], axis=1, out=true_counted[:, 1:])
-    before = true_counted[:, np.append(0, np.cumsum(true))[first]]  # true ones below each score
-    tp = true_counted[:, -1:] - before
-    fp = counted[:, -1:] - counted[:, first] - tp
-    fn = before + hard_false_negatives[:, None]
+    np.cumsum(np.compress(true, counts, axis=1), axis=1, out=true_counted[:, 1:])
+    # true detections at or above each score: all of them less those below it
+    tp = true_counted[:, -1:] - np.take(true_counted, np.append(0, np.cumsum(true))[first], axis=1)
+    above = counted[:, -1:] - np.take(counted, first, axis=1)
     precision = np.ones((rows, len(first) + 1))
-    np.divide(tp, tp + fp, out=precision[:, :-1], where=tp + fp > 0)
-    recall = np.zeros((rows, len(first) + 1))
-    recall[:, :-1] = tp / (tp + fn)
-    padded = np.hstack([recall[:, :1], recall, np.zeros((rows, 1))])
-    widths = 0.5 * padded[:, :-2] - 0.5 * padded[:, 2:]
+    np.divide(tp, above, out=precision[:, :-1], where=above > 0)
+    recall = np.zeros((rows, len(first) + 3))  # recall[0], recall, the closing 0, padding
+    with np.errstate(invalid="ignore", divide="ignore"):  # rows without GT: not used
+        np.divide(tp, num_gt[:, None], out=recall[:, 1:-2])
+    recall[:, 0] = recall[:, 1]
+    widths = 0.5 * (recall[:, :-2] - recall[:, 2:])
     return np.matmul(precision[:, None, :], widths[:, :, None])[:, 0, 0]
 
 
@@ -218,17 +220,16 @@ def ap_table(stats: SceneStats, weights: np.ndarray | None = None) -> np.ndarray
     group = (d["overlap"] * num + d["cls"])[order]
     bounds = np.searchsorted(group, np.arange(len(OVERLAPS) * num + 1))
     true, score, scene = d["true"][order], d["score"][order], d["scene"][order]
+    per_scene = np.ones((1, stats.num_scenes)) if weights is None else weights
     aps = np.where(num_gt > 0, 0.0, np.nan)[:, :, None].repeat(len(OVERLAPS), axis=2)
     for c in np.flatnonzero(scored.any(axis=0)):
-        rows = np.flatnonzero(scored[:, c])
         for o in range(len(OVERLAPS)):
             members = slice(bounds[o * num + c], bounds[o * num + c + 1])
             if members.start == members.stop:
                 continue
-            w = np.ones((1, members.stop - members.start)) if weights is None \
-                else weights[np.ix_(rows, scene[members])]
-            aps[rows, c, o] = average_precision(
-                true[members], score[members], num_gt[rows, c] - w @ true[members], w)
+            counts = np.take(per_scene, scene[members], axis=1)
+            found = average_precision(true[members], score[members], num_gt[:, c], counts)
+            aps[:, c, o] = np.where(scored[:, c], found, aps[:, c, o])
     return aps
 
 

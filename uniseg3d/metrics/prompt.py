@@ -35,35 +35,34 @@ def mask_ious(gt_masks: np.ndarray, pred_masks: np.ndarray) -> np.ndarray:
     return intersection / (union + 1e-8)
 
 
-def _click_ap_at(ious: np.ndarray, probs: np.ndarray, threshold: float, weights: np.ndarray
+def _click_ap_at(true_positive: np.ndarray, counts: np.ndarray, counted: np.ndarray
                  ) -> np.ndarray:
-    """(R,) VOC area for each row of `weights` (R, n), how often each click counts. A click
+    """(R,) VOC area of clicks ranked by probability (`true_positive` in that order) for each
+    row of `counts` (R, n), how often each click counts (`counted`: its running sum). A click
     counted w times adds w / n to the recall at the precision of its last copy: the envelope
     over its copies is the same, so the area is the one of the repeated clicks."""
-    order = np.argsort(-probs)
-    true_positive = (ious > threshold)[order]
-    weights = weights[:, order]
-    tp = np.cumsum(weights * true_positive, axis=1)
-    fp = np.cumsum(weights * ~true_positive, axis=1)
-    rows = len(weights)
-    recall = np.hstack([np.zeros((rows, 1)), tp / weights.sum(axis=1, keepdims=True),
-                        np.ones((rows, 1))])
-    precision = np.hstack([np.zeros((rows, 1)),
-                           np.divide(tp, tp + fp, out=np.zeros(tp.shape), where=tp + fp > 0),
-                           np.zeros((rows, 1))])
+    rows = len(counts)
+    tp = np.cumsum(counts * true_positive, axis=1)
+    fp = counted - tp
+    recall = np.hstack([np.zeros((rows, 1)), tp / counted[:, -1:], np.ones((rows, 1))])
+    precision = np.zeros((rows, tp.shape[1] + 2))
+    np.divide(tp, tp + fp, out=precision[:, 1:-1], where=tp + fp > 0)
     precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
     return np.sum((recall[:, 1:] - recall[:, :-1]) * precision[:, 1:], axis=1)
 
 
-def click_ap_scores(ious: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> dict:
+def click_ap_scores(ious: np.ndarray, probs: np.ndarray, counts: np.ndarray) -> dict:
     """UniSeg3D's released interactive AP (see the module docstring), (R,) arrays, with each
-    row of `weights` (R, n) counting the clicks."""
+    row of `counts` (R, n) counting the clicks."""
     ious, probs = np.asarray(ious, dtype=np.float64), np.asarray(probs, dtype=np.float64)
-    ap = np.zeros(len(weights))
+    order = np.argsort(-probs)
+    ious, counts = ious[order], np.take(counts, order, axis=1)
+    counted = np.cumsum(counts, axis=1)
+    ap = np.zeros(len(counts))
     for i in range(10):
-        ap += _click_ap_at(ious, probs, 0.5 + 0.05 * i, weights)
-    return {"click_ap": ap / 10.0, "click_ap50": _click_ap_at(ious, probs, 0.5, weights),
-            "click_ap25": _click_ap_at(ious, probs, 0.25, weights)}
+        ap += _click_ap_at(ious > 0.5 + 0.05 * i, counts, counted)
+    return {"click_ap": ap / 10.0, "click_ap50": _click_ap_at(ious > 0.5, counts, counted),
+            "click_ap25": _click_ap_at(ious > 0.25, counts, counted)}
 
 
 def click_ap(ious: np.ndarray, probs: np.ndarray) -> dict:
