@@ -69,7 +69,8 @@ def synthetic_evaluation(scenes: int, seed: int) -> dict[str, SceneStats]:
         "open_vocab": open_vocab_stats(
             (InstanceGT(np.where(gt.labels >= 0, m[gt.labels], -1), gt.instances)
              for gt, m in zip(gts, to200)),
-            (InstancePredictions(p.masks, m[p.labels], p.scores) for (_, p), m in zip(data, to200)),
+            (InstancePredictions(p.masks, m[p.labels], p.scores)
+             for (_, p), m in zip(data, to200)),
             names200, scannet200_subsets(), SCANNET200_EXCLUDED, ids),
         "interactive_protocol": protocol_stats(
             [protocol_scene_stats(i, s, _curve(rng, CLICKS * len(s) - len(s) + 1), CLICKS)

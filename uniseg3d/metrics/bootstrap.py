@@ -133,8 +133,8 @@ def paired_bootstrap(sides: Sequence[Side], baseline: int = 0, resamples: int = 
     """Every metric of every side against `sides[baseline]`: {"metrics": rows with `task`,
     `metric`, `a` (baseline), `b`, `delta`, `ci_low`, `ci_high`, `p_value`, `significant`,
     `baseline` and `other` (side names), "classes": the same per class of `PER_CLASS`
-    (`metric` = "classes/<class>/<metric>")}. The sides must hold the same tasks on the same scenes (see
-    `check_comparable`)."""
+    (`metric` = "classes/<class>/<metric>")}. The sides must hold the same tasks on the same
+    scenes (see `check_comparable`)."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     rng = np.random.default_rng(seed)

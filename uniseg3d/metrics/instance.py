@@ -34,7 +34,7 @@ import numpy as np
 
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.metrics.scene_stats import (
-    SceneStats, concatenate, default_ids, first_row, one_scene)
+    SceneStats, concatenate, first_row, numbered, one_scene)
 from uniseg3d.metrics.semantic import class_index, nanmean
 
 OVERLAPS = np.append(np.arange(0.5, 0.95, 0.05), 0.25)
@@ -242,7 +242,7 @@ def instance_stats(gts: Iterable[InstanceGT], preds: Iterable[InstancePrediction
     if len(class_ids) != len(class_names):
         raise ValueError("class_ids and class_names differ in length")
     scenes = [instance_scene_stats(scene_id, gt, pred, class_ids, min_region_size)
-              for scene_id, (gt, pred) in zip(default_ids(scene_ids), zip(gts, preds, strict=True))]
+              for scene_id, (gt, pred) in numbered(scene_ids, gts, preds)]
     return concatenate(scenes, {"reduce": reduce, "classes": list(class_names)})
 
 

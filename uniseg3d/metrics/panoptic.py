@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from uniseg3d.metrics.scene_stats import (
-    SceneStats, concatenate, default_ids, first_row, one_scene)
+    SceneStats, concatenate, first_row, numbered, one_scene)
 from uniseg3d.metrics.semantic import nanmean
 
 EPS = 1e-15
@@ -87,7 +87,7 @@ def panoptic_stats(gts: Iterable[PanopticSegmentation], preds: Iterable[Panoptic
     """The per-class counts of every scene (`scene_ids` default: "0", "1", ...)."""
     num, stuff = len(class_names), np.asarray(stuff, dtype=np.int64)
     scenes = [panoptic_scene_stats(scene_id, gt, pred, num, stuff, min_points)
-              for scene_id, (gt, pred) in zip(default_ids(scene_ids), zip(gts, preds, strict=True))]
+              for scene_id, (gt, pred) in numbered(scene_ids, gts, preds)]
     return concatenate(scenes, {"reduce": "panoptic", "classes": list(class_names),
                                 "stuff": stuff.tolist()})
 

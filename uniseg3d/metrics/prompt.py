@@ -23,7 +23,7 @@ import numpy as np
 from uniseg3d.metrics.instance import (
     InstanceGT, InstancePredictions, instance_scene_stats, instance_scores)
 from uniseg3d.metrics.scene_stats import (
-    SceneStats, concatenate, default_ids, first_row, one_scene)
+    SceneStats, concatenate, first_row, numbered, one_scene)
 
 
 def mask_ious(gt_masks: np.ndarray, pred_masks: np.ndarray) -> np.ndarray:
@@ -105,7 +105,7 @@ def interactive_stats(scenes: Iterable[Clicks], class_ids: Sequence[int],
     if len(class_ids) != len(class_names):
         raise ValueError("class_ids and class_names differ in length")
     return concatenate([interactive_scene_stats(scene_id, scene, class_ids)
-                        for scene_id, scene in zip(default_ids(scene_ids), scenes)],
+                        for scene_id, (scene,) in numbered(scene_ids, scenes)],
                        {"reduce": "interactive", "classes": list(class_names)})
 
 
@@ -155,7 +155,7 @@ def referring_stats(gt_masks: Iterable[np.ndarray], pred_masks: Iterable[np.ndar
                     ) -> SceneStats:
     """The descriptions of every scene (`scene_ids` default: "0", "1", ...)."""
     return concatenate([referring_scene_stats(scene_id, *scene) for scene_id, scene in
-                        zip(default_ids(scene_ids), zip(gt_masks, pred_masks, unique, strict=True))],
+                        numbered(scene_ids, gt_masks, pred_masks, unique)],
                        {"reduce": "referring"})
 
 

@@ -10,9 +10,9 @@ so any subset or bootstrap resample of the scenes is scored without going back t
 `weights=None` means every scene once, in order (the dataset-level metric; sums then
 accumulate scene by scene, as the metric modules always did).
 
-File format: an evaluation folder's `scene_stats/` holds one `<task>.npz` per task (`np.savez`, no pickles) holding `scene_ids` (str),
-`meta` (a JSON string: which reduction, class names, ...), `sum.<name>` (S, ...) and
-`<table>.<column>` (n, ...) arrays.
+File format: an evaluation folder's `scene_stats/` holds one `<task>.npz` per task (`np.savez`,
+no pickles) holding `scene_ids` (str), `meta` (a JSON string: which reduction, class names,
+...), `sum.<name>` (S, ...) and `<table>.<column>` (n, ...) arrays.
 """
 
 from __future__ import annotations
@@ -89,9 +89,11 @@ def concatenate(scenes: Sequence[SceneStats], meta: dict) -> SceneStats:
     return SceneStats(ids, sums, tables, meta)
 
 
-def default_ids(scene_ids: Iterable[str] | None) -> Iterator[str]:
-    """`scene_ids`, or "0", "1", ... when None."""
-    return iter(scene_ids) if scene_ids is not None else (str(i) for i in itertools.count())
+def numbered(scene_ids: Iterable[str] | None, *per_scene: Iterable) -> Iterator[tuple]:
+    """(scene id, (one item of each of `per_scene`)) per scene, the `per_scene` iterables zipped
+    strictly; the ids default to "0", "1", ..."""
+    ids = iter(scene_ids) if scene_ids is not None else (str(i) for i in itertools.count())
+    return zip(ids, zip(*per_scene, strict=True))
 
 
 def first_row(scores: dict) -> dict:

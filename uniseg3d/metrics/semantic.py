@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from uniseg3d.metrics.scene_stats import (
-    SceneStats, concatenate, default_ids, first_row, one_scene)
+    SceneStats, concatenate, first_row, numbered, one_scene)
 
 
 def class_index(values: np.ndarray, class_ids: Sequence[int]) -> np.ndarray:
@@ -96,5 +96,5 @@ def semantic_stats(gts: Iterable[np.ndarray], preds: Iterable[np.ndarray],
     if len(class_ids) != len(class_names):
         raise ValueError("class_ids and class_names differ in length")
     scenes = [semantic_scene_stats(scene_id, gt, pred, class_ids)
-              for scene_id, (gt, pred) in zip(default_ids(scene_ids), zip(gts, preds, strict=True))]
+              for scene_id, (gt, pred) in numbered(scene_ids, gts, preds)]
     return concatenate(scenes, {"reduce": "semantic", "classes": list(class_names)})

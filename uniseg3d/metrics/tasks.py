@@ -3,8 +3,9 @@
 `ScanNetTasks.add(sample, prediction)` takes one ScanNet-layout scene's evaluation `Sample` (its
 clicks and descriptions) and anything with `ScenePrediction`'s fields; `scene_stats()` reduces
 every scene added to each task's per-scene statistics (`metrics.scene_stats`) and `evaluate()`
-scores them (`task_scores`, the one reduction behind `metrics.json` and `uniseg3d compare`). `OpenVocabTask` does the same for open-vocabulary
-instances alone (ScanNet200, and the zero-shot Replica evaluation against free-text names).
+scores them (`task_scores`, the one reduction behind `metrics.json` and `uniseg3d compare`).
+`OpenVocabTask` does the same for open-vocabulary instances alone (ScanNet200, and the zero-shot
+Replica evaluation against free-text names).
 Predicted masks stay bit-packed between `add` and `evaluate`.
 
 Ground-truth conventions:
