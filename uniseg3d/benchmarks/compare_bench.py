@@ -1,10 +1,13 @@
 """Speed of `uniseg3d compare`: two evaluations of generated scenes (every task's per-scene
 statistics, extracted from synthetic ground truth and predictions by the metric modules and
-written as `evaluate` writes them), compared with 1,000 paired bootstrap resamples."""
+written as `evaluate` writes them), compared with 1,000 paired bootstrap resamples; the command
+runs in a process of its own (the benchmarks sit below the reports that write its output)."""
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,8 +24,8 @@ from uniseg3d.metrics.panoptic import PanopticSegmentation, panoptic_stats
 from uniseg3d.metrics.prompt import Clicks, interactive_stats, referring_stats
 from uniseg3d.metrics.scene_stats import SceneStats
 from uniseg3d.metrics.semantic import semantic_stats
+from uniseg3d.pipelines.compare import compare_evaluations
 from uniseg3d.pipelines.evaluate import write_scene_stats
-from uniseg3d.reports.comparison import run_compare
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +82,10 @@ def synthetic_evaluation(scenes: int, seed: int) -> dict[str, SceneStats]:
 
 
 def bench_compare(scenes: int | None = None, resamples: int = 1000) -> dict:
-    """Seconds of `run_compare` (reading the statistics, the bootstrap, writing the tables and
-    figures) of two generated evaluations of each size in `scenes` (default: 20 and 312)."""
+    """Seconds of `uniseg3d compare` (a fresh process: imports, reading the statistics, the
+    bootstrap, the tables and figures) of two generated evaluations of each size in `scenes`
+    (default: 20 and 312), and of the comparison alone (`compare_evaluations`, in this
+    process)."""
     sizes = [scenes] if scenes else [20, 312]
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,10 +95,17 @@ def bench_compare(scenes: int | None = None, resamples: int = 1000) -> dict:
                 folder = Path(tmp) / f"{size}_{seed}"
                 write_scene_stats(folder, synthetic_evaluation(size, seed), "synthetic")
                 sides.append(str(folder))
-            log.info("comparing two evaluations of %d scenes, %d resamples", size, resamples)
+            log.info("uniseg3d compare of two evaluations of %d scenes, %d resamples", size,
+                     resamples)
             start = time.perf_counter()
-            document = run_compare(sides, Path(tmp) / f"compare_{size}", resamples=resamples)
-            runs.append({"scenes": size, "seconds": time.perf_counter() - start,
+            subprocess.run([sys.executable, "-m", "uniseg3d.cli", "compare", *sides, "--out",
+                            str(Path(tmp) / f"compare_{size}"), "--resamples", str(resamples)],
+                           check=True, capture_output=True)
+            command = time.perf_counter() - start
+            start = time.perf_counter()
+            document = compare_evaluations(sides, resamples=resamples)
+            runs.append({"scenes": size, "command_s": command,
+                         "comparison_s": time.perf_counter() - start,
                          "metrics": len(document["metrics"]),
                          "significant": sum(row["significant"] for row in document["metrics"])})
     return {"benchmark": "compare", "resamples": resamples, "points_per_scene": POINTS,

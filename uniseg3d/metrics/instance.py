@@ -254,7 +254,7 @@ def instance_ap_table(gts: Iterable[InstanceGT], preds: Iterable[InstancePredict
     return ap_table(instance_stats(gts, preds, class_ids, names, min_region_size))[0]
 
 
-def summarize_ap(aps: np.ndarray, class_names: Sequence[str]) -> dict:
+def summarize_ap_tables(aps: np.ndarray, class_names: Sequence[str]) -> dict:
     """AP / AP50 / AP25 overall and per class, (R,) arrays, from an (R, C, O) `ap_table`,
     averaged with the script's own indexing (so the summation order, hence the digits, are the
     same)."""
@@ -271,7 +271,12 @@ def summarize_ap(aps: np.ndarray, class_names: Sequence[str]) -> dict:
 
 def instance_scores(stats: SceneStats, weights: np.ndarray | None = None) -> dict:
     """AP, AP50, AP25 overall and per class, (R,) arrays, of the scenes under `weights`."""
-    return summarize_ap(ap_table(stats, weights), stats.meta["classes"])
+    return summarize_ap_tables(ap_table(stats, weights), stats.meta["classes"])
+
+
+def summarize_ap(aps: np.ndarray, class_names: Sequence[str]) -> dict:
+    """AP / AP50 / AP25 overall and per class from one (C, O) table (`summarize_ap_tables`)."""
+    return first_row(summarize_ap_tables(aps[None], class_names))
 
 
 def evaluate_instances(gts: Iterable[InstanceGT], preds: Iterable[InstancePredictions],

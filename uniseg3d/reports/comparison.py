@@ -1,9 +1,8 @@
-"""`uniseg3d compare`: evaluations side by side, every task metric's difference to a baseline
-with its paired bootstrap interval over scenes (`uniseg3d.metrics.bootstrap`), read from the
-evaluations' per-scene statistics (`scene_stats/`), never from their masks.
+"""`uniseg3d compare`'s outputs: evaluations side by side, every task metric's difference to a
+baseline with its paired bootstrap interval over scenes (`uniseg3d.pipelines.compare`, from the
+evaluations' per-scene statistics, never from their masks).
 
-A side is an evaluation folder, or several joined with commas (one per seed of the same
-configuration). Writes `comparison.json` (settings, sides, one row per metric and per class),
+Writes `comparison.json` (settings, sides, one row per metric and per class),
 `comparison.csv` (the rows), `comparison.md` and `comparison.html` with two figures: every
 metric's difference with its interval (`forest.png`) and the per-class differences of semantic
 IoU and instance AP (`classes.png`). Evaluations of different scenes, datasets or class lists are
@@ -20,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from uniseg3d.metrics.bootstrap import PER_CLASS, Side, check_comparable, paired_bootstrap
-from uniseg3d.metrics.scene_stats import read_evaluation
+from uniseg3d.metrics.bootstrap import PER_CLASS
+from uniseg3d.pipelines.compare import compare_evaluations
 from uniseg3d.reports.document import Figure, Heading, Table, Text, to_html, to_markdown
 from uniseg3d.reports.plots import forest_plot
 
@@ -32,14 +31,6 @@ FILES = {"json": "comparison.json", "csv": "comparison.csv", "md": "comparison.m
          "html": "comparison.html", "forest": "forest.png", "classes": "classes.png"}
 COLUMNS = ["baseline", "other", "task", "metric", "a", "b", "delta", "ci_low", "ci_high",
            "p_value", "significant"]
-
-
-def read_side(spec: str) -> Side:
-    """A side from a folder or comma-separated folders (one per seed)."""
-    folders = [folder for folder in spec.split(",") if folder]
-    if not folders:
-        raise ValueError(f"'{spec}': expected an evaluation folder or folders joined by commas")
-    return Side(spec, [read_evaluation(folder) for folder in folders])
 
 
 def _json_value(value: object) -> object:
@@ -71,13 +62,15 @@ def _figures(metrics: pd.DataFrame, classes: pd.DataFrame, out: Path) -> list[Fi
     return figures
 
 
-def write_comparison(result: dict, settings: dict, out: Path) -> None:
-    """The comparison's JSON, CSV, Markdown and HTML (with its figures) in `out`."""
+def write_comparison(settings: dict, out: Path) -> None:
+    """A `compare_evaluations` result as JSON, CSV, Markdown and HTML (with its figures) in
+    `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    metrics = pd.DataFrame(result["metrics"], columns=COLUMNS)
-    classes = pd.DataFrame(result["classes"], columns=COLUMNS)
+    metrics = pd.DataFrame(settings["metrics"], columns=COLUMNS)
+    classes = pd.DataFrame(settings["classes"], columns=COLUMNS)
     document = {**settings, **{part: [{k: _json_value(v) for k, v in row.items()}
-                                      for row in result[part]] for part in ("metrics", "classes")}}
+                                      for row in settings[part]]
+                               for part in ("metrics", "classes")}}
     (out / FILES["json"]).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n",
                                      encoding="utf-8")
     pd.concat([metrics, classes], ignore_index=True).to_csv(out / FILES["csv"], index=False)
@@ -100,20 +93,8 @@ def write_comparison(result: dict, settings: dict, out: Path) -> None:
 
 def run_compare(specs: Sequence[str], out: str | Path, baseline: str | None = None,
                 resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
-    """Compare the evaluations `specs` (see the module docstring) against `baseline` (default:
-    the first); write the outputs to `out` and return the JSON document."""
-    if len(specs) < 2:
-        raise ValueError(f"expected at least two evaluations to compare, got {len(specs)}")
-    baseline = specs[0] if baseline is None else baseline
-    if baseline not in specs:
-        raise ValueError(f"baseline '{baseline}' is not one of the compared sides {list(specs)}")
-    sides = [read_side(spec) for spec in specs]
-    check_comparable(sides)
-    result = paired_bootstrap(sides, list(specs).index(baseline), resamples, confidence, seed)
-    scenes = {task: stats.num_scenes for task, stats in sides[0].seeds[0].items()}
-    settings = {"baseline": baseline, "sides": list(specs), "resamples": resamples,
-                "confidence": confidence, "seed": seed, "scenes": scenes}
-    write_comparison(result, settings, Path(out))
-    log.info("compared %d sides over %s scenes (%d resamples) -> %s", len(sides),
-             max(scenes.values()), resamples, out)
+    """Compare the evaluations `specs` (`compare_evaluations`); write the outputs to `out` and
+    return the JSON document."""
+    write_comparison(compare_evaluations(specs, baseline, resamples, confidence, seed), Path(out))
+    log.info("comparison -> %s", out)
     return json.loads((Path(out) / FILES["json"]).read_text(encoding="utf-8"))
