@@ -65,7 +65,7 @@ class SceneStats:
 
 
 def one_scene(scene_id: str, sums: dict[str, np.ndarray] | None = None,
-          tables: dict[str, dict[str, np.ndarray]] | None = None) -> SceneStats:
+              tables: dict[str, dict[str, np.ndarray]] | None = None) -> SceneStats:
     """One scene's statistics (`tables` without their `scene` column)."""
     tables = {name: {"scene": np.zeros(len(next(iter(columns.values()))), dtype=np.int64),
                      **columns} for name, columns in (tables or {}).items()}
@@ -76,7 +76,7 @@ def one_scene(scene_id: str, sums: dict[str, np.ndarray] | None = None,
 def concatenate(scenes: Sequence[SceneStats], meta: dict) -> SceneStats:
     """The statistics of several scenes (or groups of scenes) in order, with `meta`."""
     if not scenes:
-        raise ValueError("no scenes")
+        raise ValueError("no scenes to gather the statistics of")
     ids = tuple(i for s in scenes for i in s.scene_ids)
     offsets = np.cumsum([0] + [s.num_scenes for s in scenes])
     sums = {name: np.concatenate([s.sums[name] for s in scenes]) for name in scenes[0].sums}

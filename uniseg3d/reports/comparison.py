@@ -22,7 +22,7 @@ import pandas as pd
 from uniseg3d.metrics.bootstrap import PER_CLASS
 from uniseg3d.pipelines.compare import compare_evaluations
 from uniseg3d.reports.document import Figure, Heading, Table, Text, to_html, to_markdown
-from uniseg3d.reports.plots import forest_plot
+from uniseg3d.reports.forest import forest_plot
 
 log = logging.getLogger(__name__)
 
