@@ -20,6 +20,7 @@ from uniseg3d.cli import main
 from uniseg3d.config import Params
 from uniseg3d.datasets.loader import evaluation_sample, read_split
 from uniseg3d.datasets.scene import InputError
+from uniseg3d.metrics.bootstrap import interval
 from uniseg3d.metrics.interactive import multi_object_clicks, protocol_scene_stats, protocol_stats
 from uniseg3d.metrics.scene_stats import read_evaluation
 from uniseg3d.metrics.semantic import semantic_scores
@@ -176,3 +177,12 @@ def test_other_scenes_or_datasets_are_refused_and_nothing_is_written(evaluations
         run_compare([a, other], out, resamples=10)
     assert main(["compare", a, other, "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_interval_and_p_value_by_hand():
+    # percentiles 25 and 75 of (-1, 1, 2, 3) interpolate at positions 0.75 and 2.25; one of
+    # four differences is <= 0, three are >= 0: p = 2 * 1/4; NaN resamples are left out
+    low, high, p = interval(np.array([3.0, np.nan, -1.0, 2.0, 1.0]), 0.5)
+    assert (low, high, p) == (0.5, 2.25, 0.5)
+    assert interval(np.zeros(7), 0.95) == (0.0, 0.0, 1.0)
+    assert all(math.isnan(v) for v in interval(np.full(3, np.nan), 0.95))
