@@ -41,9 +41,9 @@ from uniseg3d.datasets.classes import scannet20, scannet200
 from uniseg3d.datasets.loader import Sample, evaluation_sample, read_scene_list, read_split
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.metrics.instance import InstancePredictions
+from uniseg3d.metrics.scene_stats import SCENE_STATS_DIR, SceneStats, first_row, write_stats
 from uniseg3d.metrics.submission import (
     write_ids, write_instance_submission, write_semantic_submission)
-from uniseg3d.metrics.scene_stats import SCENE_STATS_DIR, SceneStats, first_row, write_stats
 from uniseg3d.metrics.tasks import (
     REPLICA_EXCLUDED, OpenVocabTask, ScanNetTasks, free_text, instance_gt_ids, replica_gt,
     replica_subsets, replica_vocabulary, task_scores)
