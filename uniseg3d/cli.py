@@ -253,6 +253,21 @@ def cmd_evaluate_predictions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from uniseg3d.reports.comparison import run_compare
+
+    try:
+        document = run_compare(args.evaluations, args.out, args.baseline, args.resamples,
+                               args.confidence, args.seed)
+    except ValueError as error:  # refused: different scenes, datasets or classes; bad options
+        log.error("%s", error)
+        return 2
+    significant = [f"{row['other']} {row['task']}/{row['metric']}: {row['delta']:+.4f}"
+                   for row in document["metrics"] if row["significant"]]
+    print("\n".join(significant) or "no difference excludes zero from its interval")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from uniseg3d.benchmarks import data_bench
 
@@ -265,7 +280,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = data_bench.bench_prepare(args.raw or params.prepare.scannet.raw,
                                           args.jobs or params.prepare.jobs, args.scenes)
     elif args.target == "synth":
-        result = data_bench.bench_synth(args.scenes_count, args.jobs or params.synth.jobs)
+        result = data_bench.bench_synth(args.scenes_count or 100, args.jobs or params.synth.jobs)
     elif args.target == "latency":
         from uniseg3d.benchmarks.latency import bench_latency, latency_table
 
@@ -299,6 +314,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from uniseg3d.benchmarks.ray_bench import bench_ray_overhead
 
         result = bench_ray_overhead(params, args.epochs, args.repeats)
+    elif args.target == "compare":
+        from uniseg3d.benchmarks.compare_bench import bench_compare
+
+        result = bench_compare(args.scenes_count, args.resamples)
     elif args.target == "sweep":
         from uniseg3d.benchmarks.ray_bench import bench_sweep
 
@@ -533,6 +552,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_predictions.add_argument("--out", help="JSON output file")
     evaluate_predictions.set_defaults(func=cmd_evaluate_predictions)
 
+    compare = verbs.add_parser(
+        "compare", help="paired bootstrap comparison of evaluations",
+        description="Compare evaluation folders (from `uniseg3d evaluate`, or a sweep trial's "
+                    "eval/ folder) on every task metric: each side's value, its difference to "
+                    "the baseline and a paired bootstrap interval over the scenes, from the "
+                    "folders' per-scene statistics (scene_stats/). Join several folders with "
+                    "commas for the seeds of one configuration: seeds are resampled too. "
+                    "Writes comparison.json, .csv, .md and .html (with a forest plot and the "
+                    "per-class differences) to --out. Evaluations of different scenes, datasets "
+                    "or class lists are refused.")
+    compare.add_argument("evaluations", nargs="+", metavar="EVAL[,EVAL...]",
+                         help="evaluation folders; commas join one configuration's seeds")
+    compare.add_argument("--out", required=True, help="output folder")
+    compare.add_argument("--baseline", help="the side the others are compared with (default: "
+                         "the first)")
+    compare.add_argument("--resamples", type=_positive_int, default=1000,
+                         help="bootstrap resamples (default: %(default)s)")
+    compare.add_argument("--confidence", type=_positive_float, default=0.95,
+                         help="interval coverage in (0, 1) (default: %(default)s)")
+    compare.add_argument("--seed", type=int, default=0,
+                         help="seed of the resampling (default: %(default)s)")
+    compare.set_defaults(func=cmd_compare)
+
     bench = verbs.add_parser(
         "bench", help="speed and memory benchmarks, written as JSON",
         description="superpoints: vertices per second of the segmentator on one mesh. "
@@ -553,10 +595,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "text-to-mask (median, 95th percentile over 50 prompts) and memory with one "
                     "and three scenes open, for tiny and paper. corrective: milliseconds per "
                     "corrective click of AGILE3D's multi-object protocol on a generated room "
-                    "(the backbone once, then the prompt decoder and the click simulation).")
+                    "(the backbone once, then the prompt decoder and the click simulation). "
+                    "compare: seconds of `uniseg3d compare` of two evaluations of 20 and of 312 "
+                    "scenes (generated per-scene statistics of every task).")
     bench.add_argument("target", choices=["superpoints", "prepare", "synth", "instance-ap",
                                           "evaluate", "model", "latency", "ray-overhead",
-                                          "sweep", "import-official", "serve", "corrective"],
+                                          "sweep", "import-official", "serve", "corrective",
+                                          "compare"],
                        help="what to measure")
     bench.add_argument("--out", help="JSON file (default: benchmarks/TARGET.json)")
     bench.add_argument("--mesh", help="superpoints: PLY mesh (default: a generated room)")
@@ -580,8 +625,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="latency: the model recipe (default: params.yaml model.recipe)")
     bench.add_argument("--device", default="cpu", help="latency: cpu or cuda")
     bench.add_argument("--jobs", type=_positive_int, help="prepare, synth: worker processes")
-    bench.add_argument("--scenes-count", type=_positive_int, default=100,
-                       help="synth: scenes to generate (default: %(default)s)")
+    bench.add_argument("--scenes-count", type=_positive_int,
+                       help="synth: scenes to generate (default: 100); compare: scenes per "
+                            "evaluation (default: 20 and 312, ScanNet's validation split)")
+    bench.add_argument("--resamples", type=_positive_int, default=1000,
+                       help="compare: bootstrap resamples (default: %(default)s)")
     bench.add_argument("--points", type=_positive_int, default=100_000,
                        help="model, latency, serve, corrective: points of the generated scene "
                             "(default: %(default)s)")
