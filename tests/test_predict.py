@@ -60,9 +60,14 @@ def test_several_clicks_per_object_and_negative_clicks(tmp_path, trained):
     assert [c["point"] for c in summary["objects"][0]["clicks"]] == [0, len(vertex.data) - 1]
     assert [c["point"] for c in summary["negative_clicks"]] == [len(vertex.data) // 2]
     labels = PlyData.read(str(out / "interactive.ply"))["vertex"]["mask"]
-    # a clicked point takes its click's label: the negative one no object, the others object 0
+    # a correction's point takes its click's label: the negative one no object, the second
+    # click on object 0 object 0; the first click forces nothing (the paper's one-click
+    # task): its point is in object 0 exactly where the object's own mask covers it
     assert labels[len(vertex.data) // 2] == -1
-    assert labels[0] == labels[len(vertex.data) - 1] == 0
+    assert labels[len(vertex.data) - 1] == 0
+    own = np.load(out / "predictions.npz")["click_masks"][0]
+    assert labels[0] == (0 if own[0] else -1)
+    np.testing.assert_array_equal(labels == 0, own)  # one object: its mask is its label
 
 
 def test_point_cloud_without_faces(tmp_path, trained):
