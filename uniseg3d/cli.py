@@ -244,12 +244,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_evaluate_predictions(args: argparse.Namespace) -> int:
     from uniseg3d.metrics.submission import evaluate_submission, format_table
 
+    if args.task == "all":
+        return score_all(args)
+    if not args.gt:
+        log.error("--task %s needs --gt (the ground-truth folder)", args.task)
+        return 2
     result = evaluate_submission(args.task, args.gt, args.pred)
     print(format_table(result))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
         log.info("wrote %s", args.out)
+    return 0
+
+
+def score_all(args: argparse.Namespace) -> int:
+    """`evaluate-predictions --task all`: per-scene predictions.npz against evaluate's prompts."""
+    from uniseg3d.benchmarks.leaderboard import write_evaluation_leaderboards
+    from uniseg3d.pipelines.score_predictions import score_predictions
+
+    if not args.prompts or not args.out:
+        log.error("--task all needs --prompts (evaluate's prompts/ folder) and --out (a folder)")
+        return 2
+    metrics = score_predictions(load_params(args.params), args.prompts, args.pred, args.out,
+                                args.method or Path(args.pred).name)
+    write_evaluation_leaderboards(metrics, args.out)
+    print(json.dumps({task: {k: v for k, v in section.items() if not isinstance(v, dict)}
+                      for task, section in metrics.items() if isinstance(section, dict)
+                      and task != "counts"}, indent=2))
     return 0
 
 
@@ -541,15 +563,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve_verb.set_defaults(func=cmd_serve)
 
     evaluate_predictions = verbs.add_parser(
-        "evaluate-predictions", help="score predictions in the ScanNet benchmark format",
-        description="instance: per scene <scene>.txt listing 'mask.txt label_id confidence' "
-                    "lines against GT <scene>.txt of label_id*1000+instance per vertex; "
-                    "semantic: one label id per vertex for both. Prints a table; --out writes "
-                    "JSON.")
-    evaluate_predictions.add_argument("--task", required=True, choices=["instance", "semantic"])
-    evaluate_predictions.add_argument("--gt", required=True, help="ground-truth folder")
+        "evaluate-predictions", help="score another method's predictions as evaluate scores ours",
+        description="all: a folder of <scene>/predictions.npz (the format `predict` writes) "
+                    "made with the prompts of evaluate's prompts/ folder, scored on all six "
+                    "tasks against evaluate.cache (and evaluate.replica_cache) of --params; "
+                    "--out gets metrics.json, per-class CSVs, scene_stats/ and leaderboards, "
+                    "for `uniseg3d compare`. instance: per scene <scene>.txt listing "
+                    "'mask.txt label_id confidence' lines against GT <scene>.txt of "
+                    "label_id*1000+instance per vertex; semantic: one label id per vertex for "
+                    "both (ScanNet benchmark format). Prints a table; --out writes JSON.")
+    evaluate_predictions.add_argument("--task", required=True,
+                                      choices=["all", "instance", "semantic"])
     evaluate_predictions.add_argument("--pred", required=True, help="predictions folder")
-    evaluate_predictions.add_argument("--out", help="JSON output file")
+    evaluate_predictions.add_argument("--gt", help="ground-truth folder (instance, semantic)")
+    evaluate_predictions.add_argument("--prompts", help="evaluate's prompts/ folder (all)")
+    evaluate_predictions.add_argument("--method", help="the method's name in metrics.json and "
+                                      "the leaderboards (all; default: the --pred folder's name)")
+    evaluate_predictions.add_argument("--out", help="JSON output file (instance, semantic); "
+                                      "output folder (all)")
     evaluate_predictions.set_defaults(func=cmd_evaluate_predictions)
 
     compare = verbs.add_parser(
