@@ -14,6 +14,7 @@ import pytest
 
 from uniseg3d.cli import main
 from uniseg3d.config import EvaluateConfig, Params
+from uniseg3d.datasets.cache import read_scene
 from uniseg3d.datasets.prompt_files import PROMPTS_DIR, read_prompts
 from uniseg3d.datasets.scene import InputError
 from uniseg3d.metrics.scene_stats import read_evaluation
@@ -108,17 +109,37 @@ def params_file(run: dict, folder: Path) -> str:
     return str(path)
 
 
-def test_the_command_writes_leaderboards_for_compare(run, tmp_path):
-    out = tmp_path / "other"
+def test_the_commands_predict_score_and_compare(run, tmp_path):
+    params, pred, out = params_file(run, tmp_path), tmp_path / "pred", tmp_path / "other"
+    assert main(["predict", "--prompts", str(run["prompts"]), "--checkpoint",
+                 run["params"].evaluate.checkpoint, "--out", str(pred), "--params", params]) == 0
     assert main(["evaluate-predictions", "--task", "all", "--prompts", str(run["prompts"]),
-                 "--pred", str(run["root"] / "pred"), "--out", str(out), "--method", "other",
-                 "--params", params_file(run, tmp_path)]) == 0
+                 "--pred", str(pred), "--out", str(out), "--method", "other",
+                 "--params", params]) == 0
     assert json.loads((out / METRICS_FILE).read_text())["semantic"] \
         == run["scored"]["semantic"]
     board = pd.read_csv(out / "leaderboards" / "instance.csv")
     assert "other (unit-test)" in set(board["method"])
     assert main(["compare", str(run["root"] / "ours"), str(out), "--out",
                  str(tmp_path / "compare"), "--resamples", "50"]) == 0
+
+
+def test_ground_truth_as_predictions_scores_one(run, tmp_path):
+    """The scorer reads the files: the semantic labels and the descriptions' masks replaced by
+    the ground truth score 1."""
+    pred = tmp_path / "pred"
+    shutil.copytree(run["root"] / "pred", pred)
+    for path in sorted(run["prompts"].glob("scene*.json")):
+        prompts = read_prompts(path)
+        scene = read_scene(Path(run["params"].evaluate.cache) / prompts.scene_id)
+        rewrite(pred / prompts.scene_id / PREDICTIONS_FILE, lambda a: a.update(
+            semantic=np.maximum(scene.semantic20, 0),  # unlabelled points do not count
+            text_masks=scene.instance[None, :] == prompts.text_instances[:, None]))
+    scored = score_predictions(run["params"], run["prompts"], pred, tmp_path / "out", "gt")
+    assert run["scored"]["semantic"]["miou"] < 1.0 and run["scored"]["referring"]["miou"] < 1.0
+    assert scored["semantic"]["miou"] == 1.0
+    assert scored["referring"]["miou"] == pytest.approx(1.0, abs=1e-9)  # I / (U + 1e-8)
+    assert scored["instance"] == run["scored"]["instance"]
 
 
 def rewrite(path: Path, change) -> None:

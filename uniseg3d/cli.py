@@ -183,6 +183,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from uniseg3d.pipelines.predict import (PredictRequest, PromptError, parse_click,
                                             parse_negative, run_predict)
 
+    if args.prompts:
+        return predict_evaluation_prompts(args)
+    if not args.scan:
+        log.error("predict needs a scan (or --prompts DIR)")
+        return 2
     try:
         clicks = tuple(parse_negative(text) if option == "negative" else parse_click(text)
                        for option, text in args.clicks)
@@ -196,6 +201,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
         log.error("%s", error)
         return 2
     print(json.dumps({k: summary[k] for k in ("points", "superpoints", "files")}, indent=2))
+    return 0
+
+
+def predict_evaluation_prompts(args: argparse.Namespace) -> int:
+    """`predict --prompts DIR`: the evaluation scenes with the prompts evaluate gave them."""
+    import dataclasses
+
+    from uniseg3d.model.precision import PrecisionError, check_precision
+    from uniseg3d.pipelines.predict import PromptError, run_predict_prompts
+
+    if args.scan or args.clicks or args.text or args.classes:
+        log.error("--prompts takes the scans and prompts from evaluate's prompts/ folder: "
+                  "give no scan, --click, --negative, --text or --classes")
+        return 2
+    params = load_params(args.params)
+    params = dataclasses.replace(params, evaluate=dataclasses.replace(
+        params.evaluate, checkpoint=args.checkpoint))
+    try:
+        check_precision(args.precision, args.device)
+        written = run_predict_prompts(params, args.prompts, args.out, args.device, args.precision)
+    except (PromptError, PrecisionError) as error:
+        log.error("%s", error)
+        return 2
+    print(json.dumps({"scenes": len(written), "out": args.out}, indent=2))
     return 0
 
 
@@ -494,7 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "(one mask per clicked object), referring (one mask per --text) and "
                     "open-vocabulary instances (against --classes). Writes a coloured PLY per "
                     "task and summary.json to --out.")
-    predict.add_argument("scan", help="PLY mesh (superpoints by the segmentator) or point cloud")
+    predict.add_argument("scan", nargs="?",
+                         help="PLY mesh (superpoints by the segmentator) or point cloud")
+    predict.add_argument("--prompts", metavar="DIR",
+                         help="instead of a scan and prompts: every scene of evaluate's "
+                              "prompts/ folder, read from evaluate.cache (Replica scenes: "
+                              "evaluate.replica_cache) of --params, with its prompts; writes "
+                              "<out>/<scene>/predictions.npz for evaluate-predictions --task all")
     predict.add_argument("--checkpoint", required=True, help="a checkpoint from uniseg3d train")
     predict.add_argument("--click", dest="clicks", action=TaggedAppend, tag="click",
                          default=[], metavar="X,Y,Z[@K]",

@@ -352,15 +352,19 @@ def predict_with_prompts(model, encoder, classes, scene: Scene, prompts: ScenePr
 
 
 def run_predict_prompts(params: Params, prompts_dir: str | Path, out: str | Path,
-                        device: str = "cpu") -> list[Path]:
+                        device: str = "cpu", precision: str = "fp32") -> list[Path]:
     """`evaluate.checkpoint` on every scene of `prompts_dir`, read from `evaluate.cache` (or
     `evaluate.replica_cache` for a Replica scene); returns the `<out>/<scene>/predictions.npz`
     written."""
     cfg = params.evaluate
     caches = {"scannet": cfg.cache, "replica": cfg.replica_cache}
     model, encoder, classes = load_trained_model(cfg.checkpoint, device)
+    set_precision(model, precision, device)
+    paths = sorted(Path(prompts_dir).glob("*.json"))
+    if not paths:
+        raise PromptError(f"{prompts_dir}: no <scene>.json prompts files (evaluate's prompts/)")
     written = []
-    for path in sorted(Path(prompts_dir).glob("*.json")):
+    for path in paths:
         prompts = read_prompts(path)
         if caches[prompts.benchmark] is None:
             raise PromptError(f"{path}: a {prompts.benchmark} scene, and "
