@@ -182,7 +182,7 @@ def test_bad_prediction_files_are_refused_and_nothing_is_written(run, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("case", ["missing scene", "extra scene", "not an npz"])
+@pytest.mark.parametrize("case", ["missing scene", "extra scene", "not an npz", "an npy"])
 def test_bad_prediction_folders_are_refused_and_nothing_is_written(run, tmp_path, case):
     pred = tmp_path / "pred"
     shutil.copytree(run["root"] / "pred", pred)
@@ -194,9 +194,14 @@ def test_bad_prediction_folders_are_refused_and_nothing_is_written(run, tmp_path
         shutil.copytree(pred / "scene0001_00", pred / "scene0002_00")
         expected = "scene0002_00/predictions.npz: field 'scene': expected a scene of the " \
                    "prompts folder"
-    else:
+    elif case == "not an npz":
         (pred / "scene0001_00" / PREDICTIONS_FILE).write_text("semantic\n0\n1\n")
         expected = "scene0001_00/predictions.npz: field 'file': expected an npz archive"
+    else:
+        with open(pred / "scene0001_00" / PREDICTIONS_FILE, "wb") as file:
+            np.save(file, np.zeros(3))
+        expected = "scene0001_00/predictions.npz: field 'file': expected an npz archive " \
+                   "(numpy.savez) without pickled objects, found a single .npy array"
     with pytest.raises(InputError) as error:
         score_predictions(run["params"], run["prompts"], pred, tmp_path / "out", "bad")
     assert expected in str(error.value)
@@ -204,3 +209,28 @@ def test_bad_prediction_folders_are_refused_and_nothing_is_written(run, tmp_path
     assert main(["evaluate-predictions", "--task", "all", "--prompts", str(run["prompts"]),
                  "--pred", str(pred), "--out", str(tmp_path / "out"),
                  "--params", params_file(run, tmp_path)]) == 2
+
+
+BAD_PROMPTS = {
+    "class list": (lambda d: d["classes"].reverse(), "field 'classes': expected the 200"),
+    "click point": (lambda d: d["clicks"][0].update(point=d["points"]),
+                    "field 'clicks[0].point': expected an index in [0, "),
+    "description": (lambda d: d["descriptions"][1].pop("instance"),
+                    "field 'descriptions[1].instance': expected an integer, found nothing"),
+    "format version": (lambda d: d.update(format_version=2), "field 'format_version'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PROMPTS))
+def test_bad_prompt_files_are_refused(run, tmp_path, case):
+    change, message = BAD_PROMPTS[case]
+    prompts = tmp_path / "prompts"
+    shutil.copytree(run["prompts"], prompts)
+    path = prompts / "scene0001_00.json"
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+    with pytest.raises(InputError, match="scene0001_00.json") as error:
+        score_predictions(run["params"], prompts, run["root"] / "pred", tmp_path / "out", "bad")
+    assert message in str(error.value)
+    assert not (tmp_path / "out").exists()

@@ -28,12 +28,14 @@ from uniseg3d.datasets.scene import InputError, Scene
 PROMPTS_DIR = "prompts"
 FORMAT_VERSION = 1
 BENCHMARKS = ("scannet", "replica")
+KINDS = {int: "an integer", str: "a string", list: "a list"}
 
 
 @dataclass(frozen=True)
 class ScenePrompts:
     """One scene's prompts file, read."""
 
+    source: str  # the file
     scene_id: str
     benchmark: str
     index: int
@@ -47,13 +49,13 @@ class ScenePrompts:
     def sample(self, scene: Scene) -> Sample:
         """The evaluation `Sample` of `scene` (its ground truth) with these prompts."""
         if scene.scene_id != self.scene_id or scene.num_points != self.points:
-            raise InputError(self.scene_id, "points", f"the prompts' {self.points} points of "
+            raise InputError(self.source, "points", f"the prompts' {self.points} points of "
                              f"scene {self.scene_id}",
                              f"{scene.num_points} points in scene {scene.scene_id}")
         for key, instances in (("clicks", self.click_instances),
                                ("descriptions", self.text_instances)):
             if len(instances) and instances.max() >= scene.num_instances:
-                raise InputError(self.scene_id, key, f"instances below {scene.num_instances}",
+                raise InputError(self.source, key, f"instances below {scene.num_instances}",
                                  f"instance {instances.max()}")
         return Sample(scene, self.click_points, self.click_instances, list(self.texts),
                       self.text_instances)
@@ -98,8 +100,8 @@ def write_prompts(folder: str | Path, documents: list[dict]) -> None:
 
 def _field(path: Path, document: dict, key: str, kind: type, where: str = "") -> object:
     value = document.get(key) if isinstance(document, dict) else None
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise InputError(path, where + key, f"a {kind.__name__}",
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise InputError(path, where + key, KINDS[kind],
                          "nothing" if value is None else repr(value)[:60])
     return value
 
@@ -140,7 +142,7 @@ def read_prompts(path: str | Path) -> ScenePrompts:
         if not isinstance(name, str) or not name.strip():
             raise InputError(path, f"classes[{k}]", "a class name", repr(name))
     return ScenePrompts(
-        scene_id, benchmark, index, points, _indices(path, clicks, "clicks", "point", points),
+        str(path), scene_id, benchmark, index, points, _indices(path, clicks, "clicks", "point", points),
         _indices(path, clicks, "clicks", "instance"),
         [_field(path, d, "text", str, f"descriptions[{k}].") for k, d in enumerate(descriptions)],
         _indices(path, descriptions, "descriptions", "instance"), classes)

@@ -80,16 +80,20 @@ def prediction_arrays(prediction: ScenePrediction, num_points: int) -> dict[str,
 
 
 def _load(path: Path) -> dict[str, np.ndarray]:
+    expected = "an npz archive (numpy.savez) without pickled objects"
     if not path.is_file():
         raise InputError(path, "file", f"a {PREDICTIONS_FILE} for the scene", "no such file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise ValueError
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        raise InputError(path, "file", expected, "something else") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise InputError(path, "file", expected, "a single .npy array")
+    with npz:
+        try:
             return {key: npz[key] for key in npz.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, AttributeError):
-        raise InputError(path, "file", "an npz archive (numpy.savez) without pickled objects",
-                         "something else") from None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+            raise InputError(path, "file", expected, f"an unreadable member ({error})") from None
 
 
 def _check(path: Path, key: str, array: np.ndarray, sizes: dict[str, int]) -> None:

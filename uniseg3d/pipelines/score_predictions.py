@@ -62,7 +62,7 @@ def check_scenes(pred_dir: Path, scene_ids: set[str]) -> None:
 
 def _predictions(pred_dir: Path, prompts: ScenePrompts, classes: list[str]):
     if prompts.classes != classes:
-        raise InputError(f"{prompts.scene_id}.json", "classes",
+        raise InputError(prompts.source, "classes",
                          f"the {len(classes)} {prompts.benchmark} class names evaluate gives",
                          f"{len(prompts.classes)} other names")
     return read_predictions(pred_dir / prompts.scene_id / PREDICTIONS_FILE, prompts.points,
