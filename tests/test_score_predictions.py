@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -12,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ground_truth import training_params
 from uniseg3d.cli import main
-from uniseg3d.config import EvaluateConfig, Params
 from uniseg3d.datasets.cache import read_scene
 from uniseg3d.datasets.prompt_files import PROMPTS_DIR, read_prompts
 from uniseg3d.datasets.scene import InputError
@@ -33,24 +32,15 @@ def run(data: Path, tmp_path_factory) -> dict:
     """A one-epoch checkpoint evaluated on the two scenes and the Replica scene, `predict` run
     on evaluate's prompts of every scene, and those predictions scored."""
     root = tmp_path_factory.mktemp("score_predictions")
-    params = Params()
-    params = dataclasses.replace(
-        params, text=dataclasses.replace(params.text, cache_file=str(root / "text.pt")),
-        train=dataclasses.replace(
-            params.train, cache=str(data / "cache"), train_scenes=str(data / "val.txt"),
-            val_scenes=None, epochs=1, out=str(root / "run"),
-            augment=dataclasses.replace(params.train.augment, elastic=())),
-        evaluate=EvaluateConfig(checkpoint=str(root / "run" / "best.pt"),
-                                cache=str(data / "cache"), scenes=str(data / "val.txt"),
-                                replica_cache=str(data / "replica"), out=str(root / "ours"),
-                                dataset_label="unit-test", protocol_clicks=0))
+    params = training_params(data, root, protocol_clicks=0)
     train(params, progress=False)
     metrics = run_evaluate(params, progress=False)
-    prompts = root / "ours" / PROMPTS_DIR
+    ours = Path(params.evaluate.out)
+    prompts = ours / PROMPTS_DIR
     run_predict_prompts(params, prompts, root / "pred")
     scored = score_predictions(params, prompts, root / "pred", root / "scored", "predict")
-    return {"params": params, "root": root, "prompts": prompts, "metrics": metrics,
-            "scored": scored}
+    return {"params": params, "root": root, "ours": ours, "prompts": prompts,
+            "metrics": metrics, "scored": scored}
 
 
 def assert_close(ours: object, theirs: object, where: str) -> None:
@@ -89,9 +79,9 @@ def test_predict_outputs_score_exactly_as_evaluate(run):
     assert json.loads((scored / METRICS_FILE).read_text()) == theirs
     for task in ("semantic", "instance", "panoptic", "open_vocab"):
         pd.testing.assert_frame_equal(pd.read_csv(scored / f"per_class_{task}.csv"),
-                                      pd.read_csv(run["root"] / "ours" / f"per_class_{task}.csv"),
+                                      pd.read_csv(run["ours"] / f"per_class_{task}.csv"),
                                       check_exact=False, rtol=0, atol=1e-9)
-    reference, recomputed = (read_evaluation(run["root"] / "ours"), read_evaluation(scored))
+    reference, recomputed = (read_evaluation(run["ours"]), read_evaluation(scored))
     assert set(recomputed) == set(SECTIONS)
     for task, stats in recomputed.items():
         assert stats.scene_ids == reference[task].scene_ids
@@ -120,7 +110,7 @@ def test_the_commands_predict_score_and_compare(run, tmp_path):
         == run["scored"]["semantic"]
     board = pd.read_csv(out / "leaderboards" / "instance.csv")
     assert "other (unit-test)" in set(board["method"])
-    assert main(["compare", str(run["root"] / "ours"), str(out), "--out",
+    assert main(["compare", str(run["ours"]), str(out), "--out",
                  str(tmp_path / "compare"), "--resamples", "50"]) == 0
 
 
