@@ -85,8 +85,14 @@ def test_predict_outputs_score_exactly_as_evaluate(run):
     assert set(recomputed) == set(SECTIONS)
     for task, stats in recomputed.items():
         assert stats.scene_ids == reference[task].scene_ids
+        assert stats.meta == reference[task].meta
         for name, values in stats.sums.items():
             np.testing.assert_allclose(values, reference[task].sums[name], rtol=0, atol=1e-9)
+        assert set(stats.tables) == set(reference[task].tables)
+        for table, columns in stats.tables.items():
+            for name, values in columns.items():
+                np.testing.assert_allclose(values, reference[task].tables[table][name], rtol=0,
+                                           atol=1e-9, err_msg=f"{task} {table}.{name}")
 
 
 def params_file(run: dict, folder: Path) -> str:
