@@ -610,12 +610,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_predictions.add_argument("--task", required=True,
                                       choices=["all", "instance", "semantic"])
     evaluate_predictions.add_argument("--pred", required=True, help="predictions folder")
-    evaluate_predictions.add_argument("--gt", help="ground-truth folder (instance, semantic)")
-    evaluate_predictions.add_argument("--prompts", help="evaluate's prompts/ folder (all)")
-    evaluate_predictions.add_argument("--method", help="the method's name in metrics.json and "
-                                      "the leaderboards (all; default: the --pred folder's name)")
-    evaluate_predictions.add_argument("--out", help="JSON output file (instance, semantic); "
-                                      "output folder (all)")
+    for option, text in (  # which --task each option serves
+            ("--gt", "ground-truth folder (instance, semantic)"),
+            ("--prompts", "evaluate's prompts/ folder (all)"),
+            ("--method", "the method's name in metrics.json and the leaderboards (all; "
+                         "default: the --pred folder's name)"),
+            ("--out", "JSON output file (instance, semantic); output folder (all)")):
+        evaluate_predictions.add_argument(option, help=text)
     evaluate_predictions.set_defaults(func=cmd_evaluate_predictions)
 
     compare = verbs.add_parser(
