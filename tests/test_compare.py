@@ -15,37 +15,17 @@ import pandas as pd
 import pytest
 
 from ground_truth import EVALUATION_SCENES as SCENES
-from ground_truth import gt_prediction
+from ground_truth import write_evaluation
 from uniseg3d.cli import main
-from uniseg3d.config import Params
-from uniseg3d.datasets.loader import evaluation_sample, read_split
 from uniseg3d.datasets.scene import InputError
 from uniseg3d.metrics.bootstrap import interval
-from uniseg3d.metrics.interactive import multi_object_clicks, protocol_scene_stats, protocol_stats
 from uniseg3d.metrics.scene_stats import read_evaluation
 from uniseg3d.metrics.semantic import semantic_scores
-from uniseg3d.metrics.tasks import ScanNetTasks
 from uniseg3d.pipelines.evaluate import write_scene_stats
 from uniseg3d.pipelines.compare import compare_evaluations
 from uniseg3d.reports.comparison import COLUMNS, FILES, run_compare
 
 RESAMPLES = 200
-
-
-def write_evaluation(data: Path, out: Path, seed: int, dataset: str = "unit-test") -> str:
-    """Degraded ground-truth predictions of the evaluation scenes scored into `out/scene_stats`
-    (and synthetic click curves for the interactive protocol)."""
-    params, tasks, rng = Params(), ScanNetTasks(), np.random.default_rng(seed)
-    protocol = []
-    for index, scene in enumerate(read_split(data / "cache", list(SCENES))):
-        sample = evaluation_sample(scene, params, index)
-        tasks.add(sample, gt_prediction(sample, rng))
-        curves = [np.clip(np.cumsum(rng.uniform(0, 0.2, 20)), 0, 1) for _ in range(2)]
-        multi = np.clip(np.cumsum(rng.uniform(0, 0.1, len(multi_object_clicks(2)))), 0, 1)
-        protocol.append(protocol_scene_stats(scene.scene_id, curves, multi))
-    stats = {**tasks.scene_stats(), "interactive_protocol": protocol_stats(protocol)}
-    write_scene_stats(out, stats, dataset)
-    return str(out)
 
 
 @pytest.fixture(scope="module")

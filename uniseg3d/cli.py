@@ -171,7 +171,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     result = build_report(load_params(args.params), Path(args.out), args.scenes,
                           sweep_dir=Path(args.sweep), latency_file=Path(args.latency),
-                          device=args.device)
+                          device=args.device,
+                          baseline=Path(args.baseline) if args.baseline else None)
     for what in result["missing"]:
         log.warning("report: missing %s", what)
     log.info("wrote %s and %s", result["html"], result["markdown"])
@@ -515,6 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--latency", default="benchmarks/latency.json",
                         help="bench latency JSON (default: %(default)s)")
     report.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    report.add_argument("--baseline", metavar="DIR",
+                        help="an evaluation folder of the same scenes (another run's "
+                        "evaluate.out): the summary compares every headline metric against it "
+                        "with a paired bootstrap interval")
     report.set_defaults(func=cmd_report)
 
     predict = verbs.add_parser(

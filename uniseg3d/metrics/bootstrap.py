@@ -13,7 +13,9 @@ seeds of the metric on all scenes.
 * p_value: two-sided bootstrap proportion, twice the smaller share of resampled differences
   at or below zero and at or above zero, at most 1 (identical sides: 1);
 * resamples where a metric is undefined (NaN, e.g. a class drawn in no scene) are left out of
-  its interval and p-value.
+  its interval and p-value;
+* a composite (e.g. the paper's "Overall", the mean of six headline metrics) is the mean of its
+  parts in every resample and on all scenes, so its interval is paired like theirs.
 """
 
 from __future__ import annotations
@@ -128,22 +130,36 @@ def _rows(keys: list, base: tuple, other: tuple, base_draws: dict, other_draws: 
     return rows
 
 
+Key = tuple[str, str]  # (task, metric)
+
+
+def with_composites(values: dict, composites: Mapping[Key, Sequence[Key]]) -> dict:
+    """`values` (metric -> value or (R,) values) with each composite, the mean of its parts."""
+    return {**values, **{key: sum(values[part] for part in parts) / len(parts)
+                         for key, parts in composites.items()}}
+
+
 def paired_bootstrap(sides: Sequence[Side], baseline: int = 0, resamples: int = 1000,
-                     confidence: float = 0.95, seed: int = 0) -> dict:
+                     confidence: float = 0.95, seed: int = 0,
+                     composites: Mapping[Key, Sequence[Key]] | None = None) -> dict:
     """Every metric of every side against `sides[baseline]`: {"metrics": rows with `task`,
     `metric`, `a` (baseline), `b`, `delta`, `ci_low`, `ci_high`, `p_value`, `significant`,
     `baseline` and `other` (side names), "classes": the same per class of `PER_CLASS`
-    (`metric` = "classes/<class>/<metric>")}. The sides must hold the same tasks on the same
-    scenes (see `check_comparable`)."""
+    (`metric` = "classes/<class>/<metric>")}; `composites`: more rows, each the mean of some
+    (task, metric) parts. The sides must hold the same tasks on the same scenes (see
+    `check_comparable`)."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     rng = np.random.default_rng(seed)
     scene_sets = sorted({stats.scene_ids for stats in sides[baseline].seeds[0].values()})
     weights = {ids: multiplicities(rng.integers(0, len(ids), (resamples, len(ids))), len(ids))
                for ids in scene_sets}
+    composites = composites or {}
     draws = [_side_values(side, weights, rng.integers(0, len(side.seeds), resamples))
              for side in sides]
     points = [_point_values(side) for side in sides]
+    draws = [(with_composites(metrics, composites), classes) for metrics, classes in draws]
+    points = [(with_composites(metrics, composites), classes) for metrics, classes in points]
     result: dict = {"metrics": [], "classes": []}
     for index, side in enumerate(sides):
         if index == baseline:

@@ -23,10 +23,11 @@ def read_side(spec: str) -> Side:
 
 
 def compare_evaluations(specs: Sequence[str], baseline: str | None = None,
-                        resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+                        resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
+                        composites=None) -> dict:
     """The settings (`baseline`, `sides`, `resamples`, `confidence`, `seed`, `scenes` per task)
     and `paired_bootstrap`'s `metrics` and `classes` rows of the sides `specs` against
-    `baseline` (default: the first)."""
+    `baseline` (default: the first); `composites`: means of metrics compared too."""
     if len(specs) < 2:
         raise ValueError(f"expected at least two evaluations to compare, got {len(specs)}")
     baseline = specs[0] if baseline is None else baseline
@@ -39,4 +40,5 @@ def compare_evaluations(specs: Sequence[str], baseline: str | None = None,
              max(scenes.values()), resamples)
     return {"baseline": baseline, "sides": list(specs), "resamples": resamples,
             "confidence": confidence, "seed": seed, "scenes": scenes,
-            **paired_bootstrap(sides, list(specs).index(baseline), resamples, confidence, seed)}
+            **paired_bootstrap(sides, list(specs).index(baseline), resamples, confidence, seed,
+                               composites)}
