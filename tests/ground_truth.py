@@ -1,16 +1,18 @@
 """Small prepared evaluation data (two ScanNet-layout scenes with ScanRefer descriptions, one
-Replica scene), ground-truth predictions on it and evaluation folders of their statistics,
-shared by the evaluate, compare, sweep and report tests."""
+Replica scene), ground-truth predictions on it, evaluation folders of their statistics and the
+params that train and evaluate a tiny checkpoint on it, shared by the evaluate, compare, sweep,
+report and scoring tests."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from scannet_files import (write_label_map, write_replica_scene, write_scannet_scene,
                            write_scanrefer)
-from uniseg3d.config import Params
+from uniseg3d.config import EvaluateConfig, Params
 from uniseg3d.datasets.labels import LABEL_MAP_FILE
 from uniseg3d.datasets.loader import evaluation_sample, read_split
 from uniseg3d.metrics.interactive import multi_object_clicks, protocol_scene_stats, protocol_stats
@@ -39,6 +41,23 @@ def write_evaluation_data(root: Path) -> Path:
     prepare_dataset("replica", root / "replica_raw", root / "replica", jobs=1, progress=False)
     (root / "val.txt").write_text("\n".join(EVALUATION_SCENES) + "\n")
     return root
+
+
+def training_params(data: Path, root: Path, **evaluate: object) -> Params:
+    """Params that train a one-epoch tiny checkpoint on the prepared scenes under `root/run`
+    and evaluate it on them and the Replica scene into `root/reports` (`evaluate`: more
+    `EvaluateConfig` fields)."""
+    params = Params()
+    return dataclasses.replace(
+        params, text=dataclasses.replace(params.text, cache_file=str(root / "text.pt")),
+        train=dataclasses.replace(
+            params.train, cache=str(data / "cache"), train_scenes=str(data / "val.txt"),
+            val_scenes=None, epochs=1, out=str(root / "run"),
+            augment=dataclasses.replace(params.train.augment, elastic=())),
+        evaluate=EvaluateConfig(checkpoint=str(root / "run" / "best.pt"),
+                                cache=str(data / "cache"), scenes=str(data / "val.txt"),
+                                replica_cache=str(data / "replica"), out=str(root / "reports"),
+                                dataset_label="unit-test", **evaluate))
 
 
 def gt_prediction(sample, rng: np.random.Generator | None = None) -> ScenePrediction:

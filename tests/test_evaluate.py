@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from ground_truth import EVALUATION_SCENES as SCENES
-from ground_truth import gt_prediction
+from ground_truth import gt_prediction, training_params
 from uniseg3d.benchmarks.evaluate_bench import bench_evaluate
 from uniseg3d.benchmarks.leaderboard import TASKS, write_evaluation_leaderboards
-from uniseg3d.config import EvaluateConfig, Params
+from uniseg3d.config import Params
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import evaluation_sample, read_split
 from uniseg3d.metrics.scene_stats import first_row, read_evaluation
@@ -42,17 +42,7 @@ SECTIONS = {
 @pytest.fixture(scope="module")
 def evaluated(data: Path) -> tuple[dict, Params]:
     """A one-epoch tiny checkpoint evaluated on the two scenes and the Replica scene."""
-    params = Params()
-    params = dataclasses.replace(
-        params, text=dataclasses.replace(params.text, cache_file=str(data / "text.pt")),
-        train=dataclasses.replace(
-            params.train, cache=str(data / "cache"), train_scenes=str(data / "val.txt"),
-            val_scenes=None, epochs=1, out=str(data / "run"),
-            augment=dataclasses.replace(params.train.augment, elastic=())),
-        evaluate=EvaluateConfig(checkpoint=str(data / "run" / "best.pt"),
-                                cache=str(data / "cache"), scenes=str(data / "val.txt"),
-                                replica_cache=str(data / "replica"), out=str(data / "reports"),
-                                dataset_label="unit-test"))
+    params = training_params(data, data)
     train(params, progress=False)
     metrics = run_evaluate(params, progress=False)
     write_evaluation_leaderboards(metrics, params.evaluate.out)  # as `uniseg3d evaluate` does

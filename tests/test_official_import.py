@@ -132,10 +132,12 @@ def test_predict_on_the_imported_checkpoint(tmp_path, released, scannet_raw):
     arrays = np.load(out / "predictions.npz")
     vertices = PlyData.read(str(mesh))["vertex"].count
     assert set(arrays.files) == {
-        "semantic", "instance_masks", "instance_labels", "instance_scores", "panoptic_semantic",
-        "panoptic_instance", "click_masks", "text_masks", "open_vocab_masks",
-        "open_vocab_labels", "open_vocab_scores"}
+        "format_version", "semantic", "instance_masks", "instance_labels", "instance_scores",
+        "panoptic_semantic", "panoptic_instance", "click_masks", "click_class_probs",
+        "text_masks", "open_vocab_masks", "open_vocab_labels", "open_vocab_scores"}
+    assert arrays["format_version"] == 1
     assert arrays["click_masks"].shape == (2, vertices)
+    assert arrays["click_class_probs"].shape == (2, 20)
     assert arrays["text_masks"].shape == (1, vertices)
     semantic = PlyData.read(str(out / "semantic.ply"))["vertex"].data
     assert np.array_equal(semantic["label"], arrays["semantic"])

@@ -184,6 +184,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from uniseg3d.pipelines.predict import (PredictRequest, PromptError, parse_click,
                                             parse_negative, run_predict)
 
+    if args.prompts:
+        return predict_evaluation_prompts(args)
+    if not args.scan:
+        log.error("predict needs a scan (or --prompts DIR)")
+        return 2
     try:
         clicks = tuple(parse_negative(text) if option == "negative" else parse_click(text)
                        for option, text in args.clicks)
@@ -197,6 +202,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
         log.error("%s", error)
         return 2
     print(json.dumps({k: summary[k] for k in ("points", "superpoints", "files")}, indent=2))
+    return 0
+
+
+def predict_evaluation_prompts(args: argparse.Namespace) -> int:
+    """`predict --prompts DIR`: the evaluation scenes with the prompts evaluate gave them."""
+    import dataclasses
+
+    from uniseg3d.model.precision import PrecisionError, check_precision
+    from uniseg3d.pipelines.predict import PromptError, run_predict_prompts
+
+    if args.scan or args.clicks or args.text or args.classes:
+        log.error("--prompts takes the scans and prompts from evaluate's prompts/ folder: "
+                  "give no scan, --click, --negative, --text or --classes")
+        return 2
+    params = load_params(args.params)
+    params = dataclasses.replace(params, evaluate=dataclasses.replace(
+        params.evaluate, checkpoint=args.checkpoint))
+    try:
+        check_precision(args.precision, args.device)
+        written = run_predict_prompts(params, args.prompts, args.out, args.device, args.precision)
+    except (PromptError, PrecisionError) as error:
+        log.error("%s", error)
+        return 2
+    print(json.dumps({"scenes": len(written), "out": args.out}, indent=2))
     return 0
 
 
@@ -245,12 +274,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_evaluate_predictions(args: argparse.Namespace) -> int:
     from uniseg3d.metrics.submission import evaluate_submission, format_table
 
+    if args.task == "all":
+        return score_all(args)
+    if not args.gt:
+        log.error("--task %s needs --gt (the ground-truth folder)", args.task)
+        return 2
     result = evaluate_submission(args.task, args.gt, args.pred)
     print(format_table(result))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
         log.info("wrote %s", args.out)
+    return 0
+
+
+def score_all(args: argparse.Namespace) -> int:
+    """`evaluate-predictions --task all`: per-scene predictions.npz against evaluate's prompts."""
+    from uniseg3d.benchmarks.leaderboard import write_evaluation_leaderboards
+    from uniseg3d.pipelines.score_predictions import score_predictions
+
+    if not args.prompts or not args.out:
+        log.error("--task all needs --prompts (evaluate's prompts/ folder) and --out (a folder)")
+        return 2
+    metrics = score_predictions(load_params(args.params), args.prompts, args.pred, args.out,
+                                args.method or Path(args.pred).name)
+    write_evaluation_leaderboards(metrics, args.out)
+    print(json.dumps({task: {k: v for k, v in section.items() if not isinstance(v, dict)}
+                      for task, section in metrics.items() if isinstance(section, dict)
+                      and task != "counts"}, indent=2))
     return 0
 
 
@@ -477,7 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "(one mask per clicked object), referring (one mask per --text) and "
                     "open-vocabulary instances (against --classes). Writes a coloured PLY per "
                     "task and summary.json to --out.")
-    predict.add_argument("scan", help="PLY mesh (superpoints by the segmentator) or point cloud")
+    predict.add_argument("scan", nargs="?",
+                         help="PLY mesh (superpoints by the segmentator) or point cloud")
+    predict.add_argument("--prompts", metavar="DIR",
+                         help="instead of a scan and prompts: every scene of evaluate's "
+                              "prompts/ folder, read from evaluate.cache (Replica scenes: "
+                              "evaluate.replica_cache) of --params, with its prompts; writes "
+                              "<out>/<scene>/predictions.npz for evaluate-predictions --task all")
     predict.add_argument("--checkpoint", required=True, help="a checkpoint from uniseg3d train")
     predict.add_argument("--click", dest="clicks", action=TaggedAppend, tag="click",
                          default=[], metavar="X,Y,Z[@K]",
@@ -546,15 +603,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve_verb.set_defaults(func=cmd_serve)
 
     evaluate_predictions = verbs.add_parser(
-        "evaluate-predictions", help="score predictions in the ScanNet benchmark format",
-        description="instance: per scene <scene>.txt listing 'mask.txt label_id confidence' "
-                    "lines against GT <scene>.txt of label_id*1000+instance per vertex; "
-                    "semantic: one label id per vertex for both. Prints a table; --out writes "
-                    "JSON.")
-    evaluate_predictions.add_argument("--task", required=True, choices=["instance", "semantic"])
-    evaluate_predictions.add_argument("--gt", required=True, help="ground-truth folder")
+        "evaluate-predictions", help="score another method's predictions as evaluate scores ours",
+        description="all: a folder of <scene>/predictions.npz (the format `predict` writes) "
+                    "made with the prompts of evaluate's prompts/ folder, scored on all six "
+                    "tasks against evaluate.cache (and evaluate.replica_cache) of --params; "
+                    "--out gets metrics.json, per-class CSVs, scene_stats/ and leaderboards, "
+                    "for `uniseg3d compare`. instance: per scene <scene>.txt listing "
+                    "'mask.txt label_id confidence' lines against GT <scene>.txt of "
+                    "label_id*1000+instance per vertex; semantic: one label id per vertex for "
+                    "both (ScanNet benchmark format). Prints a table; --out writes JSON.")
+    evaluate_predictions.add_argument("--task", required=True,
+                                      choices=["all", "instance", "semantic"])
     evaluate_predictions.add_argument("--pred", required=True, help="predictions folder")
-    evaluate_predictions.add_argument("--out", help="JSON output file")
+    for option, text in (  # which --task each option serves
+            ("--gt", "ground-truth folder (instance, semantic)"),
+            ("--prompts", "evaluate's prompts/ folder (all)"),
+            ("--method", "the method's name in metrics.json and the leaderboards (all; "
+                         "default: the --pred folder's name)"),
+            ("--out", "JSON output file (instance, semantic); output folder (all)")):
+        evaluate_predictions.add_argument(option, help=text)
     evaluate_predictions.set_defaults(func=cmd_evaluate_predictions)
 
     compare = verbs.add_parser(

@@ -100,7 +100,9 @@ def _our_row(measured: dict, dataset_label: str, metrics: tuple) -> dict | None:
     values = {metric: _lookup(measured, path) if path else None for metric, path in metrics}
     if all(value is None for value in values.values()):
         return None  # the evaluation did not cover this task (e.g. no Replica scenes)
-    return {"method": OURS.format(dataset_label), "dataset": dataset_label,
+    method = OURS.format(dataset_label) if "method" not in measured \
+        else f"{measured['method']} ({dataset_label})"  # `evaluate-predictions`: another method
+    return {"method": method, "dataset": dataset_label,
             **{column(metric): float("nan") if value is None
                else value if is_count(metric) else 100.0 * value
                for metric, value in values.items()},

@@ -10,6 +10,10 @@ are not a ScanNet20 training class). Outputs under `evaluate.out`:
 * `metrics.json`: one section per task (fractions in [0, 1], NaN as null), `dataset`, `counts`,
   `timing`;
 * `per_class_{semantic,instance,panoptic,open_vocab}.csv`;
+* `prompts/<scene>.json`: the exact clicks, descriptions and open-vocabulary class list each
+  scene was given (`uniseg3d.datasets.prompt_files`), so that another method run on them is
+  scored the same way by `uniseg3d evaluate-predictions --task all`
+  (`uniseg3d.pipelines.score_predictions`);
 * `scene_stats/<task>.npz`: every metric's per-scene sufficient statistics
   (`uniseg3d.metrics.scene_stats`), from which `uniseg3d compare` rescores any resample of the
   scenes; `metrics.json` is their reduction over all scenes;
@@ -39,6 +43,7 @@ from uniseg3d.config import EvaluateConfig, Params
 from uniseg3d.datasets.cache import cached_scene_ids, read_scene
 from uniseg3d.datasets.classes import scannet20, scannet200
 from uniseg3d.datasets.loader import Sample, evaluation_sample, read_scene_list, read_split
+from uniseg3d.datasets.prompt_files import PROMPTS_DIR, prompts_document, write_prompts
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.metrics.instance import InstancePredictions
 from uniseg3d.metrics.scene_stats import SCENE_STATS_DIR, SceneStats, first_row, write_stats
@@ -124,12 +129,19 @@ def validation_ids(cfg: EvaluateConfig) -> list[str]:
     return scene_ids
 
 
-def evaluate_scannet(predictor: Predictor, params: Params, out: Path, progress: bool
-                     ) -> ScanNetTasks:
-    """Every ScanNet-layout validation scene through the model; submission files on the way."""
+def scannet_classes() -> list[str]:
+    """The open-vocabulary class list of the ScanNet-layout scenes (ScanNet200, as text)."""
+    return class_prompt_names(scannet200().names)
+
+
+def evaluate_scannet(predictor: Predictor, params: Params, out: Path, progress: bool,
+                     prompts: list[dict]) -> ScanNetTasks:
+    """Every ScanNet-layout validation scene through the model; submission files on the way,
+    each scene's prompts appended to `prompts`."""
     cfg = params.evaluate
     scene_ids = validation_ids(cfg)
-    vocabulary = predictor.vocabulary(class_prompt_names(scannet200().names))
+    classes = scannet_classes()
+    vocabulary = predictor.vocabulary(classes)
     tasks = ScanNetTasks()
     for index, scene_id in enumerate(tqdm(scene_ids, desc="evaluate", unit="scene",
                                           disable=not progress)):
@@ -137,27 +149,65 @@ def evaluate_scannet(predictor: Predictor, params: Params, out: Path, progress: 
         prediction = predictor(sample, vocabulary)
         tasks.add(sample, prediction)
         write_scene_files(out / PREDICTIONS_DIR, sample.scene, prediction)
+        prompts.append(prompts_document(sample, "scannet", index, classes))
     return tasks
 
 
-def evaluate_replica(predictor: Predictor, params: Params, progress: bool
-                     ) -> OpenVocabTask | None:
-    """Zero-shot open-vocabulary instances on the Replica cache (None: no Replica scenes)."""
+def replica_task(scenes: list[Scene]) -> OpenVocabTask:
+    """The zero-shot open-vocabulary task of the Replica scenes (their instance names); its
+    class list as text is `[free_text(name) for name in task.class_names]`."""
+    names = replica_vocabulary(scenes)
+    evaluated = [name for name in names if name not in REPLICA_EXCLUDED]
+    return OpenVocabTask(names, replica_subsets(evaluated, class_prompt_names(scannet20().names)),
+                         REPLICA_EXCLUDED)
+
+
+def evaluate_replica(predictor: Predictor, params: Params, progress: bool,
+                     prompts: list[dict]) -> OpenVocabTask | None:
+    """Zero-shot open-vocabulary instances on the Replica cache (None: no Replica scenes),
+    each scene's prompts appended to `prompts`."""
     cache = params.evaluate.replica_cache
     scenes = read_split(cache) if cache is not None else []
     if not scenes:
         log.info("no Replica scenes in %s: zero-shot evaluation skipped", cache)
         return None
-    names = replica_vocabulary(scenes)
-    evaluated = [name for name in names if name not in REPLICA_EXCLUDED]
-    task = OpenVocabTask(names, replica_subsets(evaluated, class_prompt_names(scannet20().names)),
-                         REPLICA_EXCLUDED)
-    vocabulary = predictor.vocabulary([free_text(name) for name in names])
+    task = replica_task(scenes)
+    classes = [free_text(name) for name in task.class_names]
+    vocabulary = predictor.vocabulary(classes)
     for index, scene in enumerate(tqdm(scenes, desc="evaluate replica", unit="scene",
                                        disable=not progress)):
-        prediction = predictor(evaluation_sample(scene, params, index), vocabulary)
-        task.add(replica_gt(scene, names), prediction.open_vocab, scene.scene_id)
+        sample = evaluation_sample(scene, params, index)
+        prediction = predictor(sample, vocabulary)
+        task.add(replica_gt(scene, task.class_names), prediction.open_vocab, scene.scene_id)
+        prompts.append(prompts_document(sample, "replica", index, classes))
     return task
+
+
+def task_statistics(tasks: ScanNetTasks, replica: OpenVocabTask | None
+                    ) -> tuple[dict[str, SceneStats], dict[str, dict], dict]:
+    """Every task's per-scene statistics, its result (per-class tables included) and the
+    open-vocabulary benchmarks for `write_outputs`."""
+    stats = tasks.scene_stats()
+    vocabularies = {"scannet200": ("open_vocab", tasks.open_vocab)}
+    if replica is not None:
+        stats["replica"] = replica.scene_stats()
+        vocabularies["replica"] = ("replica", replica)
+    results = {task: first_row(task_scores(task_stats)) for task, task_stats in stats.items()}
+    return stats, results, vocabularies
+
+
+def counts_section(tasks: ScanNetTasks, replica: OpenVocabTask | None, results: dict) -> dict:
+    """`metrics.json`'s `counts`: scenes, classes, clicks and descriptions evaluated."""
+    referring = results["referring"]
+    counts = {"scannet_scenes": len(tasks), "replica_scenes": 0, "replica_classes": 0,
+              "replica_unseen_classes": 0, "clicks": results["interactive"]["clicks"],
+              "descriptions": referring["count"],
+              "descriptions_unique": referring["unique"]["count"],
+              "descriptions_multiple": referring["multiple"]["count"]}
+    if replica is not None:
+        counts.update(replica_scenes=len(replica), replica_classes=len(replica.evaluated_classes),
+                      replica_unseen_classes=len(replica.subsets["unseen"]))
+    return counts
 
 
 def write_outputs(out: Path, metrics: dict, results: dict[str, dict],
@@ -200,15 +250,11 @@ def run_evaluate(params: Params, progress: bool = True, device: str = "cpu",
     shutil.rmtree(out / PREDICTIONS_DIR, ignore_errors=True)  # no stale scenes in the folders
     predictor = Predictor(*load_trained_model(cfg.checkpoint, device), device=device)
     set_precision(predictor.model, precision, device)
-    tasks = evaluate_scannet(predictor, params, out, progress)
+    prompts: list[dict] = []
+    tasks = evaluate_scannet(predictor, params, out, progress, prompts)
     scannet_seconds = predictor.seconds
-    stats = tasks.scene_stats()
-    vocabularies = {"scannet200": ("open_vocab", tasks.open_vocab)}
-    replica = evaluate_replica(predictor, params, progress)
-    if replica is not None:
-        stats["replica"] = replica.scene_stats()
-        vocabularies["replica"] = ("replica", replica)
-    results = {task: first_row(task_scores(task_stats)) for task, task_stats in stats.items()}
+    replica = evaluate_replica(predictor, params, progress, prompts)
+    stats, results, vocabularies = task_statistics(tasks, replica)
     protocol_start = time.perf_counter()
     scene_ids = validation_ids(cfg)
     if cfg.protocol_clicks:
@@ -218,15 +264,7 @@ def run_evaluate(params: Params, progress: bool = True, device: str = "cpu",
             progress, len(scene_ids))
     protocol = protocol_section(stats[PROTOCOL]) if PROTOCOL in stats else None
     protocol_seconds = time.perf_counter() - protocol_start
-    referring = results["referring"]
-    counts = {"scannet_scenes": len(tasks), "replica_scenes": 0, "replica_classes": 0,
-              "replica_unseen_classes": 0, "clicks": results["interactive"]["clicks"],
-              "descriptions": referring["count"],
-              "descriptions_unique": referring["unique"]["count"],
-              "descriptions_multiple": referring["multiple"]["count"]}
-    if replica is not None:
-        counts.update(replica_scenes=len(replica), replica_classes=len(replica.evaluated_classes),
-                      replica_unseen_classes=len(replica.subsets["unseen"]))
+    counts = counts_section(tasks, replica, results)
     metrics = {
         "dataset": cfg.dataset_label,
         **{task: metric_section(result) for task, result in results.items()},
@@ -240,6 +278,7 @@ def run_evaluate(params: Params, progress: bool = True, device: str = "cpu",
     }
     write_outputs(out, metrics, results, vocabularies)
     write_scene_stats(out, stats, cfg.dataset_label)
+    write_prompts(out / PROMPTS_DIR, prompts)
     log.info("semantic mIoU %.3f, instance AP %.3f, PQ %.3f, interactive mIoU %.3f, referring "
              "mIoU %.3f, ScanNet200 AP %.3f (%d scenes, %.1f s) -> %s",
              results["semantic"]["miou"], results["instance"]["ap"], results["panoptic"]["pq"],

@@ -16,6 +16,10 @@ its mask (`uniseg3d.model.click_objects`: with one click per object and no negat
 object's mask is its click query's own, as the paper's task). `predictions.npz`'s
 `click_masks` are the objects' own masks, which may overlap.
 
+`run_predict_prompts` runs the same on the cached scenes of an evaluation with the exact
+prompts `evaluate` gave them (its `prompts/<scene>.json`), writing `<out>/<scene>/predictions.npz`
+for `uniseg3d evaluate-predictions --task all`.
+
 Superpoints come from the mesh segmentator when the file has faces; a bare point cloud is
 grouped by a voxel grid instead (`POINT_CLOUD_SUPERPOINT_VOXEL`). Clicks must lie on the scan
 and descriptions must be non-empty and of reasonable length; anything else is a clear error.
@@ -32,7 +36,10 @@ import numpy as np
 import torch
 
 from uniseg3d.datasets.classes import scannet20
-from uniseg3d.datasets.loader import Sample
+from uniseg3d.config import Params
+from uniseg3d.datasets.cache import read_scene
+from uniseg3d.datasets.loader import Sample, objects_of_clicks
+from uniseg3d.datasets.prompt_files import ScenePrompts, read_prompts
 from uniseg3d.datasets.ply import Mesh, read_mesh, write_scannet_mesh
 from uniseg3d.datasets.scannet import scene_from_mesh
 from uniseg3d.datasets.scene import IGNORE_INDEX, Scene
@@ -44,6 +51,7 @@ from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.text_encoder import class_embeddings
 from uniseg3d.palette import (SCANNET20_COLORS, color_labels, color_masks, distinct_colors,
                               panoptic_colors)
+from uniseg3d.pipelines.prediction_files import PREDICTIONS_FILE, prediction_arrays
 from uniseg3d.pipelines.train import load_trained_model
 
 log = logging.getLogger(__name__)
@@ -186,29 +194,6 @@ def labels_of(index: np.ndarray, labels: np.ndarray) -> np.ndarray:
                     else -1, -1)
 
 
-def prediction_arrays(prediction, num_points: int) -> dict[str, np.ndarray]:
-    """Every task's arrays, as `predictions.npz` holds them."""
-    empty = np.zeros((0, num_points), dtype=bool)
-    open_vocab = prediction.open_vocab
-    return {
-        "semantic": prediction.semantic.astype(np.int64),
-        "instance_masks": prediction.instances.masks.reshape(-1, num_points).astype(
-            bool, copy=False),
-        "instance_labels": prediction.instances.labels.astype(np.int64),
-        "instance_scores": prediction.instances.scores.astype(np.float32),
-        "panoptic_semantic": prediction.panoptic_classes.astype(np.int64),
-        "panoptic_instance": prediction.panoptic_ids.astype(np.int64),
-        "click_masks": prediction.clicks.masks.reshape(-1, num_points).astype(bool, copy=False),
-        "text_masks": prediction.texts.masks.reshape(-1, num_points).astype(bool, copy=False),
-        "open_vocab_masks": open_vocab.masks.reshape(-1, num_points).astype(bool, copy=False)
-        if open_vocab is not None else empty,
-        "open_vocab_labels": open_vocab.labels.astype(np.int64) if open_vocab is not None
-        else np.zeros(0, dtype=np.int64),
-        "open_vocab_scores": open_vocab.scores.astype(np.float32) if open_vocab is not None
-        else np.zeros(0, dtype=np.float32),
-    }
-
-
 def read_scan(path: Path, k_thresh: float = 0.01, min_verts: int = 20
               ) -> tuple[Mesh, Scene]:
     """A mesh or point cloud as an unlabelled `Scene`, with its superpoints: the segmentator's
@@ -340,14 +325,55 @@ def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
     out = request.out
     out.mkdir(parents=True, exist_ok=True)
     arrays = prediction_arrays(prediction, scene.num_points)
-    np.savez_compressed(out / "predictions.npz", **arrays)
+    np.savez_compressed(out / PREDICTIONS_FILE, **arrays)
     renders = {task: task_layer(task, prediction, arrays, mesh.colors) for task in TASKS}
     for task, (colors, properties) in renders.items():
         write_scannet_mesh(out / f"{task}.ply", mesh.vertices, colors, mesh.faces, properties)
     summary = {"scan": str(request.mesh), "checkpoint": str(request.checkpoint),
                "points": scene.num_points, "superpoints": scene.num_superpoints,
                **summary_document(prediction, where, points, objects, texts, names),
-               "files": sorted([f"{task}.ply" for task in renders] + ["predictions.npz"])}
+               "files": sorted([f"{task}.ply" for task in renders] + [PREDICTIONS_FILE])}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("wrote %d PLY files and summary.json to %s", len(renders), out)
     return summary
+
+
+def predict_with_prompts(model, encoder, classes, scene: Scene, prompts: ScenePrompts,
+                         device: str = "cpu") -> dict[str, np.ndarray]:
+    """`predictions.npz`'s arrays for a cached `scene` given the prompts of its
+    `prompts/<scene>.json` (`read_prompts`): its clicks (one object per clicked instance),
+    descriptions and open-vocabulary class list."""
+    prompts.sample(scene)  # the prompts are the scene's
+    open_vocab = class_embeddings(encoder, prompts.classes).to(device)
+    prediction = predict_prompts(model, encoder, classes, scene, prompts.click_points,
+                                 objects_of_clicks(prompts.click_instances), prompts.texts,
+                                 open_vocab, device)
+    return prediction_arrays(prediction, scene.num_points)
+
+
+def run_predict_prompts(params: Params, prompts_dir: str | Path, out: str | Path,
+                        device: str = "cpu", precision: str = "fp32") -> list[Path]:
+    """`evaluate.checkpoint` on every scene of `prompts_dir`, read from `evaluate.cache` (or
+    `evaluate.replica_cache` for a Replica scene); returns the `<out>/<scene>/predictions.npz`
+    written."""
+    cfg = params.evaluate
+    caches = {"scannet": cfg.cache, "replica": cfg.replica_cache}
+    model, encoder, classes = load_trained_model(cfg.checkpoint, device)
+    set_precision(model, precision, device)
+    paths = sorted(Path(prompts_dir).glob("*.json"))
+    if not paths:
+        raise PromptError(f"{prompts_dir}: no <scene>.json prompts files (evaluate's prompts/)")
+    written = []
+    for path in paths:
+        prompts = read_prompts(path)
+        if caches[prompts.benchmark] is None:
+            raise PromptError(f"{path}: a {prompts.benchmark} scene, and "
+                              "evaluate.replica_cache is null")
+        scene = read_scene(Path(caches[prompts.benchmark]) / prompts.scene_id)
+        arrays = predict_with_prompts(model, encoder, classes, scene, prompts, device)
+        target = Path(out) / prompts.scene_id / PREDICTIONS_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(target, **arrays)
+        written.append(target)
+    log.info("wrote the predictions of %d scenes to %s", len(written), out)
+    return written

@@ -34,9 +34,10 @@ from uniseg3d.model.text_encoder import EncodedTexts, class_embeddings
 from uniseg3d.model.uniseg3d import UniSeg3D
 from uniseg3d.palette import SCANNET20_COLORS
 from uniseg3d.pipelines.predict import (TASKS, ClickPrompt, PromptError, click_objects,
-                                        click_points, click_summaries, prediction_arrays,
-                                        predict_prompt_masks, predict_prompts,
-                                        summary_document, task_layer, validate_texts)
+                                        click_points, click_summaries, predict_prompt_masks,
+                                        predict_prompts, summary_document, task_layer,
+                                        validate_texts)
+from uniseg3d.pipelines.prediction_files import prediction_arrays
 
 LAYERS = ("input", *TASKS)
 MAX_CLASSES = 64  # names in one open-vocabulary list
