@@ -35,9 +35,9 @@ import torch
 
 from uniseg3d.config import Params, RayConfig
 from uniseg3d.datasets.scene import Scene
-from uniseg3d.pipelines.train import (
-    CHECKPOINT_BEST, CHECKPOINT_LAST, HISTORY_FILE, TrainResult, WorkerSession, fit,
-    load_checkpoint, scene_sets)
+from uniseg3d.pipelines.checkpoints import (
+    CHECKPOINT_BEST, CHECKPOINT_LAST, HISTORY_FILE, load_checkpoint)
+from uniseg3d.pipelines.train import TrainResult, WorkerSession, fit, scene_sets
 from uniseg3d.pipelines.validation import BEST_METRICS, best_file
 
 if TYPE_CHECKING:

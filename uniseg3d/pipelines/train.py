@@ -1,22 +1,20 @@
-"""The training loop: epochs, checkpoints, resume, two-stage fine-tuning, worker shards.
+"""The training loop: epochs, resume, two-stage fine-tuning, worker shards.
 
 `fit` is the one epoch loop, whoever runs it: `train()` in this process, a Ray Train worker
 (`ray_train`), a Ray Tune trial (`sweep`); a `WorkerSession` says which. Every epoch a worker
 trains on its shard of the scenes (`epoch_shard`: a DistributedSampler; one worker gets every
 scene). Each epoch's randomness (scene order, augmentation, query subsets, clicks) derives from
-(seed, epoch), so a resumed run repeats exactly what an uninterrupted one does. Checkpoints are
-written atomically (temporary file + rename) and loaded with `weights_only=True`.
+(seed, epoch), so a resumed run repeats exactly what an uninterrupted one does. Checkpoints:
+`pipelines.checkpoints`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,16 +35,13 @@ from uniseg3d.model.official.network import OfficialUniSeg3D
 from uniseg3d.model.targets import semantic_log_prior
 from uniseg3d.model.text_encoder import CachedTextEncoder, build_text_encoder, class_embeddings
 from uniseg3d.model.uniseg3d import UniSeg3D
+from uniseg3d.pipelines.checkpoints import (
+    CHECKPOINT_BEST, CHECKPOINT_LAST, HISTORY_FILE, epoch_score, load_checkpoint, restore,
+    save_best, save_checkpoint)
 from uniseg3d.pipelines.official_training import OfficialLosses, build_official, official_training
-from uniseg3d.pipelines.validation import (
-    BEST_METRICS, best_file, has_value, improved, metric_epoch, validation_metrics)
+from uniseg3d.pipelines.validation import BEST_METRICS, metric_epoch, validation_metrics
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_LAST = "last.pt"
-CHECKPOINT_BEST = "best.pt"
-HISTORY_FILE = "history.json"
-
 
 def class_prompt_names(names: tuple[str, ...]) -> list[str]:
     """Class names as text prompts ('otherfurniture' -> 'other furniture')."""
@@ -159,32 +154,6 @@ def validation_loss(model: UniSeg3D, criterion: Criterion, scenes: list[Scene], 
     totals = [float(forward_losses(model, criterion, [s], params, encoder, classes, rng,
                                    generator, False, device)["total"]) for s in scenes]
     return float(np.mean(totals)) if totals else float("nan")
-
-
-def save_checkpoint(path: Path, model: UniSeg3D | OfficialUniSeg3D, optimizer, scheduler,
-                    epoch: int, stage: int, history: list[dict], params: Params,
-                    criterion=None) -> None:
-    """Write a checkpoint atomically (temporary file in the same folder, then rename); an
-    official model's in the layout `import-official` writes (recipe, text model, criterion)."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "epoch": epoch, "stage": stage,
-             "history": json.dumps(history), "model_config": json.dumps(asdict(model.config)),
-             "text_encoder": json.dumps(asdict(params.text))}
-    if isinstance(model, OfficialUniSeg3D):
-        state.update(recipe="official", text_model=model.text_model,
-                     criterion=criterion.criterion.state_dict())
-    elif criterion is not None and list(criterion.parameters()):  # ours' official forms
-        state["criterion"] = criterion.state_dict()
-    temp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, temp)
-    os.replace(temp, path)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint's contents (tensors and plain values only: `weights_only=True`)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state["history"] = json.loads(state["history"])
-    return state
 
 
 def load_trained_model(checkpoint: str | Path, device: str = "cpu"
@@ -330,11 +299,6 @@ def stages(params: Params) -> list[tuple[int, float, float]]:
     return result
 
 
-def epoch_score(record: dict) -> float:
-    """What "best" minimises: the validation loss, else the training loss."""
-    return record.get("val_total", record["train_total"])
-
-
 def _across_workers(values: dict[str, float], keys: list[str], session: WorkerSession,
                     collective: Callable[[torch.Tensor], object]) -> dict[str, float]:
     """`values` at `keys` through a collective over the workers (in place on one tensor)."""
@@ -357,42 +321,6 @@ def _from_first_worker(values: dict[str, float], session: WorkerSession) -> dict
         return values
     return _across_workers(values, sorted(BEST_METRICS), session,
                            lambda tensor: dist.broadcast(tensor, 0))
-
-
-def save_best(workdir: Path, history: list[dict], best_by: str, save: Callable[[Path], None]
-              ) -> None:
-    """Write the best checkpoints the last epoch of `history` earned: `best.pt` at the lowest
-    score (`best_by: loss`, later ties win), or `best_<metric>.pt` at each of the hook's
-    metrics it beat, `best.pt` following the first (`best_by: metrics`; until the first has a
-    value, `best.pt` is the last epoch's)."""
-    if best_by == "loss":
-        if epoch_score(history[-1]) <= min(map(epoch_score, history)):
-            save(workdir / CHECKPOINT_BEST)
-        return
-    first = next(iter(BEST_METRICS))
-    for metric in BEST_METRICS:
-        if improved(history, metric):
-            save(workdir / best_file(metric))
-    if improved(history, first):
-        shutil.copy2(workdir / best_file(first), workdir / CHECKPOINT_BEST)
-    elif not any(has_value(record, first) for record in history):
-        shutil.copy2(workdir / CHECKPOINT_LAST, workdir / CHECKPOINT_BEST)
-
-
-def _restore(session: WorkerSession, workdir: Path) -> dict | None:
-    """Bring the checkpoint files of `session.resume_from` into `workdir`; the state of its
-    `last.pt` (None: a fresh start)."""
-    if session.resume_from is None:
-        return None
-    source = Path(session.resume_from)
-    if source.resolve() != workdir.resolve():
-        for name in (CHECKPOINT_LAST, CHECKPOINT_BEST, *map(best_file, BEST_METRICS)):
-            if (source / name).is_file():
-                shutil.copy2(source / name, workdir / name)
-    state = load_checkpoint(workdir / CHECKPOINT_LAST)
-    log.info("worker %d resumes after epoch %d (stage %d)", session.rank, state["epoch"],
-             state["stage"])
-    return state
 
 
 def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: SceneSet,
@@ -432,7 +360,7 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
         model = build_model(params, classes.shape[1], device)
         model.semantic_log_prior.copy_(torch.from_numpy(semantic_log_prior(train_set.each())))
         criterion = Criterion(params.loss, len(scannet20()))
-    state = _restore(session, workdir)
+    state = restore(session.resume_from, workdir, session.rank)
     history: list[dict] = state["history"] if state is not None else []
     resume_epoch = state["epoch"] + 1 if state is not None else 0
     wrapped = session.prepare(model)
