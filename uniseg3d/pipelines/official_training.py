@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from uniseg3d.config import AugmentConfig, Params
-from uniseg3d.datasets.loader import Sample, make_sample
+from uniseg3d.datasets.loader import Sample
 from uniseg3d.datasets.official_info import read_pseudo_masks
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.model.inputs import scene_input
@@ -151,9 +151,9 @@ def thing_prompts(sample: Sample) -> Sample:
 
 
 class OfficialLosses(nn.Module):
-    """The official losses of a batch of scenes, augmented and prompted as the code does in
-    training; holds the criterion (and with it the learnable contrastive scale) and the
-    pseudo masks."""
+    """The official losses of a batch of samples, augmented and prompted as the code does in
+    training (`pipelines.samples` prepares them, `thing_prompts` applied); holds the criterion
+    (and with it the learnable contrastive scale) and the pseudo masks."""
 
     def __init__(self, params: Params):
         super().__init__()
@@ -161,12 +161,8 @@ class OfficialLosses(nn.Module):
                                            params.loss.contrastive)
         self.pseudo = PseudoMasks(params.train.pseudo_masks)
 
-    def forward(self, model, scenes: list[Scene], params: Params, encoder: CachedTextEncoder,
-                rng: np.random.Generator, generator: torch.Generator, training: bool,
-                device: str = "cpu") -> dict[str, torch.Tensor]:
-        augment = params.train.augment if training else None
-        samples = [thing_prompts(make_sample(s, params.prompts, rng, augment, training))
-                   for s in scenes]
+    def forward(self, model, samples: list[Sample], encoder: CachedTextEncoder,
+                generator: torch.Generator, device: str = "cpu") -> dict[str, torch.Tensor]:
         inputs = [scene_input(s, encoder.encode_texts(s.texts), device) for s in samples]
         outputs = model(inputs, generator)
         targets = [official_targets(s, self.pseudo.of_scene(s.scene), device) for s in samples]

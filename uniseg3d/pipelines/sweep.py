@@ -43,8 +43,9 @@ from uniseg3d.config import (CORRECTIVE_CLICKS, ConfigError, Params, RayConfig, 
 from uniseg3d.datasets.clicks import STRATEGIES
 from uniseg3d.pipelines.ray_train import (
     Request, absolute_paths, checkpoint_folder, ray_session, worker_logging)
+from uniseg3d.datasets.streaming import SceneSet
 from uniseg3d.pipelines.checkpoints import epoch_score
-from uniseg3d.pipelines.train import SceneSet, WorkerSession, fit, scene_sets
+from uniseg3d.pipelines.train import WorkerSession, fit, scene_sets
 
 if TYPE_CHECKING:
     from ray.tune import ResultGrid

@@ -2,10 +2,12 @@
 
 `fit` is the one epoch loop, whoever runs it: `train()` in this process, a Ray Train worker
 (`ray_train`), a Ray Tune trial (`sweep`); a `WorkerSession` says which. Every epoch a worker
-trains on its shard of the scenes (`epoch_shard`: a DistributedSampler; one worker gets every
-scene). Each epoch's randomness (scene order, augmentation, query subsets, clicks) derives from
-(seed, epoch), so a resumed run repeats exactly what an uninterrupted one does. Checkpoints:
-`pipelines.checkpoints`.
+trains on its shard of the scenes (`datasets.streaming.epoch_shard`: a DistributedSampler; one
+worker gets every scene), whose samples loader workers prepare ahead of the step
+(`pipelines.samples`). A sample's randomness (augmentation, prompts) derives from (seed, epoch,
+its position in the epoch), what runs in this process (query subsets, corrective clicks) from
+(seed, epoch), so a resumed run repeats exactly what an uninterrupted one does, with any number
+of loader workers. Checkpoints: `pipelines.checkpoints`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +25,10 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from uniseg3d.config import ModelConfig, Params, TextConfig
-from uniseg3d.datasets.cache import cached_scene_ids, read_scene
 from uniseg3d.datasets.classes import scannet20
-from uniseg3d.datasets.loader import make_sample, read_scene_list, read_split
+from uniseg3d.datasets.loader import Sample
 from uniseg3d.datasets.scene import Scene
+from uniseg3d.datasets.streaming import SceneSet
 from uniseg3d.model.criterion import Criterion
 from uniseg3d.model.corrective import simulate_corrections
 from uniseg3d.model.inputs import scene_input, scene_targets
@@ -39,6 +41,8 @@ from uniseg3d.pipelines.checkpoints import (
     CHECKPOINT_BEST, CHECKPOINT_LAST, HISTORY_FILE, epoch_score, load_checkpoint, restore,
     save_best, save_checkpoint)
 from uniseg3d.pipelines.official_training import OfficialLosses, build_official, official_training
+from uniseg3d.pipelines.samples import (
+    metric_batches, open_stream, training_batches, validation_batches)
 from uniseg3d.pipelines.validation import BEST_METRICS, metric_epoch, validation_metrics
 
 log = logging.getLogger(__name__)
@@ -82,17 +86,17 @@ def epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.
     return np.random.default_rng([seed, epoch]), torch_gen
 
 
-def forward_losses(model: UniSeg3D, criterion: Criterion, scenes: list[Scene], params: Params,
-                   encoder: CachedTextEncoder, classes: torch.Tensor, rng: np.random.Generator,
-                   generator: torch.Generator, training: bool, device: str = "cpu"
-                   ) -> dict[str, torch.Tensor]:
-    """Losses of one batch of scenes (augmented and prompted when `training`, with simulated
-    corrective clicks when `prompts.corrective_rounds` > 0); the official recipe's through its
-    `OfficialLosses`."""
+def forward_losses(model: UniSeg3D, criterion: Criterion, samples: list[Sample],
+                   params: Params, encoder: CachedTextEncoder, classes: torch.Tensor,
+                   rng: np.random.Generator, generator: torch.Generator, training: bool,
+                   device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Losses of one batch of prepared samples (with simulated corrective clicks, drawn from
+    `rng`, when `training` and `prompts.corrective_rounds` > 0); the official recipe's through
+    its `OfficialLosses`."""
     if isinstance(criterion, OfficialLosses):
-        return criterion(model, scenes, params, encoder, rng, generator, training, device)
-    augment, prompts = params.train.augment if training else None, params.prompts
-    samples = [make_sample(s, prompts, rng, augment, training) for s in scenes]
+        return criterion(model, samples, encoder, generator, device)
+    prompts = params.prompts
+    samples = list(samples)
     inputs = [scene_input(s, encoder.encode_texts(s.texts), device) for s in samples]
     module = getattr(model, "module", model)  # the model itself under DDP
 
@@ -109,20 +113,18 @@ def forward_losses(model: UniSeg3D, criterion: Criterion, scenes: list[Scene], p
 
 
 def run_epoch(model: UniSeg3D, criterion: Criterion, optimizer: torch.optim.Optimizer,
-              scheduler, scenes: list[Scene], params: Params, epoch: int,
+              scheduler, batches: Iterable[list[Sample]], params: Params, epoch: int,
               encoder: CachedTextEncoder, classes: torch.Tensor, device: str = "cpu",
               progress: bool = True) -> dict[str, float]:
-    """One pass over `scenes` in a seeded random order; returns the mean of every loss term."""
+    """One pass over the epoch's prepared `batches`; returns the mean of every loss term."""
     model.train()
     rng, generator = epoch_generators(params.train.seed, epoch)
-    order = rng.permutation(len(scenes))
-    batch = params.train.batch_size
     totals: dict[str, float] = {}
-    steps = range(0, len(order), batch)
-    for start in tqdm(steps, desc=f"epoch {epoch}", unit="batch", disable=not progress,
-                      leave=False):
-        losses = forward_losses(model, criterion, [scenes[i] for i in order[start:start + batch]],
-                                params, encoder, classes, rng, generator, True, device)
+    steps = 0
+    for samples in tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not progress,
+                        leave=False):
+        losses = forward_losses(model, criterion, samples, params, encoder, classes, rng,
+                                generator, True, device)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         average_over_workers(criterion)
@@ -131,7 +133,8 @@ def run_epoch(model: UniSeg3D, criterion: Criterion, optimizer: torch.optim.Opti
         scheduler.step()
         for key, value in losses.items():
             totals[key] = totals.get(key, 0.0) + float(value.detach())
-    return {key: value / len(steps) for key, value in totals.items()}
+        steps += 1
+    return {key: value / steps for key, value in totals.items()}
 
 
 def average_over_workers(module: torch.nn.Module) -> None:
@@ -145,15 +148,16 @@ def average_over_workers(module: torch.nn.Module) -> None:
 
 
 @torch.no_grad()
-def validation_loss(model: UniSeg3D, criterion: Criterion, scenes: list[Scene], params: Params,
-                    encoder: CachedTextEncoder, classes: torch.Tensor, device: str = "cpu"
-                    ) -> float:
-    """Mean total loss on `scenes` without augmentation (all prompts, all queries)."""
+def validation_loss(model: UniSeg3D, criterion: Criterion, batches: Iterable[list[Sample]],
+                    params: Params, encoder: CachedTextEncoder, classes: torch.Tensor,
+                    device: str = "cpu") -> float:
+    """The total loss summed over the validation `batches` (no augmentation, all prompts, all
+    queries)."""
     model.eval()
     rng, generator = epoch_generators(params.train.seed, 1 << 30)  # fixed, apart from epochs
-    totals = [float(forward_losses(model, criterion, [s], params, encoder, classes, rng,
-                                   generator, False, device)["total"]) for s in scenes]
-    return float(np.mean(totals)) if totals else float("nan")
+    totals = [float(forward_losses(model, criterion, samples, params, encoder, classes, rng,
+                                   generator, False, device)["total"]) for samples in batches]
+    return float(np.sum(totals))
 
 
 def load_trained_model(checkpoint: str | Path, device: str = "cpu"
@@ -195,49 +199,6 @@ class TrainResult:
         return self.out / CHECKPOINT_LAST
 
 
-# ----------------------------------------------------------------------- scenes and sharding
-
-
-@dataclass
-class SceneSet:
-    """Training or validation scenes: held in memory, or read from a cache folder when a worker
-    first needs them (so a worker reads its shards, not the whole split)."""
-
-    cache: str | None = None
-    ids: tuple[str, ...] = ()
-    scenes: dict[int, Scene] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, scenes: list[Scene]) -> SceneSet:
-        """Scenes already in memory (they travel to Ray workers with the run's config)."""
-        return cls(ids=tuple(s.scene_id for s in scenes), scenes=dict(enumerate(scenes)))
-
-    @classmethod
-    def listed(cls, cache: str, scene_list: str | None) -> SceneSet:
-        """The scenes of `scene_list` (every cached scene when None) under `cache`."""
-        ids = read_scene_list(scene_list) if scene_list else cached_scene_ids(cache)
-        return cls(cache=str(Path(cache).resolve()), ids=tuple(ids))
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def load(self, indices: np.ndarray) -> list[Scene]:
-        missing = sorted({int(i) for i in indices} - set(self.scenes))
-        if missing:
-            self.scenes.update(zip(missing, read_split(self.cache, [self.ids[i] for i in missing]),
-                                   strict=True))
-        return [self.scenes[int(i)] for i in indices]
-
-    def each(self) -> Iterator[Scene]:
-        """Every scene of the set in order (a cached scene's arrays are mapped, not read)."""
-        return (self.scenes[i] if i in self.scenes else
-                read_scene(Path(self.cache) / self.ids[i], mmap=True) for i in range(len(self)))
-
-    def descriptions(self) -> list[str]:
-        """Every description of the set's scenes."""
-        return [d.text for scene in self.each() for d in scene.referring]
-
-
 def encode_descriptions(encoder: CachedTextEncoder, *sets: SceneSet) -> int:
     """Every description of the sets through the cached encoder at once, so that the cache file
     is written once and not batch by batch; returns how many there were."""
@@ -260,16 +221,6 @@ def scene_sets(params: Params, train_scenes: list[Scene] | None = None,
     if not len(train_set):
         raise ValueError(f"no training scenes found in {cfg.cache}")
     return train_set, val_set
-
-
-def epoch_shard(size: int, rank: int, world_size: int, seed: int, epoch: int) -> np.ndarray:
-    """Indices of the scenes worker `rank` trains on in `epoch` (a DistributedSampler): a
-    permutation seeded by (seed, epoch), cyclically padded to a multiple of `world_size`, every
-    `world_size`-th entry from `rank`, sorted (`run_epoch` shuffles them). Every worker gets the
-    same count; one worker gets every scene in order."""
-    order = np.random.default_rng([seed, epoch, 2]).permutation(size)
-    padded = np.resize(order, -(-size // world_size) * world_size)
-    return np.sort(padded[rank::world_size])
 
 
 # ------------------------------------------------------------------------- the epoch loop
@@ -330,7 +281,8 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
     `score`: the validation loss, else the training loss). Returns the history.
 
     Each epoch's randomness derives from (seed, epoch), so a resumed run repeats exactly what an
-    uninterrupted one does. Training and validation losses are averaged over the workers; with
+    uninterrupted one does. The samples stream from `train.loader_workers` loader workers, which
+    stop when `fit` returns. Training and validation losses are averaged over the workers; with
     `train.best_by: metrics` worker 0 computes the validation metrics on every validation scene
     (`pipelines.validation`)."""
     official = params.model.recipe == "official"
@@ -365,73 +317,77 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
     resume_epoch = state["epoch"] + 1 if state is not None else 0
     wrapped = session.prepare(model)
     shard_size = -(-len(train_set) // session.world_size)  # epoch_shard's length
-    val_shard = val_set.load(np.arange(session.rank, len(val_set), session.world_size))
-    metric_scenes = val_set.load(np.arange(len(val_set))) if by_metrics and session.rank == 0 \
-        else []
-    schedule = stages(params)
-    total_epochs = sum(epochs for epochs, _, _ in schedule)
-    for stage, (epochs, lr, weight_decay) in enumerate(schedule):
-        stage_start = sum(e for e, _, _ in schedule[:stage])
-        if stage_start + epochs <= resume_epoch:
-            continue
-        optimizer = torch.optim.AdamW(trainable(model, criterion), lr=lr,
-                                      weight_decay=weight_decay)
-        scheduler = poly_schedule(optimizer, epochs * -(-shard_size // cfg.batch_size),
-                                  cfg.poly_power)
-        if state is not None and state["stage"] == stage:
-            model.load_state_dict(state["model"])
-            if official:
-                criterion.criterion.load_state_dict(state["criterion"])
-            elif "criterion" in state:
-                criterion.load_state_dict(state["criterion"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-        elif stage > 0:  # fine-tuning continues from the best checkpoint of the first stage
-            best = workdir / CHECKPOINT_BEST
-            if not best.is_file():  # best_by metrics, and no epoch of stage 0 validated
-                log.warning("no %s after stage 0: fine-tuning starts from its last epoch", best)
-                best = workdir / CHECKPOINT_LAST
-            model.load_state_dict(load_checkpoint(best)["model"])
-        for epoch in range(max(stage_start, resume_epoch), stage_start + epochs):
-            begin, lr_at_start = time.perf_counter(), scheduler.get_last_lr()[0]
-            shard = epoch_shard(len(train_set), session.rank, session.world_size, cfg.seed,
-                                epoch)
-            losses = run_epoch(wrapped, criterion, optimizer, scheduler, train_set.load(shard),
-                               params, epoch, encoder, classes, device, session.progress)
-            record = {"epoch": epoch, "stage": stage, "lr": lr_at_start,
-                      "seconds": time.perf_counter() - begin,
-                      **{f"train_{k}": v / session.world_size
-                         for k, v in _worker_sum(losses, session).items()}}
-            if len(val_set):
-                begin = time.perf_counter()
-                total = validation_loss(model, criterion, val_shard, params, encoder, classes,
-                                        device) * len(val_shard) if val_shard else 0.0
-                record["val_total"] = _worker_sum({"val": total}, session)["val"] / len(val_set)
-                record["val_seconds"] = time.perf_counter() - begin
-            if by_metrics and metric_epoch(epoch, total_epochs, cfg.validate_every,
-                                           cfg.validate_last):
-                begin = time.perf_counter()
-                values = validation_metrics(model, metric_scenes, params, encoder, classes,
-                                            device) if session.rank == 0 else {}
-                record.update({f"val_{k}": v
-                               for k, v in _from_first_worker(values, session).items()})
-                record["metric_seconds"] = time.perf_counter() - begin
-            history.append(record)
+    val_plan = validation_batches(params, len(val_set), session.rank, session.world_size)
+    metric_plan = metric_batches(len(val_set)) if session.rank == 0 else []
+    stream = open_stream(params, train_set, val_set)
+    try:
+        schedule = stages(params)
+        total_epochs = sum(epochs for epochs, _, _ in schedule)
+        for stage, (epochs, lr, weight_decay) in enumerate(schedule):
+            stage_start = sum(e for e, _, _ in schedule[:stage])
+            if stage_start + epochs <= resume_epoch:
+                continue
+            optimizer = torch.optim.AdamW(trainable(model, criterion), lr=lr,
+                                          weight_decay=weight_decay)
+            scheduler = poly_schedule(optimizer, epochs * -(-shard_size // cfg.batch_size),
+                                      cfg.poly_power)
+            if state is not None and state["stage"] == stage:
+                model.load_state_dict(state["model"])
+                if official:
+                    criterion.criterion.load_state_dict(state["criterion"])
+                elif "criterion" in state:
+                    criterion.load_state_dict(state["criterion"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+            elif stage > 0:  # fine-tuning continues from the best checkpoint of the first stage
+                best = workdir / CHECKPOINT_BEST
+                if not best.is_file():  # best_by metrics, and no epoch of stage 0 validated
+                    log.warning("no %s after stage 0: fine-tuning starts from its last epoch", best)
+                    best = workdir / CHECKPOINT_LAST
+                model.load_state_dict(load_checkpoint(best)["model"])
+            for epoch in range(max(stage_start, resume_epoch), stage_start + epochs):
+                begin, lr_at_start = time.perf_counter(), scheduler.get_last_lr()[0]
+                batches = stream.batches(training_batches(params, len(train_set), session.rank,
+                                                          session.world_size, epoch))
+                losses = run_epoch(wrapped, criterion, optimizer, scheduler, batches, params, epoch,
+                                   encoder, classes, device, session.progress)
+                record = {"epoch": epoch, "stage": stage, "lr": lr_at_start,
+                          "seconds": time.perf_counter() - begin,
+                          **{f"train_{k}": v / session.world_size
+                             for k, v in _worker_sum(losses, session).items()}}
+                if len(val_set):
+                    begin = time.perf_counter()
+                    total = validation_loss(model, criterion, stream.batches(val_plan), params,
+                                            encoder, classes, device)
+                    record["val_total"] = _worker_sum({"val": total}, session)["val"] / len(val_set)
+                    record["val_seconds"] = time.perf_counter() - begin
+                if by_metrics and metric_epoch(epoch, total_epochs, cfg.validate_every,
+                                               cfg.validate_last):
+                    begin = time.perf_counter()
+                    samples = (batch[0] for batch in stream.batches(metric_plan))
+                    values = validation_metrics(model, samples, encoder, classes, device) \
+                        if session.rank == 0 else {}
+                    record.update({f"val_{k}": v
+                                   for k, v in _from_first_worker(values, session).items()})
+                    record["metric_seconds"] = time.perf_counter() - begin
+                history.append(record)
 
-            def save(path: Path) -> None:
-                save_checkpoint(path, model, optimizer, scheduler, epoch, stage, history,
-                                params, criterion)
+                def save(path: Path) -> None:
+                    save_checkpoint(path, model, optimizer, scheduler, epoch, stage, history,
+                                    params, criterion)
 
-            save(workdir / CHECKPOINT_LAST)
-            save_best(workdir, history, best_by, save)
-            if session.rank == 0:
-                val = f", val {record['val_total']:.4f}" if "val_total" in record else ""
-                val += "".join(f", {k} {record['val_' + k]:.3f}" for k in BEST_METRICS
-                               if "val_" + k in record)
-                log.info("epoch %d/%d (stage %d): loss %.4f%s, %.1f s", epoch + 1,
-                         total_epochs, stage, record["train_total"], val,
-                         record["seconds"])
-            session.report({**record, "score": epoch_score(record)}, workdir)
+                save(workdir / CHECKPOINT_LAST)
+                save_best(workdir, history, best_by, save)
+                if session.rank == 0:
+                    val = f", val {record['val_total']:.4f}" if "val_total" in record else ""
+                    val += "".join(f", {k} {record['val_' + k]:.3f}" for k in BEST_METRICS
+                                   if "val_" + k in record)
+                    log.info("epoch %d/%d (stage %d): loss %.4f%s, %.1f s", epoch + 1,
+                             total_epochs, stage, record["train_total"], val,
+                             record["seconds"])
+                session.report({**record, "score": epoch_score(record)}, workdir)
+    finally:
+        stream.close()
     return history
 
 
