@@ -12,6 +12,7 @@ import pytest
 from resume import interrupted_then_resumed
 from scannet_files import described_scenes
 from uniseg3d.config import Params
+from uniseg3d.datasets import streaming
 from uniseg3d.datasets.cache import read_scene, write_scene
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.datasets.streaming import SceneSet, SceneStream, epoch_batches, epoch_shard
@@ -53,6 +54,12 @@ def arrays(sample) -> list[np.ndarray]:
     scene = sample.scene
     return [scene.coords, scene.colors, scene.superpoints, scene.instance, sample.click_points,
             sample.click_instances, sample.text_instances, np.array(sample.texts)]
+
+
+@pytest.mark.parametrize("cores, workers", [(1, 0), (2, 1), (3, 2), (16, 2)])
+def test_default_loader_workers_leave_a_core_to_the_step(monkeypatch, cores, workers):
+    monkeypatch.setattr(streaming, "available_cores", lambda: cores)
+    assert streaming.default_loader_workers() == workers
 
 
 def test_epoch_batches_follow_the_shard_in_a_seeded_order():
