@@ -102,10 +102,11 @@ class Item:
         return np.random.default_rng(self.key)
 
 
-def epoch_batches(split: str, size: int, rank: int, world_size: int, seed: int, epoch: int,
-                  batch_size: int, purpose: str = "train") -> list[list[Item]]:
-    """The batches of worker `rank` in `epoch`: its shard (`epoch_shard`) in an order seeded by
-    (seed, epoch), each sample keyed by (seed, epoch, 3, its position in that order)."""
+def epoch_batches(split: str, purpose: str, size: int, rank: int, world_size: int, seed: int,
+                  epoch: int, batch_size: int) -> list[list[Item]]:
+    """The batches of worker `rank` in `epoch` (scenes of `split` prepared for `purpose`): its
+    shard (`epoch_shard`) in an order seeded by (seed, epoch), each sample keyed by (seed, epoch,
+    3, its position in that order)."""
     shard = epoch_shard(size, rank, world_size, seed, epoch)
     order = shard[np.random.default_rng([seed, epoch]).permutation(len(shard))]
     items = [Item(split, int(index), purpose, (seed, epoch, 3, position))

@@ -61,7 +61,7 @@ def training_batches(params: Params, size: int, rank: int, world_size: int, epoc
                      ) -> list[list[Item]]:
     """Worker `rank`'s training batches of `epoch`."""
     cfg = params.train
-    return epoch_batches(TRAIN, size, rank, world_size, cfg.seed, epoch, cfg.batch_size)
+    return epoch_batches(TRAIN, TRAIN, size, rank, world_size, cfg.seed, epoch, cfg.batch_size)
 
 
 def validation_batches(params: Params, size: int, rank: int, world_size: int
