@@ -30,9 +30,11 @@ from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import make_sample, read_split
 from uniseg3d.datasets.streaming import epoch_shard
 from uniseg3d.model.criterion import Criterion
+from uniseg3d.model.inputs import scene_targets
 from uniseg3d.model.text_encoder import EncodedTexts, class_embeddings
 from uniseg3d.pipelines import ray_train
 from uniseg3d.pipelines.prepare import prepare_dataset
+from uniseg3d.pipelines.samples import Example
 from uniseg3d.pipelines.ray_train import DDP_KWARGS, RayError, run_ray_train
 from uniseg3d.pipelines.sweep import (HEADLINE, changed, click_prompts, flatten_metrics,
                                       results_table, run_sweep, switch_axes,
@@ -194,7 +196,8 @@ def one_step(params: Params, batch: list, texts: EmbeddedTexts, classes: torch.T
     wrapped.eval()
     rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
     samples = [make_sample(scene, params.prompts, rng, training=False) for scene in batch]
-    losses = forward_losses(wrapped, Criterion(params.loss, len(scannet20())), samples, params,
+    examples = [Example(sample, scene_targets(sample)) for sample in samples]
+    losses = forward_losses(wrapped, Criterion(params.loss, len(scannet20())), examples, params,
                             texts, classes, rng, generator, training=False)
     losses["total"].backward()
     gradients = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

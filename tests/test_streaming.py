@@ -17,8 +17,9 @@ from uniseg3d.datasets.cache import read_scene, write_scene
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.datasets.streaming import SceneSet, SceneStream, epoch_batches, epoch_shard
 from uniseg3d.pipelines import train as train_module
+from uniseg3d.pipelines.official_training import official_training
 from uniseg3d.pipelines.samples import (
-    TRAIN, VALIDATION, Preparation, metric_batches, training_batches, validation_batches)
+    TRAIN, VALIDATION, metric_batches, preparation, training_batches, validation_batches)
 from uniseg3d.pipelines.train import train
 
 IDS = ("stream0", "stream1", "stream2", "stream3")  # three to train on, one to validate
@@ -50,10 +51,14 @@ def params_for(root, out, **train) -> Params:
             **{"epochs": 2, **train}))
 
 
-def arrays(sample) -> list[np.ndarray]:
-    scene = sample.scene
+def arrays(example) -> list[np.ndarray]:
+    """Every array of an example: its scene's, its prompts, its targets (when it has any)."""
+    sample, scene = example.sample, example.sample.scene
+    targets = example.targets
+    targets = [] if targets is None else [getattr(targets, field.name).numpy()
+                                          for field in dataclasses.fields(targets)]
     return [scene.coords, scene.colors, scene.superpoints, scene.instance, sample.click_points,
-            sample.click_instances, sample.text_instances, np.array(sample.texts)]
+            sample.click_instances, sample.text_instances, np.array(sample.texts), *targets]
 
 
 @pytest.mark.parametrize("cores, workers", [(1, 0), (2, 1), (3, 2), (16, 2)])
@@ -79,14 +84,18 @@ def test_epoch_batches_follow_the_shard_in_a_seeded_order():
     assert order(3) == order(3) and order(3) != order(4)  # seeded by the epoch
 
 
-def test_loader_workers_prepare_the_samples_of_this_process(cache):
+@pytest.mark.parametrize("recipe", ["ours", "official"])
+def test_loader_workers_prepare_the_samples_of_this_process(cache, recipe):
     params = params_for(cache, cache / "unused")
+    params = dataclasses.replace(params, model=dataclasses.replace(params.model, recipe=recipe))
+    if recipe == "official":
+        params = official_training(params)  # as fit prepares: thing prompts, official targets
     train_set = SceneSet.listed(params.train.cache, params.train.train_scenes)
     val_set = SceneSet.listed(params.train.cache, params.train.val_scenes)
     plan = [*training_batches(params, len(train_set), 0, 1, 0),
             *training_batches(params, len(train_set), 0, 1, 1),
             *validation_batches(params, len(val_set), 0, 1), *metric_batches(len(val_set))]
-    prepare = Preparation(params)
+    prepare = preparation(params)
     sets = {TRAIN: train_set, VALIDATION: val_set}
     # in this process, by hand: each item's scene read from the cache and prepared
     expected = [[prepare(read_scene(cache / "cache" / sets[item.split].ids[item.index]), item)
@@ -97,16 +106,18 @@ def test_loader_workers_prepare_the_samples_of_this_process(cache):
             streamed = list(stream.batches(plan))
             assert [len(b) for b in streamed] == [len(b) for b in expected]
             for batch, reference in zip(streamed, expected):
-                for sample, known in zip(batch, reference):
-                    assert sample.scene.scene_id == known.scene.scene_id
-                    for got, want in zip(arrays(sample), arrays(known), strict=True):
+                for example, known in zip(batch, reference):
+                    assert example.sample.scene.scene_id == known.sample.scene.scene_id
+                    for got, want in zip(arrays(example), arrays(known), strict=True):
                         np.testing.assert_array_equal(got, want)
-                    assert not isinstance(sample.scene.colors, np.memmap)
+                    assert not isinstance(example.sample.scene.colors, np.memmap)
         stream.close()
     # augmentation differs between epochs: a scene's two training samples are not the same
     first = {i.index: s for b, p in zip(expected[:2], plan[:2]) for s, i in zip(b, p)}
     second = {i.index: s for b, p in zip(expected[2:4], plan[2:4]) for s, i in zip(b, p)}
-    assert not np.allclose(first[0].scene.coords, second[0].scene.coords)
+    assert not np.allclose(first[0].sample.scene.coords, second[0].sample.scene.coords)
+    assert all(example.targets is not None for batch in expected[:-1] for example in batch)
+    assert expected[-1][0].targets is None  # the metrics' sample: predictions, no losses
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +158,9 @@ def test_training_holds_the_batch_in_flight_not_the_dataset(cache, tmp_path, mon
     held = {"step": [], "epoch": []}
     real_forward, real_epoch = train_module.forward_losses, train_module.run_epoch
 
-    def forward(model, criterion, samples, *args):
-        held["step"].append((scenes_held(), len(samples)))
-        return real_forward(model, criterion, samples, *args)
+    def forward(model, criterion, examples, *args):
+        held["step"].append((scenes_held(), len(examples)))
+        return real_forward(model, criterion, examples, *args)
 
     def run_epoch(*args):
         result = real_epoch(*args)

@@ -3,9 +3,10 @@
 `open_stream` starts the `datasets.streaming.SceneStream` of a run's training and validation
 scenes with `train.loader_workers` worker processes. A training sample is augmented and
 prompted (the `official` recipe keeps the prompts of thing instances, as its losses need), a
-validation-loss sample has every prompt of the trained tasks and no augmentation, a
-validation-metric sample is the one `evaluate` draws. What needs the model (corrective clicks,
-text encoding, the targets that follow the corrections) stays in the training process.
+validation-loss sample has every prompt of the trained tasks and no augmentation, both with
+their targets (on the CPU; the official recipe's with the scene's SAM3D pseudo masks); a
+validation-metric sample is the one `evaluate` draws. What needs the model stays in the
+training process: text encoding, corrective clicks (and the prompt targets they change).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from uniseg3d.datasets.loader import Sample, evaluation_sample, make_sample
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.datasets.streaming import (
     Item, SceneSet, SceneStream, default_loader_workers, epoch_batches)
-from uniseg3d.pipelines.official_training import thing_prompts
+from uniseg3d.model.inputs import scene_targets
+from uniseg3d.model.official.targets import OfficialTargets, official_targets
+from uniseg3d.model.targets import SceneTargets
+from uniseg3d.pipelines.official_training import PseudoMasks, thing_prompts
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +33,31 @@ VALIDATION_EPOCH = 1 << 30  # seeds the validation samples, apart from every tra
 
 
 @dataclass(frozen=True)
+class Example:
+    """A prepared sample and its targets (None for the validation metrics)."""
+
+    sample: Sample
+    targets: SceneTargets | OfficialTargets | None = None
+
+
+@dataclass(frozen=True)
 class Preparation:
-    """A loader worker's preparation of one scene for an item's purpose."""
+    """A loader worker's preparation of one scene for an item's purpose; `pseudo`: the
+    official recipe's SAM3D pseudo masks (None for `ours`)."""
 
     params: Params
+    pseudo: PseudoMasks | None = None
 
-    def __call__(self, scene: Scene, item: Item) -> Sample:
+    def __call__(self, scene: Scene, item: Item) -> Example:
         if item.purpose == METRICS:
-            return evaluation_sample(scene, self.params, item.index)
+            return Example(evaluation_sample(scene, self.params, item.index))
         training = item.purpose == TRAIN
         sample = make_sample(scene, self.params.prompts, item.generator(),
                              self.params.train.augment if training else None, training)
-        return thing_prompts(sample) if self.params.model.recipe == "official" else sample
+        if self.pseudo is None:
+            return Example(sample, scene_targets(sample))
+        sample = thing_prompts(sample)
+        return Example(sample, official_targets(sample, self.pseudo.of_scene(scene)))
 
 
 def loader_workers(params: Params) -> int:
@@ -49,12 +66,18 @@ def loader_workers(params: Params) -> int:
     return default_loader_workers() if workers is None else workers
 
 
-def open_stream(params: Params, train_set: SceneSet, val_set: SceneSet) -> SceneStream[Sample]:
-    """The stream of a run's samples (`params` as the run trains: the official recipe's
+def preparation(params: Params) -> Preparation:
+    """How the samples of a run per `params` are prepared."""
+    official = params.model.recipe == "official"
+    return Preparation(params, PseudoMasks(params.train.pseudo_masks) if official else None)
+
+
+def open_stream(params: Params, train_set: SceneSet, val_set: SceneSet) -> SceneStream[Example]:
+    """The stream of a run's examples (`params` as the run trains: the official recipe's
     choices applied)."""
     workers = loader_workers(params)
     log.info("%d loader worker(s) prepare the samples", workers)
-    return SceneStream({TRAIN: train_set, VALIDATION: val_set}, Preparation(params), workers)
+    return SceneStream({TRAIN: train_set, VALIDATION: val_set}, preparation(params), workers)
 
 
 def training_batches(params: Params, size: int, rank: int, world_size: int, epoch: int

@@ -26,12 +26,11 @@ from tqdm import tqdm
 
 from uniseg3d.config import ModelConfig, Params, TextConfig
 from uniseg3d.datasets.classes import scannet20
-from uniseg3d.datasets.loader import Sample
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.datasets.streaming import SceneSet
 from uniseg3d.model.criterion import Criterion
 from uniseg3d.model.corrective import simulate_corrections
-from uniseg3d.model.inputs import scene_input, scene_targets
+from uniseg3d.model.inputs import on_device, scene_input, with_prompt_targets
 from uniseg3d.model.official.checkpoint import load_official_model
 from uniseg3d.model.official.network import OfficialUniSeg3D
 from uniseg3d.model.targets import semantic_log_prior
@@ -42,7 +41,7 @@ from uniseg3d.pipelines.checkpoints import (
     save_best, save_checkpoint)
 from uniseg3d.pipelines.official_training import OfficialLosses, build_official, official_training
 from uniseg3d.pipelines.samples import (
-    metric_batches, open_stream, training_batches, validation_batches)
+    Example, metric_batches, open_stream, training_batches, validation_batches)
 from uniseg3d.pipelines.validation import BEST_METRICS, metric_epoch, validation_metrics
 
 log = logging.getLogger(__name__)
@@ -86,17 +85,18 @@ def epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.
     return np.random.default_rng([seed, epoch]), torch_gen
 
 
-def forward_losses(model: UniSeg3D, criterion: Criterion, samples: list[Sample],
+def forward_losses(model: UniSeg3D, criterion: Criterion, examples: list[Example],
                    params: Params, encoder: CachedTextEncoder, classes: torch.Tensor,
                    rng: np.random.Generator, generator: torch.Generator, training: bool,
                    device: str = "cpu") -> dict[str, torch.Tensor]:
-    """Losses of one batch of prepared samples (with simulated corrective clicks, drawn from
+    """Losses of one batch of prepared examples (with simulated corrective clicks, drawn from
     `rng`, when `training` and `prompts.corrective_rounds` > 0); the official recipe's through
     its `OfficialLosses`."""
+    samples = [example.sample for example in examples]
     if isinstance(criterion, OfficialLosses):
-        return criterion(model, samples, encoder, generator, device)
+        return criterion(model, samples, [e.targets for e in examples], encoder, generator,
+                         device)
     prompts = params.prompts
-    samples = list(samples)
     inputs = [scene_input(s, encoder.encode_texts(s.texts), device) for s in samples]
     module = getattr(model, "module", model)  # the model itself under DDP
 
@@ -108,12 +108,13 @@ def forward_losses(model: UniSeg3D, criterion: Criterion, samples: list[Sample],
 
     outputs = model(inputs, generator,
                     refine=refine if training and prompts.corrective_rounds else None)
-    targets = [scene_targets(s, device) for s in samples]
+    targets = [on_device(with_prompt_targets(e.targets, s), device)
+               for e, s in zip(examples, samples, strict=True)]
     return criterion(outputs, targets, classes)
 
 
 def run_epoch(model: UniSeg3D, criterion: Criterion, optimizer: torch.optim.Optimizer,
-              scheduler, batches: Iterable[list[Sample]], params: Params, epoch: int,
+              scheduler, batches: Iterable[list[Example]], params: Params, epoch: int,
               encoder: CachedTextEncoder, classes: torch.Tensor, device: str = "cpu",
               progress: bool = True) -> dict[str, float]:
     """One pass over the epoch's prepared `batches`; returns the mean of every loss term."""
@@ -121,9 +122,9 @@ def run_epoch(model: UniSeg3D, criterion: Criterion, optimizer: torch.optim.Opti
     rng, generator = epoch_generators(params.train.seed, epoch)
     totals: dict[str, float] = {}
     steps = 0
-    for samples in tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not progress,
-                        leave=False):
-        losses = forward_losses(model, criterion, samples, params, encoder, classes, rng,
+    for examples in tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not progress,
+                         leave=False):
+        losses = forward_losses(model, criterion, examples, params, encoder, classes, rng,
                                 generator, True, device)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
@@ -148,15 +149,15 @@ def average_over_workers(module: torch.nn.Module) -> None:
 
 
 @torch.no_grad()
-def validation_loss(model: UniSeg3D, criterion: Criterion, batches: Iterable[list[Sample]],
+def validation_loss(model: UniSeg3D, criterion: Criterion, batches: Iterable[list[Example]],
                     params: Params, encoder: CachedTextEncoder, classes: torch.Tensor,
                     device: str = "cpu") -> float:
     """The total loss summed over the validation `batches` (no augmentation, all prompts, all
     queries)."""
     model.eval()
     rng, generator = epoch_generators(params.train.seed, 1 << 30)  # fixed, apart from epochs
-    totals = [float(forward_losses(model, criterion, samples, params, encoder, classes, rng,
-                                   generator, False, device)["total"]) for samples in batches]
+    totals = [float(forward_losses(model, criterion, examples, params, encoder, classes, rng,
+                                   generator, False, device)["total"]) for examples in batches]
     return float(np.sum(totals))
 
 
@@ -364,7 +365,7 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
                 if by_metrics and metric_epoch(epoch, total_epochs, cfg.validate_every,
                                                cfg.validate_last):
                     begin = time.perf_counter()
-                    samples = (batch[0] for batch in stream.batches(metric_plan))
+                    samples = (batch[0].sample for batch in stream.batches(metric_plan))
                     values = validation_metrics(model, samples, encoder, classes, device) \
                         if session.rank == 0 else {}
                     record.update({f"val_{k}": v
