@@ -1,5 +1,6 @@
 """Small prepared evaluation data (two ScanNet-layout scenes with ScanRefer descriptions, one
-Replica scene) and ground-truth predictions on it, shared by the evaluate and report tests."""
+Replica scene), ground-truth predictions on it and evaluation folders of their statistics,
+shared by the evaluate, compare, sweep and report tests."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ import numpy as np
 
 from scannet_files import (write_label_map, write_replica_scene, write_scannet_scene,
                            write_scanrefer)
+from uniseg3d.config import Params
 from uniseg3d.datasets.labels import LABEL_MAP_FILE
-from uniseg3d.metrics.tasks import instance_labels
+from uniseg3d.datasets.loader import evaluation_sample, read_split
+from uniseg3d.metrics.interactive import multi_object_clicks, protocol_scene_stats, protocol_stats
+from uniseg3d.metrics.tasks import ScanNetTasks, instance_labels
 from uniseg3d.model.inference import ScenePrediction
 from uniseg3d.model.postprocess import Instances, PromptMasks
+from uniseg3d.pipelines.evaluate import write_scene_stats
 from uniseg3d.pipelines.prepare import prepare_dataset
 
 EVALUATION_SCENES = ("scene0000_00", "scene0001_00")
@@ -64,3 +69,20 @@ def gt_prediction(sample, rng: np.random.Generator | None = None) -> ScenePredic
                           np.ones(len(sample.text_instances))),
         open_vocab=Instances(masks[per_200 >= 0], per_200[per_200 >= 0],
                              np.ones((per_200 >= 0).sum())))
+
+
+def write_evaluation(data: Path, out: Path, seed: int, dataset: str = "unit-test") -> str:
+    """An evaluation folder as `evaluate` writes its statistics: degraded ground-truth
+    predictions (`seed`) of the evaluation scenes of `data` scored into `out/scene_stats`, with
+    synthetic click curves for the interactive protocol."""
+    params, tasks, rng = Params(), ScanNetTasks(), np.random.default_rng(seed)
+    protocol = []
+    for index, scene in enumerate(read_split(data / "cache", list(EVALUATION_SCENES))):
+        sample = evaluation_sample(scene, params, index)
+        tasks.add(sample, gt_prediction(sample, rng))
+        curves = [np.clip(np.cumsum(rng.uniform(0, 0.2, 20)), 0, 1) for _ in range(2)]
+        multi = np.clip(np.cumsum(rng.uniform(0, 0.1, len(multi_object_clicks(2)))), 0, 1)
+        protocol.append(protocol_scene_stats(scene.scene_id, curves, multi))
+    stats = {**tasks.scene_stats(), "interactive_protocol": protocol_stats(protocol)}
+    write_scene_stats(out, stats, dataset)
+    return str(out)

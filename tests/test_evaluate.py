@@ -18,13 +18,14 @@ from uniseg3d.benchmarks.leaderboard import TASKS, write_evaluation_leaderboards
 from uniseg3d.config import EvaluateConfig, Params
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import evaluation_sample, read_split
+from uniseg3d.metrics.scene_stats import first_row, read_evaluation
 from uniseg3d.metrics.submission import evaluate_submission
 from uniseg3d.metrics.tasks import (
     REPLICA_EXCLUDED, OpenVocabTask, ScanNetTasks, instance_labels, replica_gt, replica_subsets,
-    replica_vocabulary)
+    replica_vocabulary, task_scores)
 from uniseg3d.model.postprocess import Instances
 from uniseg3d.pipelines.evaluate import (
-    METRICS_FILE, run_evaluate, write_scene_files)
+    METRICS_FILE, metric_section, run_evaluate, write_scene_files)
 from uniseg3d.pipelines.train import class_prompt_names, train
 
 SECTIONS = {
@@ -103,6 +104,30 @@ def test_the_interactive_protocol_section(evaluated):
         assert sorted(mode["per_scene"]) == ["scene0000_00", "scene0001_00"]
     assert sum(s["objects"] for s in single["per_scene"].values()) == 4
     assert metrics["timing"]["interactive_protocol_s"] > 0
+
+
+def assert_section_close(recomputed: dict, written: dict, path: str = "") -> None:
+    """Every number of `recomputed` equals `written`'s (1e-9; None = NaN in both)."""
+    for key, value in recomputed.items():
+        if isinstance(value, dict):
+            assert_section_close(value, written[key], f"{path}{key}/")
+        elif value is None or written[key] is None:
+            assert value is written[key] is None, path + key
+        else:
+            assert value == pytest.approx(written[key], abs=1e-9, rel=0), path + key
+
+
+def test_scene_statistics_recompute_metrics_json(evaluated):
+    metrics, params = evaluated
+    stats = read_evaluation(params.evaluate.out)
+    assert set(stats) == set(SECTIONS) | {"interactive_protocol"}
+    for task, task_stats in stats.items():
+        assert task_stats.meta["dataset"] == "unit-test"
+        expected = 1 if task == "replica" else 2  # scenes, masks never read again
+        assert task_stats.num_scenes == expected, task
+        recomputed = metric_section(first_row(task_scores(task_stats)))
+        assert_section_close(recomputed, metrics[task], task + "/")
+    assert stats["interactive_protocol"].scene_ids == SCENES
 
 
 def test_submission_files_reproduce_the_in_memory_numbers(evaluated):

@@ -23,21 +23,25 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ground_truth import write_evaluation
 from uniseg3d.benchmarks.process_cpu import ProcessTreeCPU, process_role
 from uniseg3d.benchmarks.ray_bench import TRAIN_WORKER_ROLE, bench_ray_overhead
 from uniseg3d.config import ConfigError, EvaluateConfig, Params, RayConfig, SweepConfig
 from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.loader import make_sample, read_split
 from uniseg3d.datasets.streaming import epoch_shard
+from uniseg3d.metrics.scene_stats import first_row, read_evaluation
+from uniseg3d.metrics.tasks import task_scores
 from uniseg3d.model.criterion import Criterion
 from uniseg3d.model.inputs import scene_targets
 from uniseg3d.model.text_encoder import EncodedTexts, class_embeddings
 from uniseg3d.pipelines import ray_train
 from uniseg3d.pipelines.prepare import prepare_dataset
-from uniseg3d.pipelines.samples import Example
 from uniseg3d.pipelines.ray_train import DDP_KWARGS, RayError, run_ray_train
-from uniseg3d.pipelines.sweep import (HEADLINE, changed, click_prompts, flatten_metrics,
-                                      results_table, run_sweep, switch_axes,
+from uniseg3d.pipelines.samples import Example
+from uniseg3d.pipelines.sweep import (AXES, HEADLINE, changed, click_prompts,
+                                      configuration_table, flatten_metrics, results_table,
+                                      run_sweep, search_space, switch_axes,
                                       trial_configurations, trial_params, write_outputs)
 from uniseg3d.pipelines.synth import run_synth
 from uniseg3d.pipelines.train import (
@@ -445,6 +449,11 @@ def test_two_trial_sweep_writes_its_table(root, tmp_path):
     assert table["overall"].between(0, 1).all()
     best = json.loads((tmp_path / "sweep" / "best.json").read_text())
     assert best["lambda_inter"] in (0.1, 0.3) and Path(best["checkpoint"]).is_file()
+    configurations = pd.read_csv(tmp_path / "sweep" / "configurations.csv")
+    assert sorted(configurations["changed"]) == ["base", "lambda_inter=0.3"]
+    assert (configurations["n"] == 1).all() and (table["seed"] == 0).all()
+    runner_up = best["runner_up"]  # the trials' own statistics give the interval
+    assert runner_up["ci_low"] <= runner_up["delta"] <= runner_up["ci_high"]
     plots = json.loads((tmp_path / "sweep" / "sweep_plot_data.json").read_text())
     assert plots["lambda_inter"]["x"] == [0.1, 0.3]
     assert len(plots["lambda_inter"]["series"]["overall"]) == 2
@@ -509,7 +518,7 @@ def test_process_tree_cpu_counts_a_child_by_its_role(tmp_path):
     assert process_role([]) == "?"
 
 
-def test_list_values_on_an_axis_are_separated_by_semicolons(tmp_path):
+def test_list_values_on_an_axis_are_separated_by_semicolons(tmp_path, data):
     sweep_cfg = SweepConfig(lambdas=(0.1,), train_clicks=("random",), search="ablation",
                             switches=("prompts.train_tasks=[interactive, referring]; "
                                       "[interactive]; []",
@@ -529,15 +538,69 @@ def test_list_values_on_an_axis_are_separated_by_semicolons(tmp_path):
         trial_params(Params(), {**configs[0], "prompts.train_tasks": ["panoptic"]}, sweep_cfg,
                      Path("trial"))
     # the results table takes list values (Tune's results as `results_table` reads them)
-    results = [SimpleNamespace(config={"trial": c}, error=None, path=f"/runs/t{i}",
+    results = [SimpleNamespace(config={"trial": {**c, "seed": 0}}, error=None,
+                               path=f"/runs/t{i}",
                                metrics={"trial_id": f"t{i}", "epoch": 5,
                                         "evaluation": {"overall": 0.1 * i}})
                for i, c in enumerate(configs)]
-    table = results_table(results, Path("trials"), sweep_cfg)
+    table = results_table(results, tmp_path / "trials", sweep_cfg)
     assert sorted(table["prompts.train_tasks"]) == [
         "[]", "[interactive, referring]", "[interactive, referring]", "[interactive]"]
-    assert write_outputs(table, tmp_path)["changed"] == "train.augment.elastic=[[0.12, 0.8]]"
+    for i in range(len(configs)):
+        write_evaluation(data, tmp_path / "trials" / f"t{i}" / "eval", i)
+    best = write_outputs(table, tmp_path, [*AXES, *switch_axes(sweep_cfg)])
+    assert best["changed"] == "train.augment.elastic=[[0.12, 0.8]]"
     two_stage = dataclasses.replace(sweep_cfg, switches=("train.fine_tune_epochs=0,2",))
     trained, _ = trial_params(Params(), trial_configurations(two_stage)[1], two_stage,
                               Path("trial"))
     assert trained.train.fine_tune_epochs == 2  # the two-stage row reaches its trial
+
+
+def test_seeds_are_an_axis_and_configurations_carry_their_interval(tmp_path, data):
+    sweep_cfg = SweepConfig(lambdas=(0.1, 0.3), train_clicks=("random",), seeds=(0, 1))
+    trials = search_space(sweep_cfg)["trial"]["grid_search"]
+    assert [(t["lambda_inter"], t["seed"]) for t in trials] == [(0.1, 0), (0.1, 1), (0.3, 0),
+                                                                (0.3, 1)]
+    assert trial_params(Params(), trials[1], sweep_cfg, Path("trial"))[0].train.seed == 1
+    with pytest.raises(ConfigError, match="sweep.seeds: expected distinct training seeds"):
+        run_sweep(Params(), dataclasses.replace(sweep_cfg, seeds=(0, 0)), RayConfig())
+    # each trial evaluated on the same scenes; its metrics.json numbers from its statistics
+    results = []
+    for index, config in enumerate(trials):
+        folder = write_evaluation(data, tmp_path / "trials" / f"t{index}" / "eval", index)
+        stats = read_evaluation(folder)
+        metrics = {task: first_row(task_scores(found)) for task, found in stats.items()}
+        results.append(SimpleNamespace(
+            config={"trial": config}, error=None, path=f"/runs/t{index}",
+            metrics={"trial_id": f"t{index}", "epoch": 1,
+                     "evaluation": flatten_metrics(metrics)}))
+    table = results_table(results, tmp_path / "trials", sweep_cfg)
+    assert table["seed"].tolist() == [0, 1, 0, 1]
+    axes = list(AXES)
+    configurations = configuration_table(table, axes).set_index("changed")
+    overall = table.groupby("lambda_inter")["overall"]
+    for name, lam in (("base", 0.1), ("lambda_inter=0.3", 0.3)):
+        row = configurations.loc[name]
+        assert row["n"] == 2 and row["seeds"] == "0,1"
+        assert row["overall_mean"] == pytest.approx(overall.mean()[lam], abs=1e-12)
+        assert row["overall_std"] == pytest.approx(overall.std()[lam], abs=1e-12)
+    base, other = configurations.loc["base"], configurations.loc["lambda_inter=0.3"]
+    assert (base["overall_delta"], base["ci_low"], base["ci_high"]) == (0.0, 0.0, 0.0)
+    assert not base["significant"] and base["p_value"] == 1.0
+    # the bootstrap's point difference: the seeds' mean Overall from the statistics
+    assert other["overall_delta"] == pytest.approx(
+        other["overall_mean"] - base["overall_mean"], abs=1e-9)
+    assert other["ci_low"] <= other["overall_delta"] <= other["ci_high"]
+    assert other["significant"] == (other["ci_low"] > 0 or other["ci_high"] < 0)
+    best = write_outputs(table, tmp_path / "out", axes)
+    winner = configurations["overall_mean"].idxmax()
+    loser = "base" if winner != "base" else "lambda_inter=0.3"
+    assert best["changed"] == winner and best["n"] == 2
+    runner = best["runner_up"]
+    assert runner["changed"] == loser
+    assert runner["delta"] == pytest.approx(configurations.loc[winner, "overall_mean"]
+                                            - configurations.loc[loser, "overall_mean"], abs=1e-9)
+    assert runner["significantly_better"] == (runner["ci_low"] > 0)
+    written = pd.read_csv(tmp_path / "out" / "configurations.csv")
+    assert len(written) == 2 and {"overall_mean", "overall_std", "ci_low", "ci_high",
+                                  "p_value", "significant"} <= set(written.columns)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,14 +18,15 @@ from matplotlib.image import imread
 from plyfile import PlyData
 
 from ground_truth import EVALUATION_SCENES as SCENES
-from ground_truth import gt_prediction
+from ground_truth import gt_prediction, write_evaluation
 from uniseg3d.config import EvaluateConfig, Params
 from uniseg3d.datasets.loader import evaluation_sample, read_split
 from uniseg3d.metrics.tasks import ScanNetTasks
 from uniseg3d.palette import UNLABELLED
 from uniseg3d.pipelines.evaluate import (
     METRICS_FILE, metric_section, write_outputs)
-from uniseg3d.pipelines.sweep import flatten_metrics
+from uniseg3d.pipelines.compare import compare_evaluations
+from uniseg3d.pipelines.sweep import AXES, HEADLINE_KEYS, OVERALL, flatten_metrics
 from uniseg3d.pipelines.sweep import write_outputs as write_sweep_outputs
 from uniseg3d.pipelines.interactive import evaluate_protocol
 from uniseg3d.pipelines.train import HISTORY_FILE, load_trained_model, train
@@ -71,9 +73,10 @@ def write_history(folder: Path) -> None:
     (folder / HISTORY_FILE).write_text(json.dumps(history))
 
 
-def write_sweep(folder: Path, metrics: dict) -> None:
+def write_sweep(folder: Path, metrics: dict, data: Path) -> None:
     """Five trials through the sweep's writer: two lambdas x two training click strategies
-    with scaled copies of `metrics`, and one that failed."""
+    with scaled copies of `metrics` (and evaluation statistics of `data`), and one that
+    failed."""
     rows = []
     for lam in (0.05, 0.2):
         for click in ("random", "rd0.5"):
@@ -86,9 +89,10 @@ def write_sweep(folder: Path, metrics: dict) -> None:
                          or "base",
                          "val_total": 3.0 - scale, **{key: scale * value for key, value in
                                                       flatten_metrics(metrics).items()},
-                         "folder": str(folder / f"t{len(rows)}")})
+                         "seed": 0, "folder": str(folder / f"t{len(rows)}")})
+            write_evaluation(data, Path(rows[-1]["folder"]) / "eval", len(rows))
     rows.append({**rows[0], "trial": "t4", "status": "error", "overall": float("nan")})
-    write_sweep_outputs(pd.DataFrame(rows), folder)
+    write_sweep_outputs(pd.DataFrame(rows), folder, list(AXES))
 
 
 def write_latency(path: Path) -> None:
@@ -131,7 +135,8 @@ def inputs(data: Path) -> tuple[Params, Path]:
         params.train, out=str(root / "history")))
     write_history(root / "history")
     write_metrics(params)
-    write_sweep(root / "sweep", json.loads((root / "report_evaluate" / METRICS_FILE).read_text()))
+    write_sweep(root / "sweep", json.loads((root / "report_evaluate" / METRICS_FILE).read_text()),
+                root)
     write_latency(root / "latency.json")
     return params, root
 
@@ -200,8 +205,13 @@ def test_every_section_in_order_and_every_image_valid(built, inputs):
         markdown  # the reference is in the figure's legend, its numbers in the leaderboard
     assert "| AGILE3D" in markdown and "NoC@90 (clicks)" in markdown
     assert "the large table in the middle" in markdown  # descriptions in the captions
-    assert "Ablations:" in markdown and "overall - base" in markdown
+    assert "Configurations:" in markdown and "overall - base" in markdown
     assert markdown.index("| base") < markdown.index("| lambda_inter=0.2, train_click=rd0.5")
+    configurations = pd.read_csv(root / "sweep" / "configurations.csv").set_index("changed")
+    assert configurations.loc["base", "overall_delta"] == 0
+    for changed, row in configurations.drop(index="base").iterrows():  # every row's interval
+        assert f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]" in markdown
+        assert row["significant"] == (row["ci_low"] > 0 or row["ci_high"] < 0)
     for title in TASK_TITLES.values():
         assert title in markdown
 
@@ -250,3 +260,23 @@ def test_ground_truth_as_prediction_renders_like_the_ground_truth(inputs):
         assert len(views["interactive"].clicks) == len(sample.click_points) == 2
         assert [label for label, _ in views["referring"].legend] == [
             f"{k + 1}: {text}" for k, text in enumerate(sample.texts)]
+
+
+def test_a_baseline_evaluation_is_compared_in_the_summary(inputs, tmp_path):
+    params, root = inputs
+    evaluated = Path(params.evaluate.out)
+    write_evaluation(root, evaluated, 0)  # this run's statistics beside its metrics.json
+    baseline = write_evaluation(root, tmp_path / "baseline", 1)
+    result = build_report(params, tmp_path / "out", scenes=0, sweep_dir=root / "sweep",
+                          latency_file=root / "latency.json", baseline=Path(baseline))
+    markdown = result["markdown"].read_text(encoding="utf-8")
+    summary = markdown[markdown.index("## Summary"):markdown.index("## Leaderboards")]
+    assert "### Against the baseline" in summary
+    found = compare_evaluations([baseline, str(evaluated)], composites={OVERALL: HEADLINE_KEYS})
+    overall = next(row for row in found["metrics"] if (row["task"], row["metric"]) == OVERALL)
+    assert f"| overall overall | {overall['a']:.3f} | {overall['b']:.3f} | " \
+           f"{overall['delta']:.3f} | [{overall['ci_low']:+.3f}, {overall['ci_high']:+.3f}]" \
+        in re.sub(" +", " ", summary)  # the table's padding collapsed
+    other = build_report(params, tmp_path / "other", scenes=0, sweep_dir=root / "sweep",
+                         latency_file=root / "latency.json", baseline=tmp_path / "nowhere")
+    assert "No comparison with the baseline" in other["markdown"].read_text(encoding="utf-8")

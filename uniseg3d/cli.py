@@ -156,10 +156,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from uniseg3d.benchmarks.leaderboard import write_evaluation_leaderboards
+    from uniseg3d.model.precision import PrecisionError, check_precision
     from uniseg3d.pipelines.evaluate import run_evaluate
 
     params = load_params(args.params)
-    metrics = run_evaluate(params, device=args.device)
+    try:
+        check_precision(args.precision, args.device)
+    except PrecisionError as error:
+        log.error("%s", error)
+        return 2
+    metrics = run_evaluate(params, device=args.device, precision=args.precision)
     write_evaluation_leaderboards(metrics, params.evaluate.out)
     headline = {task: {k: v for k, v in section.items() if not isinstance(v, dict)}
                 for task, section in metrics.items() if isinstance(section, dict)
@@ -173,7 +179,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     result = build_report(load_params(args.params), Path(args.out), args.scenes,
                           sweep_dir=Path(args.sweep), latency_file=Path(args.latency),
-                          device=args.device)
+                          device=args.device,
+                          baseline=Path(args.baseline) if args.baseline else None)
     for what in result["missing"]:
         log.warning("report: missing %s", what)
     log.info("wrote %s and %s", result["html"], result["markdown"])
@@ -181,6 +188,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from uniseg3d.model.precision import PrecisionError
     from uniseg3d.pipelines.predict import (PredictRequest, PromptError, parse_click,
                                             parse_negative, run_predict)
 
@@ -191,9 +199,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             mesh=Path(args.scan), checkpoint=Path(args.checkpoint), out=Path(args.out),
             clicks=clicks, texts=tuple(args.text),
             classes=tuple(c.strip() for c in args.classes.split(",") if c.strip())
-            if args.classes else ())
+            if args.classes else (), precision=args.precision)
         summary = run_predict(request, device=args.device)
-    except PromptError as error:
+    except (PromptError, PrecisionError) as error:
         log.error("%s", error)
         return 2
     print(json.dumps({k: summary[k] for k in ("points", "superpoints", "files")}, indent=2))
@@ -215,6 +223,7 @@ def cmd_import_official(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from uniseg3d.model.precision import PrecisionError, check_precision, set_precision
     from uniseg3d.pipelines.train import load_trained_model
     from uniseg3d.serve.app import ServeOptions, serve
     from uniseg3d.serve.session import Model
@@ -225,8 +234,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if missing:
         log.error("no such scan: %s", ", ".join(missing))
         return 2
+    try:
+        check_precision(args.precision, args.device)
+    except PrecisionError as error:
+        log.error("%s", error)
+        return 2
     model, encoder, classes = load_trained_model(args.checkpoint or params.evaluate.checkpoint,
                                                  args.device)
+    set_precision(model, args.precision, args.device)
     options = ServeOptions(host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
                            k_thresh=params.superpoints.k_thresh,
                            min_verts=params.superpoints.min_verts)
@@ -247,6 +262,21 @@ def cmd_evaluate_predictions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from uniseg3d.reports.comparison import run_compare
+
+    try:
+        document = run_compare(args.evaluations, args.out, args.baseline, args.resamples,
+                               args.confidence, args.seed)
+    except ValueError as error:  # refused: different scenes, datasets or classes; bad options
+        log.error("%s", error)
+        return 2
+    significant = [f"{row['other']} {row['task']}/{row['metric']}: {row['delta']:+.4f}"
+                   for row in document["metrics"] if row["significant"]]
+    print("\n".join(significant) or "no difference excludes zero from its interval")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from uniseg3d.benchmarks import data_bench
 
@@ -259,7 +289,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = data_bench.bench_prepare(args.raw or params.prepare.scannet.raw,
                                           args.jobs or params.prepare.jobs, args.scenes)
     elif args.target == "synth":
-        result = data_bench.bench_synth(args.scenes_count, args.jobs or params.synth.jobs)
+        result = data_bench.bench_synth(args.scenes_count or 100, args.jobs or params.synth.jobs)
     elif args.target == "latency":
         from uniseg3d.benchmarks.latency import bench_latency, latency_table
 
@@ -293,6 +323,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from uniseg3d.benchmarks.ray_bench import bench_ray_overhead
 
         result = bench_ray_overhead(params, args.epochs, args.repeats)
+    elif args.target == "compare":
+        from uniseg3d.benchmarks.compare_bench import bench_compare
+
+        result = bench_compare(args.scenes_count, args.resamples)
     elif args.target == "sweep":
         from uniseg3d.benchmarks.ray_bench import bench_sweep
 
@@ -303,6 +337,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = bench_model(params, args.points, args.repeats, args.train_steps)
     _write_json(result, args.out or f"benchmarks/{args.target}.json")
     return 0
+
+
+def add_precision(verb: argparse.ArgumentParser) -> None:
+    verb.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                      help="the sparse backbone's precision: bf16 or fp16 autocast on a CUDA "
+                      "device (the decoder and post-processing stay fp32); a CPU runs fp32 "
+                      "only (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -417,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "against the paper's numbers and the predictions in the ScanNet "
                     "submission format to evaluate.out.")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    add_precision(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     report = verbs.add_parser(
@@ -434,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--latency", default="benchmarks/latency.json",
                         help="bench latency JSON (default: %(default)s)")
     report.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    report.add_argument("--baseline", metavar="DIR",
+                        help="an evaluation folder of the same scenes (another run's "
+                        "evaluate.out): the summary compares every headline metric against it "
+                        "with a paired bootstrap interval")
     report.set_defaults(func=cmd_report)
 
     predict = verbs.add_parser(
@@ -457,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: the 20 ScanNet classes)")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    add_precision(predict)
     predict.set_defaults(func=cmd_predict)
 
     import_official = verbs.add_parser(
@@ -506,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_verb.add_argument("--max-upload-mb", type=_positive_float, default=200.0,
                             help="largest upload accepted (default: %(default)s)")
     serve_verb.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    add_precision(serve_verb)
     serve_verb.set_defaults(func=cmd_serve)
 
     evaluate_predictions = verbs.add_parser(
@@ -519,6 +567,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_predictions.add_argument("--pred", required=True, help="predictions folder")
     evaluate_predictions.add_argument("--out", help="JSON output file")
     evaluate_predictions.set_defaults(func=cmd_evaluate_predictions)
+
+    compare = verbs.add_parser(
+        "compare", help="paired bootstrap comparison of evaluations",
+        description="Compare evaluation folders (from `uniseg3d evaluate`, or a sweep trial's "
+                    "eval/ folder) on every task metric: each side's value, its difference to "
+                    "the baseline and a paired bootstrap interval over the scenes, from the "
+                    "folders' per-scene statistics (scene_stats/). Join several folders with "
+                    "commas for the seeds of one configuration: seeds are resampled too. "
+                    "Writes comparison.json, .csv, .md and .html (with a forest plot and the "
+                    "per-class differences) to --out. Evaluations of different scenes, datasets "
+                    "or class lists are refused.")
+    compare.add_argument("evaluations", nargs="+", metavar="EVAL[,EVAL...]",
+                         help="evaluation folders; commas join one configuration's seeds")
+    compare.add_argument("--out", required=True, help="output folder")
+    compare.add_argument("--baseline", help="the side the others are compared with (default: "
+                         "the first)")
+    compare.add_argument("--resamples", type=_positive_int, default=1000,
+                         help="bootstrap resamples (default: %(default)s)")
+    compare.add_argument("--confidence", type=_positive_float, default=0.95,
+                         help="interval coverage in (0, 1) (default: %(default)s)")
+    compare.add_argument("--seed", type=int, default=0,
+                         help="seed of the resampling (default: %(default)s)")
+    compare.set_defaults(func=cmd_compare)
 
     bench = verbs.add_parser(
         "bench", help="speed and memory benchmarks, written as JSON",
@@ -540,10 +611,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "text-to-mask (median, 95th percentile over 50 prompts) and memory with one "
                     "and three scenes open, for tiny and paper. corrective: milliseconds per "
                     "corrective click of AGILE3D's multi-object protocol on a generated room "
-                    "(the backbone once, then the prompt decoder and the click simulation).")
+                    "(the backbone once, then the prompt decoder and the click simulation). "
+                    "compare: seconds of `uniseg3d compare` of two evaluations of 20 and of 312 "
+                    "scenes (generated per-scene statistics of every task).")
     bench.add_argument("target", choices=["superpoints", "prepare", "synth", "instance-ap",
                                           "evaluate", "model", "latency", "ray-overhead",
-                                          "sweep", "import-official", "serve", "corrective"],
+                                          "sweep", "import-official", "serve", "corrective",
+                                          "compare"],
                        help="what to measure")
     bench.add_argument("--out", help="JSON file (default: benchmarks/TARGET.json)")
     bench.add_argument("--mesh", help="superpoints: PLY mesh (default: a generated room)")
@@ -567,8 +641,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="latency: the model recipe (default: params.yaml model.recipe)")
     bench.add_argument("--device", default="cpu", help="latency: cpu or cuda")
     bench.add_argument("--jobs", type=_positive_int, help="prepare, synth: worker processes")
-    bench.add_argument("--scenes-count", type=_positive_int, default=100,
-                       help="synth: scenes to generate (default: %(default)s)")
+    bench.add_argument("--scenes-count", type=_positive_int,
+                       help="synth: scenes to generate (default: 100); compare: scenes per "
+                            "evaluation (default: 20 and 312, ScanNet's validation split)")
+    bench.add_argument("--resamples", type=_positive_int, default=1000,
+                       help="compare: bootstrap resamples (default: %(default)s)")
     bench.add_argument("--points", type=_positive_int, default=100_000,
                        help="model, latency, serve, corrective: points of the generated scene "
                             "(default: %(default)s)")

@@ -325,6 +325,7 @@ class SweepConfig:
     scheduler: str = "none"  # none | asha (stops trials early on the validation loss)
     epochs: int = 2  # training epochs per trial
     cpus_per_trial: int = 1  # CPUs (torch threads) per trial; trials in parallel = CPUs // this
+    seeds: tuple[int, ...] = (0,)  # train.seed values: every configuration trains once per seed
     out: str = "reports/sweep"
 
 

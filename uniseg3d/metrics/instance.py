@@ -18,8 +18,11 @@ Semantics of the official script, kept to the last digit:
   numbers are `np.nanmean` over the class x overlap table, as the script indexes it.
 
 Where the script would crash (ground truth and predictions of a class, but every prediction
-ignored) the AP is 0, as in mmdet3d's port. Scenes are reduced to small per-scene tables one at a
-time, so `gts` / `preds` may be generators over a whole benchmark.
+ignored) the AP is 0, as in mmdet3d's port. Scenes are reduced one at a time to their match
+tables (`instance_scene_stats`: every detection at every overlap, scored and marked TP or not,
+and the GT / prediction counts per class; the script's assignment never crosses scenes), so
+`gts` / `preds` may be generators over a whole benchmark, and the AP of any resample of the
+scenes is the AP of their pooled tables (`ap_table` with scene weights).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from uniseg3d.datasets.classes import scannet20
+from uniseg3d.metrics.scene_stats import (
+    SceneStats, concatenate, first_row, numbered, one_scene)
 from uniseg3d.metrics.semantic import class_index, nanmean
 
 OVERLAPS = np.append(np.arange(0.5, 0.95, 0.05), 0.25)
@@ -113,20 +118,6 @@ def _scene_tables(gt: InstanceGT, pred: InstancePredictions, class_ids: Sequence
                    pair_gt, pair_pred, pair_inter)
 
 
-def _concatenate(scenes: list[_Tables]) -> _Tables:
-    gt_offset = np.cumsum([0] + [len(s.gt_class) for s in scenes[:-1]])
-    pred_offset = np.cumsum([0] + [len(s.pred_class) for s in scenes[:-1]])
-
-    def join(name: str, offsets: np.ndarray | None = None) -> np.ndarray:
-        parts = [getattr(s, name) + (0 if offsets is None else offsets[i])
-                 for i, s in enumerate(scenes)]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-    return _Tables(join("gt_class"), join("gt_size"), join("pred_class"), join("pred_size"),
-                   join("pred_score"), join("pred_ignore"),
-                   join("pair_gt", gt_offset), join("pair_pred", pred_offset), join("pair_inter"))
-
-
 def _greedy(pair_gt: np.ndarray, pair_pred: np.ndarray, scores: np.ndarray
             ) -> tuple[list[int], list[float], list[int], list[float]]:
     """The script's assignment over matching (GT, prediction) pairs in (GT, prediction) order:
@@ -150,30 +141,13 @@ def _greedy(pair_gt: np.ndarray, pair_pred: np.ndarray, scores: np.ndarray
     return tp_gt, tp_score, dup_gt, dup_score
 
 
-def average_precision(y_true: np.ndarray, y_score: np.ndarray, hard_false_negatives: int
-                      ) -> float:
-    """The script's area under the precision/recall curve of scored detections (1 = TP)."""
-    order = np.argsort(y_score)
-    cumsum = np.cumsum(np.asarray(y_true, dtype=np.float64)[order])
-    _, first = np.unique(y_score[order], return_index=True)
-    num_true = cumsum[-1] if cumsum.size else 0
-    before = np.append(cumsum, 0)[first - 1]  # true detections scored below each threshold
-    tp = num_true - before
-    fp = len(order) - first - tp
-    fn = before + hard_false_negatives
-    precision = np.append(tp / (tp + fp), 1.0)
-    recall = np.append(tp / (tp + fn), 0.0)
-    recall_for_conv = np.append(np.append(recall[0], recall), 0.0)
-    return float(np.dot(precision, np.convolve(recall_for_conv, [-0.5, 0, 0.5], "valid")))
-
-
-def _ap_table(t: _Tables, num_classes: int, min_region_size: int) -> np.ndarray:
+def _scene_detections(t: _Tables, num_classes: int, min_region_size: int) -> dict:
+    """One scene's detections at every overlap: (overlap, class, score, true) per detection,
+    with the script's per-scene assignment (a GT and its predictions belong to one scene)."""
     gt_ok = t.gt_size >= min_region_size
-    num_gt = np.bincount(t.gt_class[gt_ok], minlength=num_classes)
-    has_pred = np.bincount(t.pred_class, minlength=num_classes) > 0
     iou = t.pair_inter / (t.gt_size[t.pair_gt] + t.pred_size[t.pair_pred] - t.pair_inter)
     proportion_ignore = t.pred_ignore / np.maximum(t.pred_size, 1)
-    aps = np.where(num_gt > 0, 0.0, np.nan)[:, None].repeat(len(OVERLAPS), axis=1)
+    columns: dict[str, list[np.ndarray]] = {"overlap": [], "cls": [], "score": [], "true": []}
     for o, overlap in enumerate(OVERLAPS):
         hit = iou > overlap
         found = np.zeros(len(t.pred_class), dtype=bool)
@@ -183,49 +157,136 @@ def _ap_table(t: _Tables, num_classes: int, min_region_size: int) -> np.ndarray:
         tp_gt, tp_score, dup_gt, dup_score = _greedy(t.pair_gt[take], t.pair_pred[take],
                                                      t.pred_score)
         cls = np.concatenate([t.gt_class[tp_gt + dup_gt], t.pred_class[false_pos]])
-        true = np.concatenate([np.ones(len(tp_gt)), np.zeros(len(dup_gt) + false_pos.sum())])
-        score = np.concatenate([tp_score, dup_score, t.pred_score[false_pos]])
-        hard_fn = num_gt - np.bincount(t.gt_class[tp_gt], minlength=num_classes)
-        order = np.argsort(cls, kind="stable")
-        bounds = np.searchsorted(cls[order], np.arange(num_classes + 1))
-        for c in np.flatnonzero((num_gt > 0) & has_pred):
-            members = order[bounds[c]:bounds[c + 1]]
-            aps[c, o] = average_precision(true[members], score[members], int(hard_fn[c]))
+        columns["overlap"].append(np.full(len(cls), o, dtype=np.int64))
+        columns["cls"].append(cls.astype(np.int64))
+        columns["score"].append(np.concatenate([tp_score, dup_score,
+                                                t.pred_score[false_pos]]).astype(np.float64))
+        columns["true"].append(np.concatenate([np.ones(len(tp_gt), dtype=bool),
+                                               np.zeros(len(dup_gt) + false_pos.sum(), bool)]))
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+
+def instance_scene_stats(scene_id: str, gt: InstanceGT, pred: InstancePredictions,
+                         class_ids: Sequence[int], min_region_size: int = MIN_REGION_SIZE
+                         ) -> SceneStats:
+    """One scene's match table: every detection at every overlap (its class, score and
+    whether it is a true positive) and per class the GT count (of at least `min_region_size`
+    points) and the prediction count."""
+    t = _scene_tables(gt, pred, class_ids, min_region_size)
+    num = len(class_ids)
+    sums = {"gt": np.bincount(t.gt_class[t.gt_size >= min_region_size], minlength=num),
+            "pred": np.bincount(t.pred_class, minlength=num)}
+    return one_scene(scene_id, sums, {"detections": _scene_detections(t, num, min_region_size)})
+
+
+def average_precision(y_true: np.ndarray, y_score: np.ndarray, num_gt: np.ndarray,
+                      counts: np.ndarray) -> np.ndarray:
+    """The script's area under the precision/recall curve of scored detections (1 = TP;
+    `y_score` ascending) of a class with `num_gt` (R,) ground-truth instances, for each row of
+    `counts` (R, n): how often each detection counts. All counts are integers, so TP + FN =
+    `num_gt` and TP + FP = the detections at or above a score exactly, as the script's sums.
+    A detection counted 0 times leaves a point equal to a neighbour's, which the integration
+    does not change (a point with no detection above it is the closing point: precision 1,
+    recall 0). The dot products are the script's `np.dot` (batched `np.matmul` of contiguous
+    rows sums in the same order)."""
+    rows, size = counts.shape
+    true = np.asarray(y_true, dtype=bool)
+    first = np.flatnonzero(np.append(True, y_score[1:] != y_score[:-1]))
+    counted = np.zeros((rows, size + 1))
+    np.cumsum(counts, axis=1, out=counted[:, 1:])
+    true_counted = np.zeros((rows, int(true.sum()) + 1))
+    np.cumsum(np.compress(true, counts, axis=1), axis=1, out=true_counted[:, 1:])
+    # true detections at or above each score: all of them less those below it
+    tp = true_counted[:, -1:] - np.take(true_counted, np.append(0, np.cumsum(true))[first], axis=1)
+    above = counted[:, -1:] - np.take(counted, first, axis=1)
+    precision = np.ones((rows, len(first) + 1))
+    np.divide(tp, above, out=precision[:, :-1], where=above > 0)
+    recall = np.zeros((rows, len(first) + 3))  # recall[0], recall, the closing 0, padding
+    with np.errstate(invalid="ignore", divide="ignore"):  # rows without GT: not used
+        np.divide(tp, num_gt[:, None], out=recall[:, 1:-2])
+    recall[:, 0] = recall[:, 1]
+    widths = 0.5 * (recall[:, :-2] - recall[:, 2:])
+    return np.matmul(precision[:, None, :], widths[:, :, None])[:, 0, 0]
+
+
+def ap_table(stats: SceneStats, weights: np.ndarray | None = None) -> np.ndarray:
+    """(R, C, O) AP per class (`stats.meta["classes"]` order) and overlap (`OVERLAPS` order) of
+    the scenes under `weights`: the script's detections of every scene pooled per class."""
+    num_gt = stats.total("gt", weights)
+    scored = (num_gt > 0) & (stats.total("pred", weights) > 0)
+    d = stats.tables["detections"]
+    num = num_gt.shape[1]
+    order = np.lexsort((d["score"], d["cls"], d["overlap"]))
+    group = (d["overlap"] * num + d["cls"])[order]
+    bounds = np.searchsorted(group, np.arange(len(OVERLAPS) * num + 1))
+    true, score, scene = d["true"][order], d["score"][order], d["scene"][order]
+    per_scene = np.ones((1, stats.num_scenes)) if weights is None else weights
+    aps = np.where(num_gt > 0, 0.0, np.nan)[:, :, None].repeat(len(OVERLAPS), axis=2)
+    for c in np.flatnonzero(scored.any(axis=0)):
+        for o in range(len(OVERLAPS)):
+            members = slice(bounds[o * num + c], bounds[o * num + c + 1])
+            if members.start == members.stop:
+                continue
+            counts = np.take(per_scene, scene[members], axis=1)
+            found = average_precision(true[members], score[members], num_gt[:, c], counts)
+            aps[:, c, o] = np.where(scored[:, c], found, aps[:, c, o])
     return aps
+
+
+def instance_stats(gts: Iterable[InstanceGT], preds: Iterable[InstancePredictions],
+                   class_ids: Sequence[int], class_names: Sequence[str],
+                   min_region_size: int = MIN_REGION_SIZE, scene_ids: Iterable[str] | None = None,
+                   reduce: str = "instance") -> SceneStats:
+    """The match tables of every scene (`scene_ids` default: "0", "1", ...); scenes are
+    reduced one at a time, so `gts` / `preds` may be generators over a whole benchmark."""
+    if len(class_ids) != len(class_names):
+        raise ValueError("class_ids and class_names differ in length")
+    scenes = [instance_scene_stats(scene_id, gt, pred, class_ids, min_region_size)
+              for scene_id, (gt, pred) in numbered(scene_ids, gts, preds)]
+    return concatenate(scenes, {"reduce": reduce, "classes": list(class_names)})
 
 
 def instance_ap_table(gts: Iterable[InstanceGT], preds: Iterable[InstancePredictions],
                       class_ids: Sequence[int], min_region_size: int = MIN_REGION_SIZE
                       ) -> np.ndarray:
     """AP per class (rows, `class_ids` order) and overlap (columns, `OVERLAPS` order)."""
-    scenes = [_scene_tables(gt, pred, class_ids, min_region_size)
-              for gt, pred in zip(gts, preds, strict=True)]
-    return _ap_table(_concatenate(scenes), len(class_ids), min_region_size)
+    names = [str(c) for c in class_ids]
+    return ap_table(instance_stats(gts, preds, class_ids, names, min_region_size))[0]
 
 
-def summarize_ap(aps: np.ndarray, class_names: Sequence[str]) -> dict:
-    """AP / AP50 / AP25 overall and per class from an `instance_ap_table`, averaged with the
-    script's own indexing (so the summation order, hence the digits, are the same)."""
-    table = aps[None]
+def summarize_ap_tables(aps: np.ndarray, class_names: Sequence[str]) -> dict:
+    """AP / AP50 / AP25 overall and per class, (R,) arrays, from an (R, C, O) `ap_table`,
+    averaged with the script's own indexing (so the summation order, hence the digits, are the
+    same)."""
     o50 = np.where(np.isclose(OVERLAPS, 0.5))
     o25 = np.where(np.isclose(OVERLAPS, 0.25))
     all_but_25 = np.where(np.logical_not(np.isclose(OVERLAPS, 0.25)))
-    classes = {name: {"ap": float(np.average(table[0, i, all_but_25])),
-                      "ap50": float(np.average(table[0, i, o50])),
-                      "ap25": float(np.average(table[0, i, o25]))}
-               for i, name in enumerate(class_names)}
-    return {"ap": nanmean(table[0, :, all_but_25]), "ap50": nanmean(table[0, :, o50]),
-            "ap25": nanmean(table[0, :, o25]), "classes": classes}
+    per_class = {"ap": aps[:, :, all_but_25[0]].mean(axis=-1), "ap50": aps[:, :, o50[0][0]],
+                 "ap25": aps[:, :, o25[0][0]]}
+    overall = {key: np.array([nanmean(table[None][0, :, columns]) for table in aps])
+               for key, columns in (("ap", all_but_25), ("ap50", o50), ("ap25", o25))}
+    return {**overall, "classes": {name: {key: values[:, i] for key, values in per_class.items()}
+                                   for i, name in enumerate(class_names)}}
+
+
+def instance_scores(stats: SceneStats, weights: np.ndarray | None = None) -> dict:
+    """AP, AP50, AP25 overall and per class, (R,) arrays, of the scenes under `weights`."""
+    return summarize_ap_tables(ap_table(stats, weights), stats.meta["classes"])
+
+
+def summarize_ap(aps: np.ndarray, class_names: Sequence[str]) -> dict:
+    """AP / AP50 / AP25 overall and per class from one (C, O) table (`summarize_ap_tables`)."""
+    return first_row(summarize_ap_tables(aps[None], class_names))
 
 
 def evaluate_instances(gts: Iterable[InstanceGT], preds: Iterable[InstancePredictions],
                        class_ids: Sequence[int], class_names: Sequence[str],
-                       min_region_size: int = MIN_REGION_SIZE) -> dict:
+                       min_region_size: int = MIN_REGION_SIZE,
+                       scene_ids: Iterable[str] | None = None) -> dict:
     """AP, AP50, AP25 overall and per class. `class_ids[i]` is the label value of
     `class_names[i]` (as the script's VALID_CLASS_IDS); other labels are void / not evaluated."""
-    if len(class_ids) != len(class_names):
-        raise ValueError("class_ids and class_names differ in length")
-    return summarize_ap(instance_ap_table(gts, preds, class_ids, min_region_size), class_names)
+    return first_row(instance_scores(instance_stats(gts, preds, class_ids, class_names,
+                                                    min_region_size, scene_ids)))
 
 
 def evaluate_scannet20_instances(gts: Iterable[InstanceGT],

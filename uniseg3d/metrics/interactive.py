@@ -26,6 +26,8 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
+from uniseg3d.metrics.scene_stats import SceneStats, concatenate, first_row, one_scene
+
 NOC_THRESHOLDS = (0.5, 0.65, 0.8, 0.85, 0.9)
 IOU_CLICKS = (1, 3, 5, 10, 15)
 MAX_CLICKS = 20
@@ -93,6 +95,30 @@ def _key(prefix: str, value: float) -> str:
     return f"{prefix}@{round(value * 100) if prefix == 'noc' else int(value)}"
 
 
+def unit_scores(sequences: Sequence[Sequence[float]],
+                clicks: Sequence[Sequence[float]] | None = None, budget: int = MAX_CLICKS,
+                thresholds: Sequence[float] = NOC_THRESHOLDS,
+                iou_clicks: Sequence[int] = IOU_CLICKS) -> dict[str, np.ndarray]:
+    """Per unit NoC@t (clicks) and IoU@k (fractions), keyed as in `summarise`."""
+    if clicks is not None and len(clicks) != len(sequences):
+        raise ValueError(f"{len(sequences)} sequences but {len(clicks)} click lists")
+    counts = [None] * len(sequences) if clicks is None else list(clicks)
+    result = {_key("noc", t): [noc(s, t, budget, c) for s, c in zip(sequences, counts)]
+              for t in thresholds}
+    result.update({_key("iou", k): [iou_at(s, k, c) for s, c in zip(sequences, counts)]
+                   for k in iou_clicks})
+    return {key: np.asarray(values, dtype=np.float64) for key, values in result.items()}
+
+
+def weighted_means(values: dict[str, np.ndarray], counts: np.ndarray) -> dict:
+    """(R,) means of each per-unit array with units counted `counts` (R, n) times (NaN for no
+    unit), and the unit count `objects`."""
+    total = counts.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = {key: counts @ unit / total for key, unit in values.items()}
+    return {**means, "objects": total}
+
+
 def summarise(sequences: Sequence[Sequence[float]],
               clicks: Sequence[Sequence[float]] | None = None, budget: int = MAX_CLICKS,
               thresholds: Sequence[float] = NOC_THRESHOLDS,
@@ -102,18 +128,59 @@ def summarise(sequences: Sequence[Sequence[float]],
     `sequences[u]` are unit u's IoUs after each click; `clicks[u]`, when given, their click
     counts (e.g. `multi_object_clicks(K)`); otherwise 1, 2, ....
     """
-    if clicks is not None and len(clicks) != len(sequences):
-        raise ValueError(f"{len(sequences)} sequences but {len(clicks)} click lists")
-    counts = [None] * len(sequences) if clicks is None else list(clicks)
-    result: dict = {}
-    for t in thresholds:
-        values = [noc(s, t, budget, c) for s, c in zip(sequences, counts)]
-        result[_key("noc", t)] = float(np.mean(values)) if values else float("nan")
-    for k in iou_clicks:
-        values = [iou_at(s, k, c) for s, c in zip(sequences, counts)]
-        result[_key("iou", k)] = float(np.mean(values)) if values else float("nan")
-    result["objects"] = len(sequences)
-    return result
+    values = unit_scores(sequences, clicks, budget, thresholds, iou_clicks)
+    return first_row(weighted_means(values, np.ones((1, len(sequences)), dtype=np.int64)))
+
+
+def padded(rows: Sequence[Sequence[float]], width: int) -> np.ndarray:
+    """(n, width) float rows, NaN after each row's end."""
+    table = np.full((len(rows), width), np.nan)
+    for i, row in enumerate(rows):
+        table[i, :len(row)] = row
+    return table
+
+
+def protocol_scene_stats(scene_id: str, single: Sequence[Sequence[float]],
+                         multi: Sequence[float] | None, budget: int = MAX_CLICKS) -> SceneStats:
+    """One scene's click curves: per object its IoU after 1..budget clicks (`single`), and the
+    scene's mean object IoU after each multi-object round (`multi`, None without objects)."""
+    width = int(budget) * max(len(single), 1) - max(len(single), 1) + 1
+    multi_rows = [] if multi is None else [multi]
+    return one_scene(scene_id, tables={
+        "single": {"curve": padded(single, budget),
+                   "clicks": padded([np.arange(1, len(s) + 1) for s in single], budget)},
+        "multi": {"curve": padded(multi_rows, width),
+                  "clicks": padded([multi_object_clicks(len(single), budget)
+                                    for _ in multi_rows], width)}})
+
+
+def protocol_stats(scenes: Sequence[SceneStats], budget: int = MAX_CLICKS) -> SceneStats:
+    """The click curves of every scene (`protocol_scene_stats`), padded to one width."""
+    width = max([s.tables["multi"]["curve"].shape[1] for s in scenes] + [1])
+    widened = [SceneStats(s.scene_ids, tables={
+        "single": s.tables["single"],
+        "multi": {**s.tables["multi"], **{column: np.hstack([
+            s.tables["multi"][column],
+            np.full((len(s.tables["multi"]["scene"]),
+                     width - s.tables["multi"][column].shape[1]), np.nan)])
+            for column in ("curve", "clicks")}}}) for s in scenes]
+    return concatenate(widened, {"reduce": "protocol", "max_clicks": int(budget)})
+
+
+def unpadded(table: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each unit's IoUs and click counts from a `protocol_stats` table."""
+    ends = [~np.isnan(row) for row in table["clicks"]]
+    return ([curve[end] for curve, end in zip(table["curve"], ends)],
+            [clicks[end] for clicks, end in zip(table["clicks"], ends)])
+
+
+def protocol_scores(stats: SceneStats, weights: np.ndarray | None = None) -> dict:
+    """Per mode ("single", "multi") the NoC@t, IoU@k and `objects`, (R,) arrays, of the units of
+    the scenes under `weights`."""
+    return {mode: weighted_means(unit_scores(*unpadded(stats.tables[mode]),
+                                             budget=stats.meta["max_clicks"]),
+                                 stats.item_weights(mode, weights))
+            for mode in ("single", "multi")}
 
 
 def summarise_per_scene(scene_ids: Sequence[Hashable], sequences: Sequence[Sequence[float]],

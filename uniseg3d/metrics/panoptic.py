@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from uniseg3d.metrics.scene_stats import (
+    SceneStats, concatenate, first_row, numbered, one_scene)
 from uniseg3d.metrics.semantic import nanmean
 
 EPS = 1e-15
@@ -48,54 +50,74 @@ def _segments(seg: PanopticSegmentation, keep: np.ndarray, num_classes: int,
     return point_segment, keys // span, np.bincount(index, minlength=len(keys))
 
 
-def evaluate_panoptic(gts: Iterable[PanopticSegmentation], preds: Iterable[PanopticSegmentation],
-                      class_names: Sequence[str], stuff: Sequence[int] = STUFF20,
-                      min_points: int = 1) -> dict:
-    """PQ / SQ / RQ overall, over things and over stuff, and per class (with TP, FP, FN)."""
-    num = len(class_names)
-    stuff = np.asarray(stuff, dtype=np.int64)
-    tp = np.zeros(num, dtype=np.int64)
-    fp = np.zeros(num, dtype=np.int64)
-    fn = np.zeros(num, dtype=np.int64)
+def panoptic_scene_stats(scene_id: str, gt: PanopticSegmentation, pred: PanopticSegmentation,
+                         num: int, stuff: np.ndarray, min_points: int = 1) -> SceneStats:
+    """One scene's TP, FP, FN and sum of matched IoUs per class."""
+    gt_semantic = np.asarray(gt.semantic)
+    keep = (gt_semantic >= 0) & (gt_semantic < num)
+    gt_point, gt_class, gt_size = _segments(gt, keep, num, stuff)
+    pred_point, pred_class, pred_size = _segments(pred, keep, num, stuff)
+    both = (gt_point >= 0) & (pred_point >= 0)
+    both[both] = gt_class[gt_point[both]] == pred_class[pred_point[both]]
+    pairs = np.bincount(gt_point[both] * len(pred_size) + pred_point[both],
+                        minlength=len(gt_size) * len(pred_size))
+    pair = np.flatnonzero(pairs)  # sorted by GT segment, i.e. by class then instance id
+    pair_gt, pair_pred = np.divmod(pair, len(pred_size))
+    inter = pairs[pair]
+    iou = inter.astype(float) / (gt_size[pair_gt] + pred_size[pair_pred] - inter)
+    match = iou > 0.5
+    match_class = gt_class[pair_gt[match]]
     iou_sum = np.zeros(num, dtype=np.float64)
-    for gt, pred in zip(gts, preds, strict=True):
-        gt_semantic = np.asarray(gt.semantic)
-        keep = (gt_semantic >= 0) & (gt_semantic < num)
-        gt_point, gt_class, gt_size = _segments(gt, keep, num, stuff)
-        pred_point, pred_class, pred_size = _segments(pred, keep, num, stuff)
-        both = (gt_point >= 0) & (pred_point >= 0)
-        both[both] = gt_class[gt_point[both]] == pred_class[pred_point[both]]
-        pairs = np.bincount(gt_point[both] * len(pred_size) + pred_point[both],
-                            minlength=len(gt_size) * len(pred_size))
-        pair = np.flatnonzero(pairs)  # sorted by GT segment, i.e. by class then instance id
-        pair_gt, pair_pred = np.divmod(pair, len(pred_size))
-        inter = pairs[pair]
-        iou = inter.astype(float) / (gt_size[pair_gt] + pred_size[pair_pred] - inter)
-        match = iou > 0.5
-        match_class = gt_class[pair_gt[match]]
-        tp += np.bincount(match_class, minlength=num)
-        for c in np.unique(match_class):
-            iou_sum[c] += np.sum(iou[match][match_class == c])
-        gt_free = np.ones(len(gt_size), dtype=bool)
-        gt_free[pair_gt[match]] = False
-        pred_free = np.ones(len(pred_size), dtype=bool)
-        pred_free[pair_pred[match]] = False
-        fn += np.bincount(gt_class[gt_free & (gt_size >= min_points)], minlength=num)
-        fp += np.bincount(pred_class[pred_free & (pred_size >= min_points)], minlength=num)
+    for c in np.unique(match_class):
+        iou_sum[c] = np.sum(iou[match][match_class == c])
+    gt_free = np.ones(len(gt_size), dtype=bool)
+    gt_free[pair_gt[match]] = False
+    pred_free = np.ones(len(pred_size), dtype=bool)
+    pred_free[pair_pred[match]] = False
+    return one_scene(scene_id, {
+        "tp": np.bincount(match_class, minlength=num),
+        "fp": np.bincount(pred_class[pred_free & (pred_size >= min_points)], minlength=num),
+        "fn": np.bincount(gt_class[gt_free & (gt_size >= min_points)], minlength=num),
+        "iou_sum": iou_sum})
 
+
+def panoptic_stats(gts: Iterable[PanopticSegmentation], preds: Iterable[PanopticSegmentation],
+                   class_names: Sequence[str], stuff: Sequence[int] = STUFF20,
+                   min_points: int = 1, scene_ids: Iterable[str] | None = None) -> SceneStats:
+    """The per-class counts of every scene (`scene_ids` default: "0", "1", ...)."""
+    num, stuff = len(class_names), np.asarray(stuff, dtype=np.int64)
+    scenes = [panoptic_scene_stats(scene_id, gt, pred, num, stuff, min_points)
+              for scene_id, (gt, pred) in numbered(scene_ids, gts, preds)]
+    return concatenate(scenes, {"reduce": "panoptic", "classes": list(class_names),
+                                "stuff": stuff.tolist()})
+
+
+def panoptic_scores(stats: SceneStats, weights: np.ndarray | None = None) -> dict:
+    """PQ / SQ / RQ overall, over things and over stuff, and per class (with TP, FP, FN), (R,)
+    arrays, of the scenes under `weights`."""
+    tp, fp, fn, iou_sum = (stats.total(name, weights) for name in ("tp", "fp", "fn", "iou_sum"))
+    names, stuff = stats.meta["classes"], np.asarray(stats.meta["stuff"], dtype=np.int64)
     sq = iou_sum / np.maximum(tp.astype(np.double), EPS)
     rq = tp.astype(np.double) / np.maximum(
         tp.astype(np.double) + 0.5 * fp.astype(np.double) + 0.5 * fn.astype(np.double), EPS)
     pq = sq * rq
     absent = tp + fp + fn == 0
     sq[absent], rq[absent], pq[absent] = np.nan, np.nan, np.nan
-    things = np.setdiff1d(np.arange(num), stuff)
+    things = np.setdiff1d(np.arange(len(names)), stuff)
     result = {}
     for group, members in (("", slice(None)), ("_things", things), ("_stuff", stuff)):
         for name, values in (("pq", pq), ("sq", sq), ("rq", rq)):
-            result[name + group] = nanmean(values[members])
+            result[name + group] = nanmean(values[:, members], axis=-1)
     result["classes"] = {
-        name: {"pq": float(pq[c]), "sq": float(sq[c]), "rq": float(rq[c]),
-               "tp": int(tp[c]), "fp": int(fp[c]), "fn": int(fn[c])}
-        for c, name in enumerate(class_names)}
+        name: {"pq": pq[:, c], "sq": sq[:, c], "rq": rq[:, c], "tp": tp[:, c], "fp": fp[:, c],
+               "fn": fn[:, c]}
+        for c, name in enumerate(names)}
     return result
+
+
+def evaluate_panoptic(gts: Iterable[PanopticSegmentation], preds: Iterable[PanopticSegmentation],
+                      class_names: Sequence[str], stuff: Sequence[int] = STUFF20,
+                      min_points: int = 1) -> dict:
+    """PQ / SQ / RQ overall, over things and over stuff, and per class (with TP, FP, FN)."""
+    return first_row(panoptic_scores(panoptic_stats(gts, preds, class_names, stuff,
+                                                    min_points)))

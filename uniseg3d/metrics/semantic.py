@@ -14,6 +14,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from uniseg3d.metrics.scene_stats import (
+    SceneStats, concatenate, first_row, numbered, one_scene)
+
 
 def class_index(values: np.ndarray, class_ids: Sequence[int]) -> np.ndarray:
     """Position of each label value in `class_ids`, -1 where the value is not an evaluated class."""
@@ -41,34 +44,57 @@ def confusion_matrix(gt: np.ndarray, pred: np.ndarray, class_ids: Sequence[int])
 
 
 def iou_from_confusion(confusion: np.ndarray) -> np.ndarray:
-    """Per-class IoU of a `confusion_matrix` (NaN where the class has no TP, FP or FN)."""
-    num = confusion.shape[0]
-    tp = np.diagonal(confusion[:, :num])
-    fn = confusion.sum(axis=1) - tp
-    fp = confusion[:, :num].sum(axis=0) - tp
+    """Per-class IoU of a `confusion_matrix` (NaN where the class has no TP, FP or FN); a
+    leading axis of confusion matrices gives one row of IoUs each."""
+    num = confusion.shape[-2]
+    tp = np.diagonal(confusion[..., :num], axis1=-2, axis2=-1)
+    fn = confusion.sum(axis=-1) - tp
+    fp = confusion[..., :num].sum(axis=-2) - tp
     denominator = tp + fp + fn
-    return np.divide(tp, denominator, out=np.full(num, np.nan), where=denominator > 0)
+    return np.divide(tp, denominator, out=np.full(tp.shape, np.nan), where=denominator > 0)
 
 
-def nanmean(values: np.ndarray) -> float:
-    """Mean over the non-NaN entries (NaN, without a warning, when there are none)."""
+def nanmean(values: np.ndarray, axis: int | None = None) -> float | np.ndarray:
+    """Mean over the non-NaN entries (NaN, without a warning, when there are none); over `axis`
+    when given."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return float(np.nanmean(values))
+        mean = np.nanmean(values, axis=axis)
+    return float(mean) if axis is None else mean
+
+
+def semantic_scene_stats(scene_id: str, gt: np.ndarray, pred: np.ndarray,
+                         class_ids: Sequence[int]) -> SceneStats:
+    """One scene's statistics: its `confusion_matrix`."""
+    return one_scene(scene_id, {"confusion": confusion_matrix(gt, pred, class_ids)})
+
+
+def semantic_scores(stats: SceneStats, weights: np.ndarray | None = None) -> dict:
+    """mIoU and per-class IoU, (R,) arrays, of the scenes under `weights` (one confusion matrix
+    summed over them); `stats.meta["classes"]` names the classes."""
+    iou = iou_from_confusion(stats.total("confusion", weights))
+    return {"miou": nanmean(iou, axis=-1),
+            "classes": {name: {"iou": iou[:, c]} for c, name in enumerate(stats.meta["classes"])}}
 
 
 def evaluate_semantic(gts: Iterable[np.ndarray], preds: Iterable[np.ndarray],
-                      class_ids: Sequence[int], class_names: Sequence[str]) -> dict:
+                      class_ids: Sequence[int], class_names: Sequence[str],
+                      scene_ids: Iterable[str] | None = None) -> dict:
     """mIoU and per-class IoU over all scenes (one confusion matrix summed over the scenes).
 
     `gts` / `preds`: per scene, one label value per point; `class_ids[i]` is the label value of
     `class_names[i]` (`range(20)` for ScanNet20 class indices, the nyu40 ids for raw files).
     """
+    return first_row(semantic_scores(semantic_stats(gts, preds, class_ids, class_names,
+                                                    scene_ids)))
+
+
+def semantic_stats(gts: Iterable[np.ndarray], preds: Iterable[np.ndarray],
+                   class_ids: Sequence[int], class_names: Sequence[str],
+                   scene_ids: Iterable[str] | None = None) -> SceneStats:
+    """The statistics of every scene (`scene_ids` default: "0", "1", ...)."""
     if len(class_ids) != len(class_names):
         raise ValueError("class_ids and class_names differ in length")
-    confusion = np.zeros((len(class_ids), len(class_ids) + 1), dtype=np.int64)
-    for gt, pred in zip(gts, preds, strict=True):
-        confusion += confusion_matrix(gt, pred, class_ids)
-    iou = iou_from_confusion(confusion)
-    return {"miou": nanmean(iou),
-            "classes": {name: {"iou": float(value)} for name, value in zip(class_names, iou)}}
+    scenes = [semantic_scene_stats(scene_id, gt, pred, class_ids)
+              for scene_id, (gt, pred) in numbered(scene_ids, gts, preds)]
+    return concatenate(scenes, {"reduce": "semantic", "classes": list(class_names)})

@@ -1,9 +1,11 @@
 """The six tasks' metrics from per-scene predictions: gather scene by scene, evaluate at the end.
 
 `ScanNetTasks.add(sample, prediction)` takes one ScanNet-layout scene's evaluation `Sample` (its
-clicks and descriptions) and anything with `ScenePrediction`'s fields; `evaluate()` runs the
-metric modules over every scene added. `OpenVocabTask` does the same for open-vocabulary
-instances alone (ScanNet200, and the zero-shot Replica evaluation against free-text names).
+clicks and descriptions) and anything with `ScenePrediction`'s fields; `scene_stats()` reduces
+every scene added to each task's per-scene statistics (`metrics.scene_stats`) and `evaluate()`
+scores them (`task_scores`, the one reduction behind `metrics.json` and `uniseg3d compare`).
+`OpenVocabTask` does the same for open-vocabulary instances alone (ScanNet200, and the zero-shot
+Replica evaluation against free-text names).
 Predicted masks stay bit-packed between `add` and `evaluate`.
 
 Ground-truth conventions:
@@ -30,13 +32,16 @@ from uniseg3d.datasets.classes import STUFF_CLASSES20, scannet20, scannet200
 from uniseg3d.datasets.loader import Sample
 from uniseg3d.datasets.scene import IGNORE_INDEX, Scene
 from uniseg3d.metrics.instance import (
-    InstanceGT, InstancePredictions, evaluate_scannet20_instances)
+    InstanceGT, InstancePredictions, instance_scores, instance_stats)
+from uniseg3d.metrics.interactive import protocol_scores
 from uniseg3d.metrics.open_vocab import (
-    SCANNET200_EXCLUDED, evaluate_open_vocab, scannet200_subsets)
-from uniseg3d.metrics.panoptic import PanopticSegmentation, evaluate_panoptic
+    SCANNET200_EXCLUDED, open_vocab_scores, open_vocab_stats, scannet200_subsets)
+from uniseg3d.metrics.panoptic import PanopticSegmentation, panoptic_scores, panoptic_stats
 from uniseg3d.metrics.prompt import (
-    Clicks, evaluate_interactive, evaluate_referring, unique_targets)
-from uniseg3d.metrics.semantic import evaluate_semantic
+    Clicks, interactive_scores, interactive_stats, referring_scores, referring_stats,
+    unique_targets)
+from uniseg3d.metrics.scene_stats import SceneStats, first_row
+from uniseg3d.metrics.semantic import semantic_scores, semantic_stats
 
 if TYPE_CHECKING:
     from uniseg3d.model.inference import ScenePrediction
@@ -144,6 +149,7 @@ class OpenVocabTask:
         self.class_names = tuple(class_names)
         self.subsets = subsets
         self.excluded = tuple(excluded)
+        self._ids: list[str] = []
         self._gts: list[InstanceGT] = []
         self._predictions: list[_PackedInstances] = []
 
@@ -154,18 +160,25 @@ class OpenVocabTask:
     def evaluated_classes(self) -> tuple[str, ...]:
         return tuple(name for name in self.class_names if name not in self.excluded)
 
-    def add(self, gt: InstanceGT, prediction: Instances) -> None:
+    def add(self, gt: InstanceGT, prediction: Instances, scene_id: str | None = None) -> None:
+        """One scene's ground truth and prediction (`scene_id` default: its position)."""
+        self._ids.append(str(len(self._ids)) if scene_id is None else scene_id)
         self._gts.append(gt)
         self._predictions.append(_pack(prediction))
 
+    def scene_stats(self) -> SceneStats:
+        """The per-scene match tables of every scene added."""
+        return open_vocab_stats(self._gts, (p.unpack() for p in self._predictions),
+                                self.class_names, self.subsets, self.excluded, self._ids)
+
     def evaluate(self) -> dict:
         """`evaluate_open_vocab` over every scene added."""
-        return evaluate_open_vocab(self._gts, (p.unpack() for p in self._predictions),
-                                   self.class_names, self.subsets, self.excluded)
+        return first_row(open_vocab_scores(self.scene_stats()))
 
 
 @dataclass(frozen=True)
 class _SceneRecord:
+    scene_id: str
     semantic20: np.ndarray  # ground truth
     instance: np.ndarray  # ground truth
     clicked: np.ndarray  # (Kc,) instance per click
@@ -199,7 +212,7 @@ class ScanNetTasks:
         probs = prediction.clicks.class_probs[np.arange(len(click_class)),
                                               np.maximum(click_class, 0)]
         self._scenes.append(_SceneRecord(
-            semantic20=scene.semantic20, instance=scene.instance,
+            scene_id=scene.scene_id, semantic20=scene.semantic20, instance=scene.instance,
             clicked=sample.click_instances, described=sample.text_instances,
             unique=unique_targets(classes, sample.text_instances), semantic=prediction.semantic,
             instances=_pack(prediction.instances),
@@ -209,36 +222,57 @@ class ScanNetTasks:
             text_masks=PackedMasks.pack(prediction.texts.masks)))
         if prediction.open_vocab is not None:  # None: predicted without a vocabulary
             self.open_vocab.add(instance_gt(scene.semantic200, scene.instance),
-                                prediction.open_vocab)
+                                prediction.open_vocab, scene.scene_id)
 
-    def evaluate(self, tasks: Sequence[str] = TASKS) -> dict[str, dict]:
-        """The full result (with per-class tables) of each of `tasks` (default: all six),
-        keyed by task."""
+    def scene_stats(self, tasks: Sequence[str] = TASKS) -> dict[str, SceneStats]:
+        """The per-scene statistics of each of `tasks` (default: all six), keyed by task."""
         if not self._scenes:
             raise ValueError("no scenes to evaluate")
         unknown = sorted(set(tasks) - set(TASKS))
         if unknown:
             raise ValueError(f"unknown tasks {unknown}; expected some of {list(TASKS)}")
         records = self._scenes
+        ids = [r.scene_id for r in records]
         names = scannet20().names
         stuff = [names.index(name) for name in STUFF_CLASSES20]
         things = [i for i in range(len(names)) if i not in stuff]
         gts = [instance_gt(r.semantic20, r.instance) for r in records]
-        evaluators = {
-            "semantic": lambda: evaluate_semantic(
+        extractors = {
+            "semantic": lambda: semantic_stats(
                 (r.semantic20 for r in records), (r.semantic for r in records),
-                range(len(names)), names),
-            "instance": lambda: evaluate_scannet20_instances(
-                gts, (r.instances.unpack() for r in records)),
-            "panoptic": lambda: evaluate_panoptic(
+                range(len(names)), names, ids),
+            "instance": lambda: instance_stats(
+                gts, (r.instances.unpack() for r in records), range(2, len(names)), names[2:],
+                scene_ids=ids),
+            "panoptic": lambda: panoptic_stats(
                 (PanopticSegmentation(r.semantic20, r.instance) for r in records),
-                (r.panoptic for r in records), names, stuff),
-            "interactive": lambda: evaluate_interactive(
+                (r.panoptic for r in records), names, stuff, scene_ids=ids),
+            "interactive": lambda: interactive_stats(
                 (Clicks(gt, r.clicked, r.click_masks.unpack(), r.click_probs)
-                 for gt, r in zip(gts, records)), things, [names[i] for i in things]),
-            "referring": lambda: evaluate_referring(
+                 for gt, r in zip(gts, records)), things, [names[i] for i in things], ids),
+            "referring": lambda: referring_stats(
                 (instance_masks(r.instance, r.described) for r in records),
-                (r.text_masks.unpack() for r in records), (r.unique for r in records)),
-            "open_vocab": self.open_vocab.evaluate,
+                (r.text_masks.unpack() for r in records), (r.unique for r in records), ids),
+            "open_vocab": self.open_vocab.scene_stats,
         }
-        return {task: evaluators[task]() for task in tasks}
+        return {task: extractors[task]() for task in tasks}
+
+    def evaluate(self, tasks: Sequence[str] = TASKS) -> dict[str, dict]:
+        """The full result (with per-class tables) of each of `tasks` (default: all six),
+        keyed by task."""
+        return {task: first_row(task_scores(stats))
+                for task, stats in self.scene_stats(tasks).items()}
+
+
+SCORES = {"semantic": semantic_scores, "instance": instance_scores, "panoptic": panoptic_scores,
+          "interactive": interactive_scores, "referring": referring_scores,
+          "open_vocab": open_vocab_scores, "protocol": protocol_scores}
+
+
+def task_scores(stats: SceneStats, weights: np.ndarray | None = None) -> dict:
+    """A task's metrics, (R,) arrays, from its per-scene statistics under `weights` (the
+    reduction that `stats.meta["reduce"]` names)."""
+    reduce = stats.meta.get("reduce")
+    if reduce not in SCORES:
+        raise ValueError(f"scene statistics reduce by '{reduce}'; expected one of {list(SCORES)}")
+    return SCORES[reduce](stats, weights)

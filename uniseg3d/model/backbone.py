@@ -12,7 +12,9 @@ Both recipes share this network. They differ only in two settings, held by `Grid
 axis, unpadded, so that a stride-2 convolution drops the last voxel row of an odd-sized axis.
 
 spconv's default (implicit GEMM) algorithm needs CUDA; on CPU every conv uses
-`ConvAlgo.Native`, which is exact and deterministic there.
+`ConvAlgo.Native`, which is exact and deterministic there. `precision` (`model.precision`:
+fp32, or bf16 / fp16 on CUDA) is the autocast the voxel network runs under at inference; the
+superpoint features it returns are fp32 either way.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from uniseg3d.model.precision import autocast
 from uniseg3d.model.stopwatch import NO_TIMING
 
 with warnings.catch_warnings():  # spconv 2.3 still uses the deprecated torch.cuda.amp decorators
@@ -168,12 +171,14 @@ class SparseUNet(nn.Module):
                               indice_key="stem", algo=algo))
         self.unet = UBlock(list(channels), blocks, algo, bn_eps)
         self.head = nn.Sequential(nn.BatchNorm1d(channels[0], eps=bn_eps), nn.ReLU())
+        self.precision = "fp32"  # inference autocast (`model.precision.set_precision`)
 
     def forward_voxels(self, voxels: Voxels) -> torch.Tensor:
-        """Feature per voxel, (V, channels[0])."""
+        """Feature per voxel, (V, channels[0]), in fp32."""
         x = spconv.SparseConvTensor(voxels.features, voxels.indices, voxels.spatial_shape,
                                     voxels.batch_size)
-        return self.head(self.unet(self.stem(x)).features)
+        with autocast(self.precision, voxels.features.device):
+            return self.head(self.unet(self.stem(x)).features).float()
 
     def forward(self, coords: list[torch.Tensor], colors: list[torch.Tensor],
                 superpoints: list[torch.Tensor], stopwatch=NO_TIMING) -> list[torch.Tensor]:

@@ -10,6 +10,9 @@ are not a ScanNet20 training class). Outputs under `evaluate.out`:
 * `metrics.json`: one section per task (fractions in [0, 1], NaN as null), `dataset`, `counts`,
   `timing`;
 * `per_class_{semantic,instance,panoptic,open_vocab}.csv`;
+* `scene_stats/<task>.npz`: every metric's per-scene sufficient statistics
+  (`uniseg3d.metrics.scene_stats`), from which `uniseg3d compare` rescores any resample of the
+  scenes; `metrics.json` is their reduction over all scenes;
 * `predictions/`: ScanNet submission files (`instance/`, `semantic/`) with the matching ground
   truth (`gt_instance/`, `gt_semantic/`), so `evaluate_submission` reproduces the instance and
   semantic numbers.
@@ -25,7 +28,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -38,16 +41,18 @@ from uniseg3d.datasets.classes import scannet20, scannet200
 from uniseg3d.datasets.loader import Sample, evaluation_sample, read_scene_list, read_split
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.metrics.instance import InstancePredictions
+from uniseg3d.metrics.scene_stats import SCENE_STATS_DIR, SceneStats, first_row, write_stats
 from uniseg3d.metrics.submission import (
     write_ids, write_instance_submission, write_semantic_submission)
 from uniseg3d.metrics.tasks import (
     REPLICA_EXCLUDED, OpenVocabTask, ScanNetTasks, free_text, instance_gt_ids, replica_gt,
-    replica_subsets, replica_vocabulary)
+    replica_subsets, replica_vocabulary, task_scores)
 from uniseg3d.model.inference import ScenePrediction, predict_scene
 from uniseg3d.model.inputs import scene_input
+from uniseg3d.model.precision import set_precision
 from uniseg3d.model.text_encoder import CachedTextEncoder, class_embeddings
 from uniseg3d.model.uniseg3d import UniSeg3D
-from uniseg3d.pipelines.interactive import evaluate_protocol
+from uniseg3d.pipelines.interactive import protocol_section, protocol_statistics
 from uniseg3d.pipelines.train import class_prompt_names, load_trained_model
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,7 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 PREDICTIONS_DIR = "predictions"
 PER_CLASS_FILE = "per_class_{}.csv"
+PROTOCOL = "interactive_protocol"
 COUNT_KEYS = ("classes", "count", "clicks")  # per-class tables and counts: not metric sections
 
 
@@ -150,7 +156,7 @@ def evaluate_replica(predictor: Predictor, params: Params, progress: bool
     for index, scene in enumerate(tqdm(scenes, desc="evaluate replica", unit="scene",
                                        disable=not progress)):
         prediction = predictor(evaluation_sample(scene, params, index), vocabulary)
-        task.add(replica_gt(scene, names), prediction.open_vocab)
+        task.add(replica_gt(scene, names), prediction.open_vocab, scene.scene_id)
     return task
 
 
@@ -170,29 +176,47 @@ def write_outputs(out: Path, metrics: dict, results: dict[str, dict],
     table.to_csv(out / PER_CLASS_FILE.format("open_vocab"), index=False)
 
 
-def run_evaluate(params: Params, progress: bool = True, device: str = "cpu") -> dict:
-    """Evaluate `evaluate.checkpoint` on every task; write the stage outputs; return the metrics
-    (the content of `metrics.json`)."""
+def write_scene_stats(out: Path, stats: dict[str, SceneStats], dataset: str) -> None:
+    """`out/scene_stats/<task>.npz` for each task, the dataset's label in each; the folder is
+    written beside and renamed into place, so it never holds a mix of two evaluations."""
+    partial = out / (SCENE_STATS_DIR + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for task, task_stats in stats.items():
+        write_stats(partial / f"{task}.npz",
+                    replace(task_stats, meta={**task_stats.meta, "dataset": dataset}))
+    shutil.rmtree(out / SCENE_STATS_DIR, ignore_errors=True)
+    partial.rename(out / SCENE_STATS_DIR)
+
+
+def run_evaluate(params: Params, progress: bool = True, device: str = "cpu",
+                 precision: str = "fp32") -> dict:
+    """Evaluate `evaluate.checkpoint` on every task (`precision`: the backbone's,
+    `uniseg3d.model.precision`); write the stage outputs; return the metrics (the content of
+    `metrics.json`)."""
     cfg = params.evaluate
     start = time.perf_counter()
     torch.set_num_threads(params.train.threads)
     out = Path(cfg.out)
     shutil.rmtree(out / PREDICTIONS_DIR, ignore_errors=True)  # no stale scenes in the folders
     predictor = Predictor(*load_trained_model(cfg.checkpoint, device), device=device)
+    set_precision(predictor.model, precision, device)
     tasks = evaluate_scannet(predictor, params, out, progress)
     scannet_seconds = predictor.seconds
-    results = tasks.evaluate()
+    stats = tasks.scene_stats()
     vocabularies = {"scannet200": ("open_vocab", tasks.open_vocab)}
     replica = evaluate_replica(predictor, params, progress)
     if replica is not None:
-        results["replica"] = replica.evaluate()
+        stats["replica"] = replica.scene_stats()
         vocabularies["replica"] = ("replica", replica)
+    results = {task: first_row(task_scores(task_stats)) for task, task_stats in stats.items()}
     protocol_start = time.perf_counter()
     scene_ids = validation_ids(cfg)
-    protocol = evaluate_protocol(
-        predictor.model, (read_scene(Path(cfg.cache) / scene_id) for scene_id in scene_ids),
-        predictor.encoder.dim, params.prompts.min_points, cfg.protocol_clicks, device,
-        progress, len(scene_ids)) if cfg.protocol_clicks else None
+    if cfg.protocol_clicks:
+        stats[PROTOCOL] = protocol_statistics(
+            predictor.model, (read_scene(Path(cfg.cache) / scene_id) for scene_id in scene_ids),
+            predictor.encoder.dim, params.prompts.min_points, cfg.protocol_clicks, device,
+            progress, len(scene_ids))
+    protocol = protocol_section(stats[PROTOCOL]) if PROTOCOL in stats else None
     protocol_seconds = time.perf_counter() - protocol_start
     referring = results["referring"]
     counts = {"scannet_scenes": len(tasks), "replica_scenes": 0, "replica_classes": 0,
@@ -206,7 +230,7 @@ def run_evaluate(params: Params, progress: bool = True, device: str = "cpu") -> 
     metrics = {
         "dataset": cfg.dataset_label,
         **{task: metric_section(result) for task, result in results.items()},
-        **({"interactive_protocol": metric_section(protocol)} if protocol else {}),
+        **({PROTOCOL: metric_section(protocol)} if protocol else {}),
         "counts": counts,
         "timing": {"forward_s": predictor.seconds, "scannet_forward_s": scannet_seconds,
                    "forward_s_per_scene": predictor.seconds
@@ -215,6 +239,7 @@ def run_evaluate(params: Params, progress: bool = True, device: str = "cpu") -> 
                    "total_s": time.perf_counter() - start},
     }
     write_outputs(out, metrics, results, vocabularies)
+    write_scene_stats(out, stats, cfg.dataset_label)
     log.info("semantic mIoU %.3f, instance AP %.3f, PQ %.3f, interactive mIoU %.3f, referring "
              "mIoU %.3f, ScanNet200 AP %.3f (%d scenes, %.1f s) -> %s",
              results["semantic"]["miou"], results["instance"]["ap"], results["panoptic"]["pq"],

@@ -31,8 +31,10 @@ from uniseg3d.datasets.corrective_clicks import (deepest_point, error_clicks,
                                                  next_click, single_object_labels)
 from uniseg3d.datasets.loader import Sample, clickable_instances
 from uniseg3d.datasets.scene import Scene
-from uniseg3d.metrics.interactive import (iou_at, multi_object_clicks, object_ious, summarise,
-                                          summarise_per_scene)
+from uniseg3d.metrics.interactive import (
+    iou_at, multi_object_clicks, object_ious, protocol_scene_stats, protocol_scores,
+    protocol_stats, summarise_per_scene, unpadded)
+from uniseg3d.metrics.scene_stats import SceneStats, first_row
 from uniseg3d.model.corrective import clicked_labels, forced_points, with_clicks
 from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.text_encoder import EncodedTexts
@@ -118,31 +120,48 @@ def mean_curve(sequences: list[list[float]], clicks: list[np.ndarray] | None,
             if sequences else None for k in range(1, budget + 1)]
 
 
-def evaluate_protocol(model, scenes: Iterable[Scene], text_dim: int, min_points: int,
-                      budget: int = 20, device: str = "cpu", progress: bool = True,
-                      total: int | None = None) -> dict:
-    """The `interactive_protocol` section of `metrics.json`: per mode the overall scores, the
-    mean IoU curve over clicks and the scores per scene; `scenes` are read one at a time
-    (`total`: how many, for the progress bar)."""
-    single, single_ids, multi, multi_ids, multi_clicks = [], [], [], [], []
+def scene_protocol(model, scene: Scene, text_dim: int, min_points: int, budget: int,
+                   device: str) -> SceneStats:
+    """One scene's click curves in both modes (none when it has no clickable object)."""
+    targets = [int(t) for t in clickable_instances(scene, min_points)]
+    if not targets:
+        return protocol_scene_stats(scene.scene_id, [], None, budget)
+    loop = ClickLoop(model, scene, text_dim, device)
+    single = [single_object_run(loop, instance, budget) for instance in targets]
+    return protocol_scene_stats(scene.scene_id, single, multi_object_run(loop, targets, budget),
+                                budget)
+
+
+def protocol_statistics(model, scenes: Iterable[Scene], text_dim: int, min_points: int,
+                        budget: int = 20, device: str = "cpu", progress: bool = True,
+                        total: int | None = None) -> SceneStats:
+    """The per-scene click curves of every scene; `scenes` are read one at a time (`total`: how
+    many, for the progress bar)."""
     model.eval()
-    for scene in tqdm(scenes, desc="interactive protocol", unit="scene", total=total,
-                      disable=not progress):
-        targets = [int(t) for t in clickable_instances(scene, min_points)]
-        if not targets:
-            continue
-        loop = ClickLoop(model, scene, text_dim, device)
-        for instance in targets:
-            single.append(single_object_run(loop, instance, budget))
-            single_ids.append(scene.scene_id)
-        multi.append(multi_object_run(loop, targets, budget))
-        multi_ids.append(scene.scene_id)
-        multi_clicks.append(multi_object_clicks(len(targets), budget))
+    return protocol_stats([scene_protocol(model, scene, text_dim, min_points, budget, device)
+                           for scene in tqdm(scenes, desc="interactive protocol", unit="scene",
+                                             total=total, disable=not progress)], budget)
+
+
+def protocol_section(stats: SceneStats) -> dict:
+    """The `interactive_protocol` section of `metrics.json` from the click curves: per mode the
+    overall scores, the mean IoU curve over clicks and the scores per scene."""
+    budget = stats.meta["max_clicks"]
+    scores = first_row(protocol_scores(stats))
     section = {"max_clicks": budget}
-    for mode, sequences, ids, clicks in (("single", single, single_ids, None),
-                                         ("multi", multi, multi_ids, multi_clicks)):
+    for mode in ("single", "multi"):
+        sequences, clicks = unpadded(stats.tables[mode])
+        ids = [stats.scene_ids[i] for i in stats.tables[mode]["scene"]]
         section[mode] = {
-            **summarise(sequences, clicks, budget=budget),
+            **scores[mode],
             "curve": mean_curve(sequences, clicks, budget),
             "per_scene": summarise_per_scene(ids, sequences, clicks, budget=budget)}
     return section
+
+
+def evaluate_protocol(model, scenes: Iterable[Scene], text_dim: int, min_points: int,
+                      budget: int = 20, device: str = "cpu", progress: bool = True,
+                      total: int | None = None) -> dict:
+    """The `interactive_protocol` section of `metrics.json` (`protocol_section`) of `scenes`."""
+    return protocol_section(protocol_statistics(model, scenes, text_dim, min_points, budget,
+                                                device, progress, total))

@@ -39,6 +39,7 @@ from uniseg3d.datasets.scene import IGNORE_INDEX, Scene
 from uniseg3d.datasets.superpoints import segment_mesh
 from uniseg3d.model.inference import ScenePrediction, predict_prompts_only, predict_scene
 from uniseg3d.model.postprocess import PromptMasks
+from uniseg3d.model.precision import check_precision, set_precision
 from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.text_encoder import class_embeddings
 from uniseg3d.palette import (SCANNET20_COLORS, color_labels, color_masks, distinct_colors,
@@ -76,6 +77,7 @@ class PredictRequest:
     classes: tuple[str, ...] = ()  # open-vocabulary class names; empty = ScanNet20's
     k_thresh: float = 0.01
     min_verts: int = 20
+    precision: str = "fp32"  # the backbone's (`uniseg3d.model.precision`)
 
 
 def parse_xyz(text: str, option: str = "--click") -> tuple[float, float, float]:
@@ -323,12 +325,14 @@ def summary_document(prediction: ScenePrediction, clicks, points: np.ndarray,
 def run_predict(request: PredictRequest, device: str = "cpu") -> dict:
     """Run every task on one scan and write `<out>/<task>.ply`, `<out>/predictions.npz` and
     `<out>/summary.json`."""
+    check_precision(request.precision, device)
     texts = validate_texts(request.texts)
     mesh, scene = read_scan(request.mesh, request.k_thresh, request.min_verts)
     objects = click_objects(request.clicks)
     where = tuple(click.xyz for click in request.clicks)
     points = click_points(mesh.vertices, where)
     model, encoder, classes = load_trained_model(request.checkpoint, device)
+    set_precision(model, request.precision, device)
     names = list(request.classes) or list(scannet20().names)
     open_vocab = class_embeddings(encoder, names).to(device)
     prediction = predict_prompts(model, encoder, classes, scene, points, objects, texts,

@@ -17,10 +17,18 @@ every task (`run_evaluate`, with the trial's evaluation clicks) and reports ever
 paper's "Overall": the mean of the six headline metrics. As many trials run at once as
 `sweep.cpus_per_trial` fits into Ray's CPUs.
 
-Outputs in `sweep.out`: `results.csv` (one row per trial: its configuration, status, final
-losses, Overall and every task metric), `best.json` (the configuration with the best Overall)
-and `sweep_plot_data.json` (each headline metric and Overall against each axis, for the
-report's plots). Trial folders (checkpoints, evaluation outputs) stay in `<ray.storage>/sweep`.
+Every configuration trains once per seed of `sweep.seeds` (`train.seed`; `[0]` by default), so
+that a difference between configurations can be told from the spread between seeds.
+
+Outputs in `sweep.out`: `results.csv` (one row per trial: its configuration and seed, status,
+final losses, Overall and every task metric), `configurations.csv` (one row per configuration:
+the mean, standard deviation and number of its completed trials for Overall and the headline
+metrics, and Overall's difference to the base configuration, the first value of every axis,
+with a paired bootstrap interval over the validation scenes and the seeds from the trials'
+per-scene statistics, `uniseg3d.metrics.bootstrap`), `best.json` (the configuration with the
+best mean Overall, and whether it is significantly better than the runner-up) and
+`sweep_plot_data.json` (each headline metric and Overall against each axis, for the report's
+plots). Trial folders (checkpoints, evaluation outputs) stay in `<ray.storage>/sweep`.
 """
 
 from __future__ import annotations
@@ -41,10 +49,12 @@ import yaml
 from uniseg3d.config import (CORRECTIVE_CLICKS, ConfigError, Params, RayConfig, SweepConfig,
                              with_setting)
 from uniseg3d.datasets.clicks import STRATEGIES
+from uniseg3d.datasets.streaming import SceneSet
+from uniseg3d.metrics.bootstrap import Side, paired_bootstrap
+from uniseg3d.metrics.scene_stats import read_evaluation
+from uniseg3d.pipelines.checkpoints import epoch_score
 from uniseg3d.pipelines.ray_train import (
     Request, absolute_paths, checkpoint_folder, ray_session, worker_logging)
-from uniseg3d.datasets.streaming import SceneSet
-from uniseg3d.pipelines.checkpoints import epoch_score
 from uniseg3d.pipelines.train import WorkerSession, fit, scene_sets
 
 if TYPE_CHECKING:
@@ -54,6 +64,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_NAME = "sweep"
 RESULTS_FILE = "results.csv"
+CONFIGURATIONS_FILE = "configurations.csv"
 BEST_FILE = "best.json"
 PLOT_DATA_FILE = "sweep_plot_data.json"
 AXES = ("lambda_inter", "train_click", "eval_click", "corrective_click")
@@ -62,6 +73,12 @@ SEARCHES = ("grid", "random", "ablation")
 # its "Overall".
 HEADLINE = ("panoptic_pq", "semantic_miou", "instance_ap", "interactive_click_ap",
             "referring_miou", "open_vocab_ap")
+# the same as (metrics.json section, key): the per-scene statistics' names
+HEADLINE_KEYS = (("panoptic", "pq"), ("semantic", "miou"), ("instance", "ap"),
+                 ("interactive", "click_ap"), ("referring", "miou"), ("open_vocab", "ap"))
+OVERALL = ("overall", "overall")  # the bootstrap's composite: the mean of HEADLINE_KEYS
+SEED = "seed"  # the trial configuration's training seed (not an axis of the tables)
+RESAMPLES, CONFIDENCE = 1000, 0.95  # the configurations' intervals (as `uniseg3d compare`)
 # AGILE3D's protocol: the IoU after 5 clicks per object, single- and multi-object (plotted too)
 PROTOCOL = ("interactive_protocol_single_iou@5", "interactive_protocol_multi_iou@5")
 NOT_METRICS = ("dataset", "counts", "timing")  # sections of metrics.json that are not tasks
@@ -149,7 +166,7 @@ def trial_params(params: Params, config: dict, sweep_cfg: SweepConfig, trial_dir
         params = with_setting(params, path, config[path])
     params = replace(
         params, loss=replace(params.loss, lambda_inter=float(config["lambda_inter"])),
-        train=replace(params.train, epochs=sweep_cfg.epochs,
+        train=replace(params.train, epochs=sweep_cfg.epochs, seed=int(config.get(SEED, params.train.seed)),
                       threads=sweep_cfg.cpus_per_trial, out=str(trial_dir / "train")))
     params = replace(params, prompts=replace(params.prompts,
                                              corrective_click=config["corrective_click"]))
@@ -187,12 +204,15 @@ def run_trial(config: dict, params: Params, sweep_cfg: SweepConfig, train_set: S
 
 def search_space(sweep_cfg: SweepConfig) -> dict:
     """Tune's param_space: the listed trial configurations (grid, ablation) or a uniform
-    choice on every axis (random)."""
+    choice on every axis (random), each with every seed of `sweep.seeds`."""
     from ray import tune
 
     if sweep_cfg.search == "random":
-        return {name: tune.choice(list(values)) for name, values in _axes(sweep_cfg).items()}
-    return {"trial": tune.grid_search(trial_configurations(sweep_cfg))}
+        return {**{name: tune.choice(list(values)) for name, values in _axes(sweep_cfg).items()},
+                SEED: tune.grid_search(list(sweep_cfg.seeds))}
+    return {"trial": tune.grid_search([{**config, SEED: seed}
+                                       for config in trial_configurations(sweep_cfg)
+                                       for seed in sweep_cfg.seeds])}
 
 
 def _axes(sweep_cfg: SweepConfig) -> dict[str, tuple]:
@@ -211,6 +231,9 @@ def _check(params: Params, sweep_cfg: SweepConfig) -> None:
     if sweep_cfg.epochs < 1 or sweep_cfg.cpus_per_trial < 1 or sweep_cfg.num_samples < 1:
         raise ConfigError("sweep.epochs, sweep.cpus_per_trial and sweep.num_samples must be "
                           ">= 1")
+    if not sweep_cfg.seeds or len(set(sweep_cfg.seeds)) != len(sweep_cfg.seeds):
+        raise ConfigError(f"sweep.seeds: expected distinct training seeds, found "
+                          f"{list(sweep_cfg.seeds)}")
     for name, values in _axes(sweep_cfg).items():
         if not values:
             raise ConfigError(f"sweep: no values for {name}")
@@ -239,7 +262,7 @@ def results_table(results: ResultGrid, trials: Path, sweep_cfg: SweepConfig) -> 
             "completed" if evaluation else "stopped"
         trial = metrics.get("trial_id", Path(result.path).name)
         rows.append({"trial": trial, "status": status,
-                     **{axis: axis_value(config[axis]) for axis in axes},
+                     **{axis: axis_value(config[axis]) for axis in axes}, SEED: config[SEED],
                      "changed": changed(config, sweep_cfg),
                      "epochs": metrics.get("epoch", -1) + 1,
                      **{key: metrics[key] for key in ("train_total", "val_total")
@@ -249,20 +272,83 @@ def results_table(results: ResultGrid, trials: Path, sweep_cfg: SweepConfig) -> 
                      "folder": str(trials / trial),
                      "error": "" if result.error is None else
                      str(result.error).strip().partition("\n")[0]})
-    return pd.DataFrame(rows).sort_values(axes, kind="stable").reset_index(drop=True)
+    return pd.DataFrame(rows).sort_values([*axes, SEED], kind="stable").reset_index(drop=True)
 
 
-def best_configuration(table: pd.DataFrame) -> dict:
-    """The trial with the best Overall (NaN never wins)."""
-    scored = table[np.isfinite(table["overall"].astype(float))]
+def configuration_table(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """One row per configuration (the `axes` values) of the completed trials of `table`: what
+    it changes, its seeds, and the mean, standard deviation and count of Overall and every
+    headline metric over them; then Overall's difference to the base configuration ("base")
+    with its paired bootstrap interval and p-value over the scenes and seeds, from the trials'
+    `eval/scene_stats` (the base's own row: 0; NaN without a base configuration). Sorted by
+    mean Overall, best first."""
+    done = table[table["status"] == "completed"]
+    rows, sides = [], {}
+    for _, group in done.groupby(axes, sort=False, dropna=False):
+        first = group.iloc[0]
+        row = {**{axis: first[axis] for axis in axes}, "changed": first["changed"],
+               "seeds": ",".join(str(s) for s in group[SEED]), "n": len(group)}
+        for metric in ("overall", *HEADLINE):
+            values = group[metric].astype(float) if metric in group else pd.Series([math.nan])
+            row[f"{metric}_mean"] = float(values.mean())
+            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        sides[row["changed"]] = [str(Path(folder) / "eval") for folder in group["folder"]]
+        rows.append(row)
+    configurations = pd.DataFrame(rows)
+    for key in ("overall_delta", "ci_low", "ci_high", "p_value"):
+        configurations[key] = math.nan
+    configurations["significant"] = False
+    if "base" in sides:
+        for index, row in configurations.iterrows():
+            found = overall_difference(sides["base"], sides[row["changed"]]) \
+                if row["changed"] != "base" else {"overall_delta": 0.0, "ci_low": 0.0,
+                                                  "ci_high": 0.0, "p_value": 1.0,
+                                                  "significant": False}
+            for key in ("overall_delta", "ci_low", "ci_high", "p_value", "significant"):
+                configurations.at[index, key] = found[key]
+    return configurations.sort_values("overall_mean", ascending=False, kind="stable",
+                                      na_position="last").reset_index(drop=True)
+
+
+def overall_difference(baseline: list[str], other: list[str]) -> dict:
+    """Overall of `other` minus `baseline` (evaluation folders, one per seed): `delta`,
+    `ci_low`, `ci_high`, `p_value`, `significant` (`uniseg3d.metrics.bootstrap`)."""
+    sides = [Side(",".join(folders), [read_evaluation(f) for f in folders])
+             for folders in (baseline, other)]
+    rows = paired_bootstrap(sides, 0, RESAMPLES, CONFIDENCE,
+                            composites={OVERALL: HEADLINE_KEYS})["metrics"]
+    found = next(row for row in rows if (row["task"], row["metric"]) == OVERALL)
+    return {"overall_delta": found["delta"], **{key: found[key] for key in
+                                                ("ci_low", "ci_high", "p_value", "significant")}}
+
+
+def best_configuration(table: pd.DataFrame, configurations: pd.DataFrame) -> dict:
+    """The configuration with the best mean Overall (NaN never wins), its best trial's
+    checkpoint, and whether its Overall is significantly above the runner-up's."""
+    scored = configurations[np.isfinite(configurations["overall_mean"].astype(float))]
     if scored.empty:
         return {"trial": None, "reason": "no trial finished its evaluation with a finite Overall"}
-    row = scored.loc[scored["overall"].astype(float).idxmax()]
-    return {"trial": row["trial"], **{axis: _plain(row[axis]) for axis in AXES},
-            "changed": row.get("changed", ""),
-            "overall": float(row["overall"]),
-            **{key: _json_number(row.get(key)) for key in HEADLINE},
-            "checkpoint": str(Path(row["folder"]) / "train" / "best.pt")}
+    best = scored.iloc[0]
+    trials = table[(table["status"] == "completed") & (table["changed"] == best["changed"])]
+    top = trials.loc[trials["overall"].astype(float).idxmax()]
+    result = {"trial": top["trial"], **{axis: _plain(best[axis]) for axis in AXES},
+              "changed": best["changed"], "seeds": best["seeds"], "n": int(best["n"]),
+              "overall": float(best["overall_mean"]),
+              "overall_std": _json_number(best["overall_std"]),
+              **{key: _json_number(best[f"{key}_mean"]) for key in HEADLINE},
+              "checkpoint": str(Path(top["folder"]) / "train" / "best.pt")}
+    if len(scored) < 2:
+        return {**result, "runner_up": None}
+    runner = scored.iloc[1]
+    folders = [[str(Path(f) / "eval") for f in table.loc[
+        (table["status"] == "completed") & (table["changed"] == row["changed"]), "folder"]]
+        for row in (runner, best)]
+    versus = overall_difference(*folders)
+    return {**result, "runner_up": {
+        "changed": runner["changed"], "overall": float(runner["overall_mean"]),
+        "delta": versus["overall_delta"], "ci_low": versus["ci_low"],
+        "ci_high": versus["ci_high"], "p_value": versus["p_value"],
+        "significantly_better": bool(versus["significant"] and versus["overall_delta"] > 0)}}
 
 
 def _plain(value):
@@ -289,11 +375,14 @@ def plot_data(table: pd.DataFrame) -> dict:
     return data
 
 
-def write_outputs(table: pd.DataFrame, out: Path) -> dict:
-    """`results.csv`, `best.json` and `sweep_plot_data.json` in `out`; returns the best."""
+def write_outputs(table: pd.DataFrame, out: Path, axes: list[str]) -> dict:
+    """`results.csv`, `configurations.csv`, `best.json` and `sweep_plot_data.json` in `out`;
+    returns the best."""
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / RESULTS_FILE, index=False)
-    best = best_configuration(table)
+    configurations = configuration_table(table, axes)
+    configurations.to_csv(out / CONFIGURATIONS_FILE, index=False)
+    best = best_configuration(table, configurations)
     (out / BEST_FILE).write_text(json.dumps(best, indent=2) + "\n", encoding="utf-8")
     (out / PLOT_DATA_FILE).write_text(json.dumps(plot_data(table), indent=2) + "\n",
                                       encoding="utf-8")
@@ -343,7 +432,7 @@ def run_sweep(params: Params, sweep_cfg: SweepConfig, ray_cfg: RayConfig) -> dic
         log.info("sweep: up to %d trials at once, %d CPU(s) each", parallel, cpus)
         results = tuner.fit()
     table = results_table(results, trials, sweep_cfg)
-    best = write_outputs(table, Path(sweep_cfg.out))
+    best = write_outputs(table, Path(sweep_cfg.out), list(_axes(sweep_cfg)))
     completed = int((table["status"] == "completed").sum())
     for _, row in table[table["status"] == "error"].iterrows():
         log.warning("trial %s (%s) failed: %s", row["trial"],

@@ -8,45 +8,18 @@ and returns its path.
 
 from __future__ import annotations
 
-import math
 import textwrap
 from pathlib import Path
 
-import matplotlib
+from matplotlib.ticker import MaxNLocator
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # before pyplot: no display, files only
+from uniseg3d.datasets.clicks import STRATEGIES
+from uniseg3d.pipelines.sweep import AXES
+from uniseg3d.reports.figure_files import grid, plt, save
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from uniseg3d.datasets.clicks import STRATEGIES  # noqa: E402
-from uniseg3d.pipelines.sweep import AXES  # noqa: E402
-
-DPI = 110
 LAMBDA, TRAIN_CLICK, EVAL_CLICK, CORRECTIVE_CLICK = AXES  # the sweep's axes: results.csv columns
-
-
-def save(figure: plt.Figure, path: Path) -> Path:
-    """Write `figure` as a PNG (parent folders created) and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(figure)
-    return path
-
-
-def _grid(count: int, width: float = 4.2, height: float = 3.2, columns: int = 3
-          ) -> tuple[plt.Figure, list[plt.Axes]]:
-    """A figure of `count` panels, `columns` per row; unused panels hidden."""
-    columns = max(1, min(columns, count))
-    rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows),
-                                squeeze=False, layout="constrained")
-    flat = list(axes.ravel())
-    for unused in flat[count:]:
-        unused.set_visible(False)
-    return figure, flat[:count]
 
 
 def training_curves(history: list[dict], path: Path) -> Path:
@@ -79,7 +52,7 @@ def training_curves(history: list[dict], path: Path) -> Path:
 def per_class_bars(tables: dict[str, tuple[pd.DataFrame, str]], path: Path) -> Path:
     """One horizontal bar panel per task: `tables` maps a title to (per-class table, metric
     column as a fraction); classes without a value are left out."""
-    figure, panels = _grid(len(tables), width=4.5, height=5.5)
+    figure, panels = grid(len(tables), width=4.5, height=5.5)
     for axes, (title, (table, metric)) in zip(panels, tables.items()):
         rows = table.dropna(subset=[metric])
         axes.barh(rows["class"], 100 * rows[metric], color="tab:blue")
@@ -102,7 +75,7 @@ def sweep_lambda(results: pd.DataFrame, metrics: list[str], path: Path) -> Path:
     """Each metric against lambda_inter (a tick per value tried), one line per combination of
     the click strategies that vary (trials with the same settings averaged)."""
     groups = [c for c in (TRAIN_CLICK, EVAL_CLICK, CORRECTIVE_CLICK) if results[c].nunique() > 1]
-    figure, panels = _grid(len(metrics))
+    figure, panels = grid(len(metrics))
     for axes, metric in zip(panels, metrics):
         means = results.groupby([*groups, LAMBDA])[metric].mean().reset_index()
         for key, rows in (means.groupby(groups) if groups else [((), means)]):
@@ -118,7 +91,7 @@ def sweep_lambda(results: pd.DataFrame, metrics: list[str], path: Path) -> Path:
 def sweep_clicks(results: pd.DataFrame, metrics: list[str], path: Path) -> Path:
     """Each metric per training click strategy (groups of bars) and evaluation click strategy
     (one bar each), averaged over the other settings (lambda)."""
-    figure, panels = _grid(len(metrics))
+    figure, panels = grid(len(metrics))
     for axes, metric in zip(panels, metrics):
         means = results.groupby([TRAIN_CLICK, EVAL_CLICK])[metric].mean().unstack(EVAL_CLICK)
         means = means.reindex(index=_strategies(means.index), columns=_strategies(means.columns))
@@ -189,3 +162,4 @@ def click_curves(curves: dict[str, list[float | None]],
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
     return save(figure, path)
+

@@ -2,8 +2,11 @@
 the predictions look like, as `report.md` and a self-contained `index.html` side by side.
 
 Sections, in order: summary (the six headline numbers beside the paper's, with the data each
-was measured on), leaderboards, per-task and per-class metrics, training curves, sweep, latency
-and predictions (ground truth beside prediction for a few validation scenes, with PLY exports).
+was measured on, and, given a baseline evaluation, each headline difference to it with its
+paired bootstrap interval), leaderboards, per-task and per-class metrics, training curves, sweep
+(every configuration's mean over its seeds and its difference to the base configuration with an
+interval, significant ones marked), latency and predictions (ground truth beside prediction for
+a few validation scenes, with PLY exports).
 Figures are PNG files under `figures/` and `scenes/<scene>/`, referenced relatively. A section
 whose input is missing says which file it lacks and which command writes it.
 """
@@ -24,8 +27,10 @@ from uniseg3d.benchmarks.leaderboard import (NOTE, OURS, TASKS, column, leaderbo
                                              reference_table)
 from uniseg3d.config import Params
 from uniseg3d.datasets.cache import cached_scene_ids
+from uniseg3d.pipelines.compare import compare_evaluations
 from uniseg3d.pipelines.evaluate import METRICS_FILE, PER_CLASS_FILE
-from uniseg3d.pipelines.sweep import AXES, BEST_FILE, HEADLINE, RESULTS_FILE
+from uniseg3d.pipelines.sweep import (AXES, BEST_FILE, CONFIGURATIONS_FILE, HEADLINE,
+                                      HEADLINE_KEYS, OVERALL, RESULTS_FILE)
 from uniseg3d.pipelines.sweep import PROTOCOL as PROTOCOL_IOUS
 from uniseg3d.pipelines.checkpoints import HISTORY_FILE
 from uniseg3d.reports import plots
@@ -104,6 +109,28 @@ def summary(report: _Report, metrics: dict | None, label: str, metrics_file: Pat
                      "ours measured on": label, "paper (UniSeg3D)": board.loc["UniSeg3D", metric],
                      "paper measured on": board.loc["UniSeg3D", "dataset"]})
     report.add(Table(pd.DataFrame(rows), "Headline metric of each task, in percent."))
+
+
+def baseline_comparison(report: _Report, baseline: Path, evaluated: Path) -> None:
+    """Each headline metric and Overall of `evaluated` against the `baseline` evaluation
+    folder: the difference with its paired bootstrap interval over the scenes
+    (`uniseg3d compare` has every metric)."""
+    try:
+        found = compare_evaluations([str(baseline), str(evaluated)],
+                                    composites={OVERALL: HEADLINE_KEYS})
+    except (OSError, ValueError) as error:
+        report.add(Text(f"No comparison with the baseline {baseline}: {error}"))
+        return
+    rows = {(row["task"], row["metric"]): row for row in found["metrics"]}
+    table = pd.DataFrame([
+        {"metric": " ".join(key), "baseline": row["a"], "this run": row["b"],
+         "difference": row["delta"], "interval": f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]",
+         "p": row["p_value"], "significant": "*" if row["significant"] else ""}
+        for key in (*HEADLINE_KEYS, OVERALL) if (row := rows.get(key)) is not None])
+    report.add(Heading("Against the baseline", 3), Table(
+        table, f"This evaluation ({evaluated}) against the baseline ({baseline}) on the same "
+        f"scenes: {found['resamples']} paired bootstrap resamples, "
+        f"{100 * found['confidence']:.0f} % intervals; `*`: the interval excludes 0.", ".3f"))
 
 
 def leaderboard_section(report: _Report, metrics: dict | None, label: str) -> None:
@@ -206,13 +233,21 @@ def training_section(report: _Report, history_file: Path) -> None:
     report.add(Table(pd.DataFrame(history).tail(5), "The last epochs (history.json).", ".4g"))
 
 
-def ablation_table(completed: pd.DataFrame) -> pd.DataFrame:
-    """The paper's ablation layout: one row per change, the headline metrics, Overall and its
-    difference from the base trial (NaN without one)."""
-    columns = [c for c in (*HEADLINE, "overall") if c in completed.columns]
-    table = completed[["changed", *columns]].copy()
-    base = table.loc[table["changed"] == "base", "overall"]
-    table["overall - base"] = table["overall"] - (base.iloc[0] if len(base) else float("nan"))
+def interval_table(configurations: pd.DataFrame) -> pd.DataFrame:
+    """Each configuration as the paper's ablation tables lay it out: what it changes, its
+    seeds, the headline metrics' and Overall's means, Overall's standard deviation over the
+    seeds, and Overall's difference to the base with its interval, `*` marking the
+    significant ones (`pipelines.sweep.configuration_table`), the base first."""
+    table = configurations[["changed", "n"]].copy()
+    for metric in (*HEADLINE, "overall"):
+        table[metric] = configurations[f"{metric}_mean"]
+    table["overall std"] = configurations["overall_std"]
+    table["overall - base"] = configurations["overall_delta"]
+    table["interval"] = [f"[{low:+.3f}, {high:+.3f}]" if pd.notna(low) else ""
+                         for low, high in zip(configurations["ci_low"],
+                                              configurations["ci_high"])]
+    table["significant"] = ["*" if flag in (True, "True") else ""
+                            for flag in configurations["significant"]]
     return table.sort_values("changed", key=lambda c: c != "base", kind="stable")
 
 
@@ -237,11 +272,18 @@ def sweep_section(report: _Report, folder: Path) -> None:
                     "after 5 clicks per object."),
                Table(results[["trial", "status", *AXES, *metrics]].sort_values(
                    "overall", ascending=False), "", ".3f"))
-    if "changed" in completed and (completed["changed"] != "base").any():
-        report.add(Table(ablation_table(completed), "Ablations: each completed trial by what "
-                         "it changes from the first value of every axis (`base`), its six "
-                         "headline metrics, Overall and Overall's difference from the base "
-                         "trial.", ".3f"))
+    configurations_file = folder / CONFIGURATIONS_FILE
+    if configurations_file.is_file():
+        configurations = pd.read_csv(configurations_file)
+        report.add(Table(interval_table(configurations), "Configurations: each by what it "
+                         "changes from the first value of every axis (`base`), over its "
+                         "completed trials (`n` seeds): the six headline metrics' and "
+                         "Overall's means, Overall's standard deviation over the seeds, and "
+                         "Overall's difference to the base with its 95 % paired bootstrap "
+                         "interval over the validation scenes and the seeds; `*`: the interval "
+                         "excludes 0. A difference without `*` is not a result.", ".3f"))
+    else:
+        report.add(Missing(str(configurations_file), "uniseg3d sweep"))
     if completed.empty:
         report.add(Text("No completed trial: nothing to plot."))
     else:
@@ -259,7 +301,9 @@ def sweep_section(report: _Report, folder: Path) -> None:
         values = {key: f"{value:.4g}" if isinstance(value, float) else str(value)
                   for key, value in _flatten(best).items()}
         report.add(Table(pd.DataFrame(values.items(), columns=["best trial", "value"]),
-                         f"{BEST_FILE}: the configuration with the best Overall."))
+                         f"{BEST_FILE}: the configuration with the best mean Overall and its "
+                         "difference to the runner-up (`runner_up.significantly_better`: its "
+                         "interval lies above 0)."))
 
 
 def latency_section(report: _Report, path: Path) -> None:
@@ -315,12 +359,13 @@ def predictions_section(report: _Report, params: Params, count: int, device: str
 
 def build_report(params: Params, out: Path = Path("reports"), scenes: int = 3,
                  sweep_dir: Path = SWEEP_DIR, latency_file: Path = LATENCY_FILE,
-                 device: str = "cpu") -> dict:
+                 device: str = "cpu", baseline: Path | None = None) -> dict:
     """Write `<out>/report.md` and `<out>/index.html` (figures under `<out>/figures`, scene
     renders and PLYs under `<out>/scenes`) from the outputs of evaluate (`evaluate.out`), train
     (`train.out`), the sweep and the latency benchmark; `scenes` validation scenes go through
-    `evaluate.checkpoint` on `device`. Returns the paths written ("markdown", "html", "images",
-    "plys") and the inputs found missing ("missing")."""
+    `evaluate.checkpoint` on `device`; `baseline`, an evaluation folder of the same scenes, is
+    compared against in the summary. Returns the paths written ("markdown", "html",
+    "images", "plys") and the inputs found missing ("missing")."""
     start = time.perf_counter()
     torch.set_num_threads(params.train.threads)
     out = Path(out)
@@ -331,6 +376,8 @@ def build_report(params: Params, out: Path = Path("reports"), scenes: int = 3,
     label = metrics["dataset"] if metrics else params.evaluate.dataset_label
     report = _Report(out)
     summary(report, metrics, label, metrics_dir / METRICS_FILE)
+    if baseline is not None:
+        baseline_comparison(report, Path(baseline), metrics_dir)
     leaderboard_section(report, metrics, label)
     metrics_section(report, metrics, metrics_dir)
     training_section(report, Path(params.train.out) / HISTORY_FILE)

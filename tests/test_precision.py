@@ -1,0 +1,58 @@
+"""Mixed precision is for CUDA: on a CPU every verb refuses bf16 and fp16 with a message that
+names the option, before any work and without writing anything; fp32 stays the default and
+changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from uniseg3d.cli import build_parser, main
+from uniseg3d.model.precision import (PrecisionError, autocast, check_precision, grad_scaler,
+                                      set_precision)
+from uniseg3d.pipelines.train import load_trained_model
+
+
+def test_only_fp32_runs_on_a_cpu():
+    assert check_precision("fp32", "cpu") == "fp32"
+    for precision in ("bf16", "fp16"):
+        with pytest.raises(PrecisionError, match=f"train.precision {precision}: mixed "
+                           "precision runs on a CUDA device only; on cpu use fp32"):
+            check_precision(precision, "cpu", "train.precision")
+    with pytest.raises(PrecisionError, match="expected one of fp32, bf16, fp16"):
+        check_precision("fp8", "cuda")
+    assert not grad_scaler("fp32", "cpu").is_enabled()
+    assert not grad_scaler("bf16", "cuda").is_enabled()  # bf16 needs no loss scaling
+
+
+@pytest.mark.parametrize("verb", ["predict", "serve", "evaluate"])
+def test_the_verbs_refuse_half_precision_on_a_cpu(verb, trained_scan, tmp_path, caplog):
+    mesh, checkpoint = trained_scan
+    arguments = {"predict": ["predict", str(mesh), "--checkpoint", str(checkpoint), "--out",
+                             str(tmp_path / "out")],
+                 "serve": ["serve", str(mesh), "--checkpoint", str(checkpoint)],
+                 "evaluate": ["evaluate"]}[verb]
+    assert main([*arguments, "--precision", "bf16"]) == 2
+    assert "--precision bf16: mixed precision runs on a CUDA device only" in caplog.text
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*arguments, "--precision", "fp8"])
+
+
+def test_fp32_is_the_default_and_changes_nothing(trained_scan):
+    mesh, checkpoint = trained_scan
+    model, _, _ = load_trained_model(checkpoint)
+    assert model.backbone.precision == "fp32"
+    coords = torch.rand(500, 3) * 2
+    inputs = ([coords], [torch.rand(500, 3) * 255], [torch.arange(500) % 7])
+    with torch.no_grad():
+        before = model.backbone(*inputs)[0]
+        set_precision(model, "fp32", "cpu")
+        with autocast("fp32", "cpu"):
+            after = model.backbone(*inputs)[0]
+    assert after.dtype == torch.float32
+    np.testing.assert_array_equal(before.numpy(), after.numpy())
+    with pytest.raises(PrecisionError):
+        set_precision(model, "fp16", "cpu")
+    assert model.backbone.precision == "fp32"
