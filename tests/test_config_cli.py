@@ -37,6 +37,7 @@ def test_values_are_typed_and_nested(tmp_path):
     ("prepare:\n  recompute_superpoints: 'yes'\n", "expected bool"),
     ("prepare:\n  scannet:\n    out: x\n", "prepare.scannet"),
     ("prepare: [1, 2]\n", "expected a mapping"),
+    ("train:\n  loader_workers: -1\n", "train.loader_workers must be >= 0 or null"),
 ])
 def test_schema_errors_name_the_key(tmp_path, text, message):
     path = tmp_path / "params.yaml"
@@ -55,3 +56,11 @@ def test_every_verb_has_help():
         result = subprocess.run([sys.executable, "-m", "uniseg3d.cli", verb, "--help"],
                                 capture_output=True, text=True)
         assert result.returncode == 0 and f"usage: uniseg3d {verb}" in result.stdout
+
+
+def test_train_takes_a_loader_worker_count():
+    parser = build_parser()
+    assert parser.parse_args(["train", "--loader-workers", "0"]).loader_workers == 0
+    assert parser.parse_args(["train"]).loader_workers is None  # params.yaml's
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--loader-workers", "-1"])

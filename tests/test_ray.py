@@ -28,22 +28,24 @@ from uniseg3d.benchmarks.process_cpu import ProcessTreeCPU, process_role
 from uniseg3d.benchmarks.ray_bench import TRAIN_WORKER_ROLE, bench_ray_overhead
 from uniseg3d.config import ConfigError, EvaluateConfig, Params, RayConfig, SweepConfig
 from uniseg3d.datasets.classes import scannet20
-from uniseg3d.datasets.loader import read_split
+from uniseg3d.datasets.loader import make_sample, read_split
+from uniseg3d.datasets.streaming import epoch_shard
 from uniseg3d.metrics.scene_stats import first_row, read_evaluation
 from uniseg3d.metrics.tasks import task_scores
 from uniseg3d.model.criterion import Criterion
+from uniseg3d.model.inputs import scene_targets
 from uniseg3d.model.text_encoder import EncodedTexts, class_embeddings
 from uniseg3d.pipelines import ray_train
 from uniseg3d.pipelines.prepare import prepare_dataset
 from uniseg3d.pipelines.ray_train import DDP_KWARGS, RayError, run_ray_train
+from uniseg3d.pipelines.samples import Example
 from uniseg3d.pipelines.sweep import (AXES, HEADLINE, changed, click_prompts,
                                       configuration_table, flatten_metrics, results_table,
                                       run_sweep, search_space, switch_axes,
                                       trial_configurations, trial_params, write_outputs)
 from uniseg3d.pipelines.synth import run_synth
 from uniseg3d.pipelines.train import (
-    build_model, class_prompt_names, epoch_shard, forward_losses, load_trained_model,
-    make_text_encoder, train)
+    build_model, class_prompt_names, forward_losses, load_trained_model, make_text_encoder, train)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
 
@@ -197,7 +199,9 @@ def one_step(params: Params, batch: list, texts: EmbeddedTexts, classes: torch.T
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     wrapped.eval()
     rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
-    losses = forward_losses(wrapped, Criterion(params.loss, len(scannet20())), batch, params,
+    samples = [make_sample(scene, params.prompts, rng, training=False) for scene in batch]
+    examples = [Example(sample, scene_targets(sample)) for sample in samples]
+    losses = forward_losses(wrapped, Criterion(params.loss, len(scannet20())), examples, params,
                             texts, classes, rng, generator, training=False)
     losses["total"].backward()
     gradients = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

@@ -10,6 +10,7 @@ import torch
 
 from scannet_files import described_scenes
 from uniseg3d.config import ConfigError, Params, load_params
+from uniseg3d.datasets.loader import evaluation_sample
 from uniseg3d.pipelines.official_training import official_training
 from uniseg3d.pipelines.train import (
     CHECKPOINT_BEST, CHECKPOINT_LAST, load_checkpoint, load_trained_model, save_best, train)
@@ -90,7 +91,8 @@ def test_training_keeps_the_metrics_of_the_checkpoints_it_writes(tmp_path, scene
     assert [keys <= set(r) for r in result.history] == [False, True, True]
     # the metrics recorded in training are those of the model in the checkpoint
     model, encoder, classes = load_trained_model(result.last)
-    assert validation_metrics(model, scenes, params, encoder, classes) == pytest.approx(
+    samples = [evaluation_sample(s, params, index) for index, s in enumerate(scenes)]
+    assert validation_metrics(model, samples, encoder, classes) == pytest.approx(
         {k[4:]: result.history[-1][k] for k in keys}, nan_ok=True)
     for metric in ("all_ap", "miou", "pq"):
         values = [r[f"val_{metric}"] for r in result.history[1:]]
@@ -111,5 +113,6 @@ def test_the_official_recipe_validates_as_its_hook_does(tmp_path, scenes):
     # two epochs, both within the last 16: both validated
     assert all({"val_all_ap", "val_miou", "val_pq"} <= set(r) for r in result.history)
     model, encoder, classes = load_trained_model(result.out / best_file("miou"))
-    assert validation_metrics(model, scenes, params, encoder, classes)["miou"] == \
+    samples = [evaluation_sample(s, params, index) for index, s in enumerate(scenes)]
+    assert validation_metrics(model, samples, encoder, classes)["miou"] == \
         pytest.approx(max(r["val_miou"] for r in result.history))

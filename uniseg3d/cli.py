@@ -21,6 +21,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -103,7 +110,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     params = _with_ray_overrides(load_params(args.params), args)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("out", args.out),
                                    ("fine_tune_epochs", args.fine_tune_epochs),
-                                   ("best_by", args.best_by)) if v is not None}
+                                   ("best_by", args.best_by),
+                                   ("loader_workers", args.loader_workers)) if v is not None}
     params = with_overrides(params, **overrides)
     import dataclasses
 
@@ -473,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "train.best_by) or by metrics: the official hook's best all_ap, "
                             "miou and pq checkpoints (best_<metric>.pt; best.pt follows all_ap)")
     train.add_argument("--out", help="run folder (default: params train.out)")
+    train.add_argument("--loader-workers", type=_count,
+                       help="processes preparing the samples ahead of the step (default: "
+                            "params train.loader_workers; 0: in the training process)")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run from its last epoch")
     train.add_argument("--address", help="join this Ray cluster ('auto' or HOST:PORT; default: "

@@ -259,6 +259,8 @@ class TrainConfig:
     grad_clip: float = 10.0
     seed: int = 0
     threads: int = 2
+    loader_workers: int | None = None  # processes preparing samples ahead of the step; null:
+    #                                    min(2, cores - 1); 0: in the training process
     fine_tune_epochs: int = 0  # > 0: a second stage from the best checkpoint at lr, wd x 0.001
     init_backbone: str | None = None  # official: the released sstnet_scannet.pth backbone
     init_backbone_layout: str | None = None  # its spconv weight layout, e.g. k,k,k,in,out;
@@ -274,6 +276,9 @@ class TrainConfig:
         if self.best_by not in BEST_BY:
             raise ConfigError(f"train.best_by: expected one of {list(BEST_BY)}, "
                               f"found {self.best_by!r}")
+        if self.loader_workers is not None and self.loader_workers < 0:
+            raise ConfigError(f"train.loader_workers must be >= 0 or null, found "
+                              f"{self.loader_workers}")
         if self.validate_every < 1 or self.validate_last < 0:
             raise ConfigError(f"train.validate_every must be >= 1 and train.validate_last >= 0,"
                               f" found {self.validate_every} and {self.validate_last}")

@@ -18,7 +18,8 @@ import numpy as np
 from uniseg3d.benchmarks.data_bench import machine
 from uniseg3d.benchmarks.process_cpu import ProcessTreeCPU
 from uniseg3d.config import Params, RayConfig, SweepConfig
-from uniseg3d.pipelines.ray_train import available_cores, run_ray_train
+from uniseg3d.datasets.streaming import available_cores
+from uniseg3d.pipelines.ray_train import run_ray_train
 from uniseg3d.pipelines.sweep import run_sweep
 from uniseg3d.pipelines.train import (
     TrainResult, encode_descriptions, make_text_encoder, scene_sets, train, with_overrides)

@@ -37,17 +37,17 @@ import torch
 from torch import nn
 
 from uniseg3d.config import AugmentConfig, Params
-from uniseg3d.datasets.loader import Sample, make_sample
+from uniseg3d.datasets.loader import Sample
 from uniseg3d.datasets.official_info import read_pseudo_masks
 from uniseg3d.datasets.scene import Scene
-from uniseg3d.model.inputs import scene_input
+from uniseg3d.model.inputs import on_device, scene_input
 from uniseg3d.model.official.checkpoint import (OfficialCheckpointError, native_layout,
                                                 official_key, official_state_dict,
                                                 read_official_checkpoint)
 from uniseg3d.model.official.criterion import OfficialCriterion
 from uniseg3d.model.official.language import OfficialTextEncoder, load_open_clip_text
 from uniseg3d.model.official.network import OfficialUniSeg3D
-from uniseg3d.model.official.targets import official_targets, thing_instances
+from uniseg3d.model.official.targets import OfficialTargets, thing_instances
 from uniseg3d.model.text_encoder import CachedTextEncoder
 
 log = logging.getLogger(__name__)
@@ -151,24 +151,20 @@ def thing_prompts(sample: Sample) -> Sample:
 
 
 class OfficialLosses(nn.Module):
-    """The official losses of a batch of scenes, augmented and prompted as the code does in
-    training; holds the criterion (and with it the learnable contrastive scale) and the
-    pseudo masks."""
+    """The official losses of a batch of samples, augmented and prompted as the code does in
+    training, with their targets (`pipelines.samples` prepares both, `thing_prompts` and the
+    pseudo masks applied); holds the criterion (and with it the learnable contrastive scale)."""
 
     def __init__(self, params: Params):
         super().__init__()
         self.criterion = OfficialCriterion(params.loss.lambda_inter, params.loss.distillation,
                                            params.loss.contrastive)
-        self.pseudo = PseudoMasks(params.train.pseudo_masks)
 
-    def forward(self, model, scenes: list[Scene], params: Params, encoder: CachedTextEncoder,
-                rng: np.random.Generator, generator: torch.Generator, training: bool,
-                device: str = "cpu") -> dict[str, torch.Tensor]:
-        augment = params.train.augment if training else None
-        samples = [thing_prompts(make_sample(s, params.prompts, rng, augment, training))
-                   for s in scenes]
+    def forward(self, model, samples: list[Sample], targets: list[OfficialTargets],
+                encoder: CachedTextEncoder, generator: torch.Generator, device: str = "cpu"
+                ) -> dict[str, torch.Tensor]:
         inputs = [scene_input(s, encoder.encode_texts(s.texts), device) for s in samples]
         outputs = model(inputs, generator)
-        targets = [official_targets(s, self.pseudo.of_scene(s.scene), device) for s in samples]
+        targets = [on_device(t, device) for t in targets]
         prototypes = getattr(model, "module", model).class_prototypes
         return self.criterion(outputs, targets, prototypes)

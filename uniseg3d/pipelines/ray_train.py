@@ -35,9 +35,10 @@ import torch
 
 from uniseg3d.config import Params, RayConfig
 from uniseg3d.datasets.scene import Scene
-from uniseg3d.pipelines.train import (
-    CHECKPOINT_BEST, CHECKPOINT_LAST, HISTORY_FILE, TrainResult, WorkerSession, fit,
-    load_checkpoint, scene_sets)
+from uniseg3d.datasets.streaming import available_cores
+from uniseg3d.pipelines.checkpoints import (
+    CHECKPOINT_BEST, CHECKPOINT_LAST, HISTORY_FILE, load_checkpoint)
+from uniseg3d.pipelines.train import TrainResult, WorkerSession, fit, scene_sets
 from uniseg3d.pipelines.validation import BEST_METRICS, best_file
 
 if TYPE_CHECKING:
@@ -66,11 +67,6 @@ training already uses every core of the machine; a cluster keeps its own setting
 
 class RayError(RuntimeError):
     """Ray cannot start, cannot fit the requested resources, or the run failed."""
-
-
-def available_cores() -> int:
-    """CPU cores this process may use (the affinity mask, not the host's count)."""
-    return len(os.sched_getaffinity(0))
 
 
 # ----------------------------------------------------------------------------- the Ray session

@@ -49,11 +49,13 @@ import yaml
 from uniseg3d.config import (CORRECTIVE_CLICKS, ConfigError, Params, RayConfig, SweepConfig,
                              with_setting)
 from uniseg3d.datasets.clicks import STRATEGIES
+from uniseg3d.datasets.streaming import SceneSet
 from uniseg3d.metrics.bootstrap import Side, paired_bootstrap
 from uniseg3d.metrics.scene_stats import read_evaluation
+from uniseg3d.pipelines.checkpoints import epoch_score
 from uniseg3d.pipelines.ray_train import (
     Request, absolute_paths, checkpoint_folder, ray_session, worker_logging)
-from uniseg3d.pipelines.train import SceneSet, WorkerSession, epoch_score, fit, scene_sets
+from uniseg3d.pipelines.train import WorkerSession, fit, scene_sets
 
 if TYPE_CHECKING:
     from ray.tune import ResultGrid

@@ -1,22 +1,22 @@
-"""The training loop: epochs, checkpoints, resume, two-stage fine-tuning, worker shards.
+"""The training loop: epochs, resume, two-stage fine-tuning, worker shards.
 
 `fit` is the one epoch loop, whoever runs it: `train()` in this process, a Ray Train worker
 (`ray_train`), a Ray Tune trial (`sweep`); a `WorkerSession` says which. Every epoch a worker
-trains on its shard of the scenes (`epoch_shard`: a DistributedSampler; one worker gets every
-scene). Each epoch's randomness (scene order, augmentation, query subsets, clicks) derives from
-(seed, epoch), so a resumed run repeats exactly what an uninterrupted one does. Checkpoints are
-written atomically (temporary file + rename) and loaded with `weights_only=True`.
+trains on its shard of the scenes (`datasets.streaming.epoch_shard`: a DistributedSampler; one
+worker gets every scene), whose samples loader workers prepare ahead of the step
+(`pipelines.samples`). A sample's randomness (augmentation, prompts) derives from (seed, epoch,
+its position in the epoch), what runs in this process (query subsets, corrective clicks) from
+(seed, epoch), so a resumed run repeats exactly what an uninterrupted one does, with any number
+of loader workers. Checkpoints: `pipelines.checkpoints`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,28 +25,26 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from uniseg3d.config import ModelConfig, Params, TextConfig
-from uniseg3d.datasets.cache import cached_scene_ids, read_scene
 from uniseg3d.datasets.classes import scannet20
-from uniseg3d.datasets.loader import make_sample, read_scene_list, read_split
 from uniseg3d.datasets.scene import Scene
+from uniseg3d.datasets.streaming import SceneSet
 from uniseg3d.model.criterion import Criterion
 from uniseg3d.model.corrective import simulate_corrections
-from uniseg3d.model.inputs import scene_input, scene_targets
+from uniseg3d.model.inputs import on_device, scene_input, with_prompt_targets
 from uniseg3d.model.official.checkpoint import load_official_model
 from uniseg3d.model.official.network import OfficialUniSeg3D
 from uniseg3d.model.targets import semantic_log_prior
 from uniseg3d.model.text_encoder import CachedTextEncoder, build_text_encoder, class_embeddings
 from uniseg3d.model.uniseg3d import UniSeg3D
+from uniseg3d.pipelines.checkpoints import (
+    CHECKPOINT_BEST, CHECKPOINT_LAST, HISTORY_FILE, epoch_score, load_checkpoint, restore,
+    save_best, save_checkpoint)
 from uniseg3d.pipelines.official_training import OfficialLosses, build_official, official_training
-from uniseg3d.pipelines.validation import (
-    BEST_METRICS, best_file, has_value, improved, metric_epoch, validation_metrics)
+from uniseg3d.pipelines.samples import (
+    Example, metric_batches, open_stream, training_batches, validation_batches)
+from uniseg3d.pipelines.validation import BEST_METRICS, metric_epoch, validation_metrics
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_LAST = "last.pt"
-CHECKPOINT_BEST = "best.pt"
-HISTORY_FILE = "history.json"
-
 
 def class_prompt_names(names: tuple[str, ...]) -> list[str]:
     """Class names as text prompts ('otherfurniture' -> 'other furniture')."""
@@ -87,17 +85,18 @@ def epoch_generators(seed: int, epoch: int) -> tuple[np.random.Generator, torch.
     return np.random.default_rng([seed, epoch]), torch_gen
 
 
-def forward_losses(model: UniSeg3D, criterion: Criterion, scenes: list[Scene], params: Params,
-                   encoder: CachedTextEncoder, classes: torch.Tensor, rng: np.random.Generator,
-                   generator: torch.Generator, training: bool, device: str = "cpu"
-                   ) -> dict[str, torch.Tensor]:
-    """Losses of one batch of scenes (augmented and prompted when `training`, with simulated
-    corrective clicks when `prompts.corrective_rounds` > 0); the official recipe's through its
-    `OfficialLosses`."""
+def forward_losses(model: UniSeg3D, criterion: Criterion, examples: list[Example],
+                   params: Params, encoder: CachedTextEncoder, classes: torch.Tensor,
+                   rng: np.random.Generator, generator: torch.Generator, training: bool,
+                   device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Losses of one batch of prepared examples (with simulated corrective clicks, drawn from
+    `rng`, when `training` and `prompts.corrective_rounds` > 0); the official recipe's through
+    its `OfficialLosses`."""
+    samples = [example.sample for example in examples]
     if isinstance(criterion, OfficialLosses):
-        return criterion(model, scenes, params, encoder, rng, generator, training, device)
-    augment, prompts = params.train.augment if training else None, params.prompts
-    samples = [make_sample(s, prompts, rng, augment, training) for s in scenes]
+        return criterion(model, samples, [e.targets for e in examples], encoder, generator,
+                         device)
+    prompts = params.prompts
     inputs = [scene_input(s, encoder.encode_texts(s.texts), device) for s in samples]
     module = getattr(model, "module", model)  # the model itself under DDP
 
@@ -109,25 +108,24 @@ def forward_losses(model: UniSeg3D, criterion: Criterion, scenes: list[Scene], p
 
     outputs = model(inputs, generator,
                     refine=refine if training and prompts.corrective_rounds else None)
-    targets = [scene_targets(s, device) for s in samples]
+    targets = [on_device(with_prompt_targets(e.targets, s), device)
+               for e, s in zip(examples, samples, strict=True)]
     return criterion(outputs, targets, classes)
 
 
 def run_epoch(model: UniSeg3D, criterion: Criterion, optimizer: torch.optim.Optimizer,
-              scheduler, scenes: list[Scene], params: Params, epoch: int,
+              scheduler, batches: Iterable[list[Example]], params: Params, epoch: int,
               encoder: CachedTextEncoder, classes: torch.Tensor, device: str = "cpu",
               progress: bool = True) -> dict[str, float]:
-    """One pass over `scenes` in a seeded random order; returns the mean of every loss term."""
+    """One pass over the epoch's prepared `batches`; returns the mean of every loss term."""
     model.train()
     rng, generator = epoch_generators(params.train.seed, epoch)
-    order = rng.permutation(len(scenes))
-    batch = params.train.batch_size
     totals: dict[str, float] = {}
-    steps = range(0, len(order), batch)
-    for start in tqdm(steps, desc=f"epoch {epoch}", unit="batch", disable=not progress,
-                      leave=False):
-        losses = forward_losses(model, criterion, [scenes[i] for i in order[start:start + batch]],
-                                params, encoder, classes, rng, generator, True, device)
+    steps = 0
+    for examples in tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not progress,
+                         leave=False):
+        losses = forward_losses(model, criterion, examples, params, encoder, classes, rng,
+                                generator, True, device)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         average_over_workers(criterion)
@@ -136,7 +134,8 @@ def run_epoch(model: UniSeg3D, criterion: Criterion, optimizer: torch.optim.Opti
         scheduler.step()
         for key, value in losses.items():
             totals[key] = totals.get(key, 0.0) + float(value.detach())
-    return {key: value / len(steps) for key, value in totals.items()}
+        steps += 1
+    return {key: value / steps for key, value in totals.items()}
 
 
 def average_over_workers(module: torch.nn.Module) -> None:
@@ -150,41 +149,16 @@ def average_over_workers(module: torch.nn.Module) -> None:
 
 
 @torch.no_grad()
-def validation_loss(model: UniSeg3D, criterion: Criterion, scenes: list[Scene], params: Params,
-                    encoder: CachedTextEncoder, classes: torch.Tensor, device: str = "cpu"
-                    ) -> float:
-    """Mean total loss on `scenes` without augmentation (all prompts, all queries)."""
+def validation_loss(model: UniSeg3D, criterion: Criterion, batches: Iterable[list[Example]],
+                    params: Params, encoder: CachedTextEncoder, classes: torch.Tensor,
+                    device: str = "cpu") -> float:
+    """The total loss summed over the validation `batches` (no augmentation, all prompts, all
+    queries)."""
     model.eval()
     rng, generator = epoch_generators(params.train.seed, 1 << 30)  # fixed, apart from epochs
-    totals = [float(forward_losses(model, criterion, [s], params, encoder, classes, rng,
-                                   generator, False, device)["total"]) for s in scenes]
-    return float(np.mean(totals)) if totals else float("nan")
-
-
-def save_checkpoint(path: Path, model: UniSeg3D | OfficialUniSeg3D, optimizer, scheduler,
-                    epoch: int, stage: int, history: list[dict], params: Params,
-                    criterion=None) -> None:
-    """Write a checkpoint atomically (temporary file in the same folder, then rename); an
-    official model's in the layout `import-official` writes (recipe, text model, criterion)."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "epoch": epoch, "stage": stage,
-             "history": json.dumps(history), "model_config": json.dumps(asdict(model.config)),
-             "text_encoder": json.dumps(asdict(params.text))}
-    if isinstance(model, OfficialUniSeg3D):
-        state.update(recipe="official", text_model=model.text_model,
-                     criterion=criterion.criterion.state_dict())
-    elif criterion is not None and list(criterion.parameters()):  # ours' official forms
-        state["criterion"] = criterion.state_dict()
-    temp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, temp)
-    os.replace(temp, path)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint's contents (tensors and plain values only: `weights_only=True`)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state["history"] = json.loads(state["history"])
-    return state
+    totals = [float(forward_losses(model, criterion, examples, params, encoder, classes, rng,
+                                   generator, False, device)["total"]) for examples in batches]
+    return float(np.sum(totals))
 
 
 def load_trained_model(checkpoint: str | Path, device: str = "cpu"
@@ -226,49 +200,6 @@ class TrainResult:
         return self.out / CHECKPOINT_LAST
 
 
-# ----------------------------------------------------------------------- scenes and sharding
-
-
-@dataclass
-class SceneSet:
-    """Training or validation scenes: held in memory, or read from a cache folder when a worker
-    first needs them (so a worker reads its shards, not the whole split)."""
-
-    cache: str | None = None
-    ids: tuple[str, ...] = ()
-    scenes: dict[int, Scene] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, scenes: list[Scene]) -> SceneSet:
-        """Scenes already in memory (they travel to Ray workers with the run's config)."""
-        return cls(ids=tuple(s.scene_id for s in scenes), scenes=dict(enumerate(scenes)))
-
-    @classmethod
-    def listed(cls, cache: str, scene_list: str | None) -> SceneSet:
-        """The scenes of `scene_list` (every cached scene when None) under `cache`."""
-        ids = read_scene_list(scene_list) if scene_list else cached_scene_ids(cache)
-        return cls(cache=str(Path(cache).resolve()), ids=tuple(ids))
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def load(self, indices: np.ndarray) -> list[Scene]:
-        missing = sorted({int(i) for i in indices} - set(self.scenes))
-        if missing:
-            self.scenes.update(zip(missing, read_split(self.cache, [self.ids[i] for i in missing]),
-                                   strict=True))
-        return [self.scenes[int(i)] for i in indices]
-
-    def each(self) -> Iterator[Scene]:
-        """Every scene of the set in order (a cached scene's arrays are mapped, not read)."""
-        return (self.scenes[i] if i in self.scenes else
-                read_scene(Path(self.cache) / self.ids[i], mmap=True) for i in range(len(self)))
-
-    def descriptions(self) -> list[str]:
-        """Every description of the set's scenes."""
-        return [d.text for scene in self.each() for d in scene.referring]
-
-
 def encode_descriptions(encoder: CachedTextEncoder, *sets: SceneSet) -> int:
     """Every description of the sets through the cached encoder at once, so that the cache file
     is written once and not batch by batch; returns how many there were."""
@@ -291,16 +222,6 @@ def scene_sets(params: Params, train_scenes: list[Scene] | None = None,
     if not len(train_set):
         raise ValueError(f"no training scenes found in {cfg.cache}")
     return train_set, val_set
-
-
-def epoch_shard(size: int, rank: int, world_size: int, seed: int, epoch: int) -> np.ndarray:
-    """Indices of the scenes worker `rank` trains on in `epoch` (a DistributedSampler): a
-    permutation seeded by (seed, epoch), cyclically padded to a multiple of `world_size`, every
-    `world_size`-th entry from `rank`, sorted (`run_epoch` shuffles them). Every worker gets the
-    same count; one worker gets every scene in order."""
-    order = np.random.default_rng([seed, epoch, 2]).permutation(size)
-    padded = np.resize(order, -(-size // world_size) * world_size)
-    return np.sort(padded[rank::world_size])
 
 
 # ------------------------------------------------------------------------- the epoch loop
@@ -330,11 +251,6 @@ def stages(params: Params) -> list[tuple[int, float, float]]:
     return result
 
 
-def epoch_score(record: dict) -> float:
-    """What "best" minimises: the validation loss, else the training loss."""
-    return record.get("val_total", record["train_total"])
-
-
 def _across_workers(values: dict[str, float], keys: list[str], session: WorkerSession,
                     collective: Callable[[torch.Tensor], object]) -> dict[str, float]:
     """`values` at `keys` through a collective over the workers (in place on one tensor)."""
@@ -359,42 +275,6 @@ def _from_first_worker(values: dict[str, float], session: WorkerSession) -> dict
                            lambda tensor: dist.broadcast(tensor, 0))
 
 
-def save_best(workdir: Path, history: list[dict], best_by: str, save: Callable[[Path], None]
-              ) -> None:
-    """Write the best checkpoints the last epoch of `history` earned: `best.pt` at the lowest
-    score (`best_by: loss`, later ties win), or `best_<metric>.pt` at each of the hook's
-    metrics it beat, `best.pt` following the first (`best_by: metrics`; until the first has a
-    value, `best.pt` is the last epoch's)."""
-    if best_by == "loss":
-        if epoch_score(history[-1]) <= min(map(epoch_score, history)):
-            save(workdir / CHECKPOINT_BEST)
-        return
-    first = next(iter(BEST_METRICS))
-    for metric in BEST_METRICS:
-        if improved(history, metric):
-            save(workdir / best_file(metric))
-    if improved(history, first):
-        shutil.copy2(workdir / best_file(first), workdir / CHECKPOINT_BEST)
-    elif not any(has_value(record, first) for record in history):
-        shutil.copy2(workdir / CHECKPOINT_LAST, workdir / CHECKPOINT_BEST)
-
-
-def _restore(session: WorkerSession, workdir: Path) -> dict | None:
-    """Bring the checkpoint files of `session.resume_from` into `workdir`; the state of its
-    `last.pt` (None: a fresh start)."""
-    if session.resume_from is None:
-        return None
-    source = Path(session.resume_from)
-    if source.resolve() != workdir.resolve():
-        for name in (CHECKPOINT_LAST, CHECKPOINT_BEST, *map(best_file, BEST_METRICS)):
-            if (source / name).is_file():
-                shutil.copy2(source / name, workdir / name)
-    state = load_checkpoint(workdir / CHECKPOINT_LAST)
-    log.info("worker %d resumes after epoch %d (stage %d)", session.rank, state["epoch"],
-             state["stage"])
-    return state
-
-
 def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: SceneSet,
         workdir: Path) -> list[dict]:
     """Train (and optionally fine-tune) per `params` on this worker's shards; after every epoch
@@ -402,7 +282,8 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
     `score`: the validation loss, else the training loss). Returns the history.
 
     Each epoch's randomness derives from (seed, epoch), so a resumed run repeats exactly what an
-    uninterrupted one does. Training and validation losses are averaged over the workers; with
+    uninterrupted one does. The samples stream from `train.loader_workers` loader workers, which
+    stop when `fit` returns. Training and validation losses are averaged over the workers; with
     `train.best_by: metrics` worker 0 computes the validation metrics on every validation scene
     (`pipelines.validation`)."""
     official = params.model.recipe == "official"
@@ -432,78 +313,82 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
         model = build_model(params, classes.shape[1], device)
         model.semantic_log_prior.copy_(torch.from_numpy(semantic_log_prior(train_set.each())))
         criterion = Criterion(params.loss, len(scannet20()))
-    state = _restore(session, workdir)
+    state = restore(session.resume_from, workdir, session.rank)
     history: list[dict] = state["history"] if state is not None else []
     resume_epoch = state["epoch"] + 1 if state is not None else 0
     wrapped = session.prepare(model)
     shard_size = -(-len(train_set) // session.world_size)  # epoch_shard's length
-    val_shard = val_set.load(np.arange(session.rank, len(val_set), session.world_size))
-    metric_scenes = val_set.load(np.arange(len(val_set))) if by_metrics and session.rank == 0 \
-        else []
-    schedule = stages(params)
-    total_epochs = sum(epochs for epochs, _, _ in schedule)
-    for stage, (epochs, lr, weight_decay) in enumerate(schedule):
-        stage_start = sum(e for e, _, _ in schedule[:stage])
-        if stage_start + epochs <= resume_epoch:
-            continue
-        optimizer = torch.optim.AdamW(trainable(model, criterion), lr=lr,
-                                      weight_decay=weight_decay)
-        scheduler = poly_schedule(optimizer, epochs * -(-shard_size // cfg.batch_size),
-                                  cfg.poly_power)
-        if state is not None and state["stage"] == stage:
-            model.load_state_dict(state["model"])
-            if official:
-                criterion.criterion.load_state_dict(state["criterion"])
-            elif "criterion" in state:
-                criterion.load_state_dict(state["criterion"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-        elif stage > 0:  # fine-tuning continues from the best checkpoint of the first stage
-            best = workdir / CHECKPOINT_BEST
-            if not best.is_file():  # best_by metrics, and no epoch of stage 0 validated
-                log.warning("no %s after stage 0: fine-tuning starts from its last epoch", best)
-                best = workdir / CHECKPOINT_LAST
-            model.load_state_dict(load_checkpoint(best)["model"])
-        for epoch in range(max(stage_start, resume_epoch), stage_start + epochs):
-            begin, lr_at_start = time.perf_counter(), scheduler.get_last_lr()[0]
-            shard = epoch_shard(len(train_set), session.rank, session.world_size, cfg.seed,
-                                epoch)
-            losses = run_epoch(wrapped, criterion, optimizer, scheduler, train_set.load(shard),
-                               params, epoch, encoder, classes, device, session.progress)
-            record = {"epoch": epoch, "stage": stage, "lr": lr_at_start,
-                      "seconds": time.perf_counter() - begin,
-                      **{f"train_{k}": v / session.world_size
-                         for k, v in _worker_sum(losses, session).items()}}
-            if len(val_set):
-                begin = time.perf_counter()
-                total = validation_loss(model, criterion, val_shard, params, encoder, classes,
-                                        device) * len(val_shard) if val_shard else 0.0
-                record["val_total"] = _worker_sum({"val": total}, session)["val"] / len(val_set)
-                record["val_seconds"] = time.perf_counter() - begin
-            if by_metrics and metric_epoch(epoch, total_epochs, cfg.validate_every,
-                                           cfg.validate_last):
-                begin = time.perf_counter()
-                values = validation_metrics(model, metric_scenes, params, encoder, classes,
-                                            device) if session.rank == 0 else {}
-                record.update({f"val_{k}": v
-                               for k, v in _from_first_worker(values, session).items()})
-                record["metric_seconds"] = time.perf_counter() - begin
-            history.append(record)
+    val_plan = validation_batches(params, len(val_set), session.rank, session.world_size)
+    metric_plan = metric_batches(len(val_set)) if session.rank == 0 else []
+    stream = open_stream(params, train_set, val_set)
+    try:
+        schedule = stages(params)
+        total_epochs = sum(epochs for epochs, _, _ in schedule)
+        for stage, (epochs, lr, weight_decay) in enumerate(schedule):
+            stage_start = sum(e for e, _, _ in schedule[:stage])
+            if stage_start + epochs <= resume_epoch:
+                continue
+            optimizer = torch.optim.AdamW(trainable(model, criterion), lr=lr,
+                                          weight_decay=weight_decay)
+            scheduler = poly_schedule(optimizer, epochs * -(-shard_size // cfg.batch_size),
+                                      cfg.poly_power)
+            if state is not None and state["stage"] == stage:
+                model.load_state_dict(state["model"])
+                if official:
+                    criterion.criterion.load_state_dict(state["criterion"])
+                elif "criterion" in state:
+                    criterion.load_state_dict(state["criterion"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+            elif stage > 0:  # fine-tuning continues from the best checkpoint of the first stage
+                best = workdir / CHECKPOINT_BEST
+                if not best.is_file():  # best_by metrics, and no epoch of stage 0 validated
+                    log.warning("no %s after stage 0: fine-tuning starts from its last epoch", best)
+                    best = workdir / CHECKPOINT_LAST
+                model.load_state_dict(load_checkpoint(best)["model"])
+            for epoch in range(max(stage_start, resume_epoch), stage_start + epochs):
+                begin, lr_at_start = time.perf_counter(), scheduler.get_last_lr()[0]
+                batches = stream.batches(training_batches(params, len(train_set), session.rank,
+                                                          session.world_size, epoch))
+                losses = run_epoch(wrapped, criterion, optimizer, scheduler, batches, params, epoch,
+                                   encoder, classes, device, session.progress)
+                record = {"epoch": epoch, "stage": stage, "lr": lr_at_start,
+                          "seconds": time.perf_counter() - begin,
+                          **{f"train_{k}": v / session.world_size
+                             for k, v in _worker_sum(losses, session).items()}}
+                if len(val_set):
+                    begin = time.perf_counter()
+                    total = validation_loss(model, criterion, stream.batches(val_plan), params,
+                                            encoder, classes, device)
+                    record["val_total"] = _worker_sum({"val": total}, session)["val"] / len(val_set)
+                    record["val_seconds"] = time.perf_counter() - begin
+                if by_metrics and metric_epoch(epoch, total_epochs, cfg.validate_every,
+                                               cfg.validate_last):
+                    begin = time.perf_counter()
+                    samples = (batch[0].sample for batch in stream.batches(metric_plan))
+                    values = validation_metrics(model, samples, encoder, classes, device) \
+                        if session.rank == 0 else {}
+                    record.update({f"val_{k}": v
+                                   for k, v in _from_first_worker(values, session).items()})
+                    record["metric_seconds"] = time.perf_counter() - begin
+                history.append(record)
 
-            def save(path: Path) -> None:
-                save_checkpoint(path, model, optimizer, scheduler, epoch, stage, history,
-                                params, criterion)
+                def save(path: Path) -> None:
+                    save_checkpoint(path, model, optimizer, scheduler, epoch, stage, history,
+                                    params, criterion)
 
-            save(workdir / CHECKPOINT_LAST)
-            save_best(workdir, history, best_by, save)
-            if session.rank == 0:
-                val = f", val {record['val_total']:.4f}" if "val_total" in record else ""
-                val += "".join(f", {k} {record['val_' + k]:.3f}" for k in BEST_METRICS
-                               if "val_" + k in record)
-                log.info("epoch %d/%d (stage %d): loss %.4f%s, %.1f s", epoch + 1,
-                         total_epochs, stage, record["train_total"], val,
-                         record["seconds"])
-            session.report({**record, "score": epoch_score(record)}, workdir)
+                save(workdir / CHECKPOINT_LAST)
+                save_best(workdir, history, best_by, save)
+                if session.rank == 0:
+                    val = f", val {record['val_total']:.4f}" if "val_total" in record else ""
+                    val += "".join(f", {k} {record['val_' + k]:.3f}" for k in BEST_METRICS
+                                   if "val_" + k in record)
+                    log.info("epoch %d/%d (stage %d): loss %.4f%s, %.1f s", epoch + 1,
+                             total_epochs, stage, record["train_total"], val,
+                             record["seconds"])
+                session.report({**record, "score": epoch_score(record)}, workdir)
+    finally:
+        stream.close()
     return history
 
 

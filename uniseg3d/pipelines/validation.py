@@ -5,20 +5,21 @@ UniSeg3D's config validates every 16 epochs and every epoch of the last 16 (`dyn
 metrics (`save_best=['all_ap', 'miou', 'pq']`, rule `greater`): ScanNet20 instance AP, semantic
 mIoU and panoptic PQ. With `train.best_by: metrics` training does the same: on the validated
 epochs the validation scenes go through `predict_scene` as `evaluate` runs them (same clicks,
-same descriptions), the three metrics join the epoch's record as `val_all_ap`, `val_miou`,
-`val_pq`, and a checkpoint that beats every earlier value of a metric (strictly, as the hook's
-`>`) is written as `best_<metric>.pt`; `best.pt`, which the pipeline evaluates, follows the
-first of them (all_ap), and is the last epoch's until all_ap has a value. Without validation
-scenes, `best.pt` falls back to the training loss (said in the log).
+same descriptions; their samples stream from the loader workers), the three metrics join the
+epoch's record as `val_all_ap`, `val_miou`, `val_pq`, and a checkpoint that beats every
+earlier value of a metric (strictly, as the hook's `>`) is written as `best_<metric>.pt`;
+`best.pt`, which the pipeline evaluates, follows the first of them (all_ap), and is the last
+epoch's until all_ap has a value. Without validation scenes, `best.pt` falls back to the
+training loss (said in the log).
 """
 
 from __future__ import annotations
 
 import torch
 
-from uniseg3d.config import Params
-from uniseg3d.datasets.loader import evaluation_sample
-from uniseg3d.datasets.scene import Scene
+from collections.abc import Iterable
+
+from uniseg3d.datasets.loader import Sample
 from uniseg3d.metrics.tasks import ScanNetTasks
 from uniseg3d.model.inference import predict_scene
 from uniseg3d.model.inputs import scene_input
@@ -41,13 +42,13 @@ def best_file(metric: str) -> str:
 
 
 @torch.no_grad()
-def validation_metrics(model: torch.nn.Module, scenes: list[Scene], params: Params,
+def validation_metrics(model: torch.nn.Module, samples: Iterable[Sample],
                        encoder: CachedTextEncoder, classes: torch.Tensor, device: str = "cpu"
                        ) -> dict[str, float]:
-    """The hook's three metrics (fractions) of `model` on `scenes`."""
+    """The hook's three metrics (fractions) of `model` on the validation scenes' evaluation
+    samples (`evaluation_sample`, in order)."""
     tasks = ScanNetTasks()
-    for index, scene in enumerate(scenes):
-        sample = evaluation_sample(scene, params, index)
+    for sample in samples:
         inputs = scene_input(sample, encoder.encode_texts(sample.texts), device)
         tasks.add(sample, predict_scene(model, inputs, classes))
     results = tasks.evaluate(sorted({task for task, _ in BEST_METRICS.values()}))

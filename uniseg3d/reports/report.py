@@ -32,7 +32,7 @@ from uniseg3d.pipelines.evaluate import METRICS_FILE, PER_CLASS_FILE
 from uniseg3d.pipelines.sweep import (AXES, BEST_FILE, CONFIGURATIONS_FILE, HEADLINE,
                                       HEADLINE_KEYS, OVERALL, RESULTS_FILE)
 from uniseg3d.pipelines.sweep import PROTOCOL as PROTOCOL_IOUS
-from uniseg3d.pipelines.train import HISTORY_FILE
+from uniseg3d.pipelines.checkpoints import HISTORY_FILE
 from uniseg3d.reports import plots
 from uniseg3d.reports.document import (
     Block, Figure, Heading, Links, Missing, Table, Text, to_html, to_markdown)
