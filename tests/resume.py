@@ -13,7 +13,7 @@ def interrupted_then_resumed(monkeypatch, params, scenes, epoch: int):
     real_run_epoch = train_module.run_epoch
 
     def crash(*args, **kwargs):
-        if args[6] == epoch:
+        if args[7] == epoch:
             raise KeyboardInterrupt
         return real_run_epoch(*args, **kwargs)
 

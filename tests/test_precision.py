@@ -1,17 +1,22 @@
-"""Mixed precision is for CUDA: on a CPU every verb refuses bf16 and fp16 with a message that
-names the option, before any work and without writing anything; fp32 stays the default and
-changes nothing."""
+"""Mixed precision is for CUDA: on a CPU every verb and training refuse bf16 and fp16 with a
+message that names the option, before any work and without writing anything; fp32 stays the
+default and changes nothing; `bench gpu` without CUDA says it skipped and exits 0."""
 
 from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from uniseg3d.cli import build_parser, main
+from uniseg3d.config import ConfigError, Params
 from uniseg3d.model.precision import (PrecisionError, autocast, check_precision, grad_scaler,
                                       set_precision)
-from uniseg3d.pipelines.train import load_trained_model
+from uniseg3d.pipelines.train import load_trained_model, train
 
 
 def test_only_fp32_runs_on_a_cpu():
@@ -56,3 +61,32 @@ def test_fp32_is_the_default_and_changes_nothing(trained_scan):
     with pytest.raises(PrecisionError):
         set_precision(model, "fp16", "cpu")
     assert model.backbone.precision == "fp32"
+
+
+def test_training_refuses_half_precision_on_a_cpu_before_it_starts(tmp_path):
+    params = Params()
+    with pytest.raises(ConfigError, match="train.precision: expected one of"):
+        dataclasses.replace(params.train, precision="fp8")
+    params = dataclasses.replace(params, train=dataclasses.replace(
+        params.train, precision="fp16", out=str(tmp_path / "run")))
+    with pytest.raises(PrecisionError, match="train.precision fp16: mixed precision runs on a "
+                       "CUDA device only; on cpu use fp32"):
+        train(params, train_scenes=[], progress=False)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_the_train_command_refuses_half_precision_without_gpus(tmp_path, caplog):
+    params = tmp_path / "params.yaml"
+    text = Path("params.yaml").read_text().replace("  precision: fp32", "  precision: bf16", 1)
+    params.write_text(text)
+    assert main(["train", "--params", str(params)]) == 2
+    assert "train.precision bf16: mixed precision runs on a CUDA device only" in caplog.text
+
+
+def test_bench_gpu_without_cuda_says_skipped_and_exits_0(tmp_path, caplog):
+    assert not torch.cuda.is_available()  # this machine, CI's: the skipped path
+    out = tmp_path / "gpu.json"
+    assert main(["bench", "gpu", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "gpu" and "no CUDA device" in result["skipped"]
+    assert "bench gpu skipped" in caplog.text

@@ -134,8 +134,8 @@ def crash_once_at_epoch_1(marker: Path, calls: Path):
 
         def run_epoch(*args):
             with calls.open("a") as handle:
-                handle.write(f"{args[6]}\n")
-            if args[6] == 1 and marker.exists():
+                handle.write(f"{args[7]}\n")
+            if args[7] == 1 and marker.exists():
                 marker.unlink(missing_ok=True)
                 # Ray's controller registers a reported checkpoint when it next polls the
                 # workers: a worker dying at once can beat it to epoch 0's (seen on a busy

@@ -104,6 +104,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from uniseg3d.model.precision import PrecisionError
     from uniseg3d.pipelines.ray_train import RayError, run_ray_train
     from uniseg3d.pipelines.train import with_overrides
 
@@ -121,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 params.model, **{field: value}))
     try:
         result = run_ray_train(params, params.ray, resume=args.resume)
-    except RayError as error:
+    except (RayError, PrecisionError) as error:
         log.error("%s", error)
         return 2
     log.info("checkpoints: %s (last), %s (best)", result.last, result.best)
@@ -382,6 +383,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from uniseg3d.benchmarks.ray_bench import bench_sweep
 
         result = bench_sweep(params, params.sweep)
+    elif args.target == "gpu":
+        from uniseg3d.benchmarks.gpu_bench import bench_gpu
+
+        result = bench_gpu(params, points=args.points, repeats=args.repeats)
+        if "skipped" in result:
+            log.warning("bench gpu skipped: %s", result["skipped"])
     else:
         from uniseg3d.benchmarks.model_bench import bench_model
 
@@ -680,11 +687,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "corrective click of AGILE3D's multi-object protocol on a generated room "
                     "(the backbone once, then the prompt decoder and the click simulation). "
                     "compare: seconds of `uniseg3d compare` of two evaluations of 20 and of 312 "
-                    "scenes (generated per-scene statistics of every task).")
+                    "scenes (generated per-scene statistics of every task). gpu: the first "
+                    "command on a GPU machine: spconv's GPU algorithm against the CPU's, a "
+                    "training step per precision, the latency at the paper's size, a Ray Train "
+                    "epoch on the GPU and the loader's data-wait fraction (without CUDA: "
+                    "\"skipped\" in its JSON, exit 0).")
     bench.add_argument("target", choices=["superpoints", "prepare", "synth", "instance-ap",
                                           "evaluate", "model", "latency", "ray-overhead",
                                           "sweep", "import-official", "serve", "corrective",
-                                          "compare"],
+                                          "compare", "gpu"],
                        help="what to measure")
     bench.add_argument("--out", help="JSON file (default: benchmarks/TARGET.json)")
     bench.add_argument("--mesh", help="superpoints: PLY mesh (default: a generated room)")
@@ -714,8 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--resamples", type=_positive_int, default=1000,
                        help="compare: bootstrap resamples (default: %(default)s)")
     bench.add_argument("--points", type=_positive_int, default=100_000,
-                       help="model, latency, serve, corrective: points of the generated scene "
-                            "(default: %(default)s)")
+                       help="model, latency, serve, corrective, gpu: points of the generated "
+                            "scene (default: %(default)s)")
     bench.add_argument("--train-steps", type=_positive_int, default=10,
                        help="model: timed training steps of tiny (default: %(default)s)")
     bench.set_defaults(func=cmd_bench)

@@ -243,6 +243,7 @@ class PromptConfig:
 
 
 BEST_BY = ("loss", "metrics")
+PRECISIONS = ("fp32", "bf16", "fp16")  # train.precision, --precision (uniseg3d.model.precision)
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,7 @@ class TrainConfig:
     threads: int = 2
     loader_workers: int | None = None  # processes preparing samples ahead of the step; null:
     #                                    min(2, cores - 1); 0: in the training process
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast on CUDA (fp16 with a loss scaler)
     fine_tune_epochs: int = 0  # > 0: a second stage from the best checkpoint at lr, wd x 0.001
     init_backbone: str | None = None  # official: the released sstnet_scannet.pth backbone
     init_backbone_layout: str | None = None  # its spconv weight layout, e.g. k,k,k,in,out;
@@ -276,6 +278,9 @@ class TrainConfig:
         if self.best_by not in BEST_BY:
             raise ConfigError(f"train.best_by: expected one of {list(BEST_BY)}, "
                               f"found {self.best_by!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision: expected one of {list(PRECISIONS)}, found "
+                              f"{self.precision!r}")
         if self.loader_workers is not None and self.loader_workers < 0:
             raise ConfigError(f"train.loader_workers must be >= 0 or null, found "
                               f"{self.loader_workers}")

@@ -142,7 +142,8 @@ def read_prompts(path: str | Path) -> ScenePrompts:
         if not isinstance(name, str) or not name.strip():
             raise InputError(path, f"classes[{k}]", "a class name", repr(name))
     return ScenePrompts(
-        str(path), scene_id, benchmark, index, points, _indices(path, clicks, "clicks", "point", points),
+        str(path), scene_id, benchmark, index, points,
+        _indices(path, clicks, "clicks", "point", points),
         _indices(path, clicks, "clicks", "instance"),
         [_field(path, d, "text", str, f"descriptions[{k}].") for k, d in enumerate(descriptions)],
         _indices(path, descriptions, "descriptions", "instance"), classes)

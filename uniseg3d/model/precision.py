@@ -15,7 +15,8 @@ import contextlib
 
 import torch
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+from uniseg3d.config import PRECISIONS
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

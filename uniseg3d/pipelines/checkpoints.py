@@ -31,9 +31,10 @@ HISTORY_FILE = "history.json"
 
 def save_checkpoint(path: Path, model: UniSeg3D | OfficialUniSeg3D, optimizer, scheduler,
                     epoch: int, stage: int, history: list[dict], params: Params,
-                    criterion=None) -> None:
+                    criterion=None, scaler: torch.amp.GradScaler | None = None) -> None:
     """Write a checkpoint atomically (temporary file in the same folder, then rename); an
-    official model's in the layout `import-official` writes (recipe, text model, criterion)."""
+    official model's in the layout `import-official` writes (recipe, text model, criterion);
+    fp16's loss scale (`scaler`, when enabled) too, so that a resumed run continues it."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "epoch": epoch, "stage": stage,
              "history": json.dumps(history), "model_config": json.dumps(asdict(model.config)),
@@ -43,6 +44,8 @@ def save_checkpoint(path: Path, model: UniSeg3D | OfficialUniSeg3D, optimizer, s
                      criterion=criterion.criterion.state_dict())
     elif criterion is not None and list(criterion.parameters()):  # ours' official forms
         state["criterion"] = criterion.state_dict()
+    if scaler is not None and scaler.is_enabled():
+        state["scaler"] = scaler.state_dict()
     temp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(state, temp)
     os.replace(temp, path)

@@ -36,6 +36,7 @@ import torch
 from uniseg3d.config import Params, RayConfig
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.datasets.streaming import available_cores
+from uniseg3d.model.precision import check_precision
 from uniseg3d.pipelines.checkpoints import (
     CHECKPOINT_BEST, CHECKPOINT_LAST, HISTORY_FILE, load_checkpoint)
 from uniseg3d.pipelines.train import TrainResult, WorkerSession, fit, scene_sets
@@ -271,6 +272,8 @@ def run_ray_train(params: Params, ray_cfg: RayConfig, resume: bool = False,
         CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError)
     from ray.train.torch import TorchTrainer
 
+    check_precision(params.train.precision, "cuda" if ray_cfg.use_gpu else "cpu",
+                    "train.precision")
     train_set, val_set = scene_sets(params, train_scenes, val_scenes)
     storage = Path(ray_cfg.storage).resolve()
     name = Path(params.train.out).name

@@ -166,7 +166,8 @@ def trial_params(params: Params, config: dict, sweep_cfg: SweepConfig, trial_dir
         params = with_setting(params, path, config[path])
     params = replace(
         params, loss=replace(params.loss, lambda_inter=float(config["lambda_inter"])),
-        train=replace(params.train, epochs=sweep_cfg.epochs, seed=int(config.get(SEED, params.train.seed)),
+        train=replace(params.train, epochs=sweep_cfg.epochs,
+                      seed=int(config.get(SEED, params.train.seed)),
                       threads=sweep_cfg.cpus_per_trial, out=str(trial_dir / "train")))
     params = replace(params, prompts=replace(params.prompts,
                                              corrective_click=config["corrective_click"]))

@@ -33,6 +33,7 @@ from uniseg3d.model.corrective import simulate_corrections
 from uniseg3d.model.inputs import on_device, scene_input, with_prompt_targets
 from uniseg3d.model.official.checkpoint import load_official_model
 from uniseg3d.model.official.network import OfficialUniSeg3D
+from uniseg3d.model.precision import autocast, check_precision, grad_scaler
 from uniseg3d.model.targets import semantic_log_prior
 from uniseg3d.model.text_encoder import CachedTextEncoder, build_text_encoder, class_embeddings
 from uniseg3d.model.uniseg3d import UniSeg3D
@@ -113,10 +114,32 @@ def forward_losses(model: UniSeg3D, criterion: Criterion, examples: list[Example
     return criterion(outputs, targets, classes)
 
 
+def train_step(model: UniSeg3D, criterion: Criterion, optimizer: torch.optim.Optimizer,
+               scheduler, scaler: torch.amp.GradScaler, examples: list[Example],
+               params: Params, encoder: CachedTextEncoder, classes: torch.Tensor,
+               rng: np.random.Generator, generator: torch.Generator, device: str = "cpu"
+               ) -> dict[str, torch.Tensor]:
+    """One optimisation step on a prepared batch: forward and losses under
+    `train.precision`'s autocast, the backward through `scaler` (fp16's loss scaling; a
+    pass-through otherwise), gradients averaged, clipped, one optimiser and schedule step."""
+    with autocast(params.train.precision, device):
+        losses = forward_losses(model, criterion, examples, params, encoder, classes, rng,
+                                generator, True, device)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(losses["total"]).backward()
+    average_over_workers(criterion)
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(trainable(model, criterion), params.train.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return losses
+
+
 def run_epoch(model: UniSeg3D, criterion: Criterion, optimizer: torch.optim.Optimizer,
-              scheduler, batches: Iterable[list[Example]], params: Params, epoch: int,
-              encoder: CachedTextEncoder, classes: torch.Tensor, device: str = "cpu",
-              progress: bool = True) -> dict[str, float]:
+              scheduler, scaler: torch.amp.GradScaler, batches: Iterable[list[Example]],
+              params: Params, epoch: int, encoder: CachedTextEncoder, classes: torch.Tensor,
+              device: str = "cpu", progress: bool = True) -> dict[str, float]:
     """One pass over the epoch's prepared `batches`; returns the mean of every loss term."""
     model.train()
     rng, generator = epoch_generators(params.train.seed, epoch)
@@ -124,14 +147,8 @@ def run_epoch(model: UniSeg3D, criterion: Criterion, optimizer: torch.optim.Opti
     steps = 0
     for examples in tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not progress,
                          leave=False):
-        losses = forward_losses(model, criterion, examples, params, encoder, classes, rng,
-                                generator, True, device)
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        average_over_workers(criterion)
-        torch.nn.utils.clip_grad_norm_(trainable(model, criterion), params.train.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        losses = train_step(model, criterion, optimizer, scheduler, scaler, examples, params,
+                            encoder, classes, rng, generator, device)
         for key, value in losses.items():
             totals[key] = totals.get(key, 0.0) + float(value.detach())
         steps += 1
@@ -298,6 +315,7 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
     by_metrics = best_by == "metrics"
     torch.set_num_threads(session.threads)
     device = session.device
+    check_precision(cfg.precision, device, "train.precision")
     names = class_prompt_names(scannet20().names)
     if official:
         torch.manual_seed(cfg.seed)
@@ -332,6 +350,7 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
                                           weight_decay=weight_decay)
             scheduler = poly_schedule(optimizer, epochs * -(-shard_size // cfg.batch_size),
                                       cfg.poly_power)
+            scaler = grad_scaler(cfg.precision, device)
             if state is not None and state["stage"] == stage:
                 model.load_state_dict(state["model"])
                 if official:
@@ -340,6 +359,8 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
                     criterion.load_state_dict(state["criterion"])
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
+                if "scaler" in state:
+                    scaler.load_state_dict(state["scaler"])
             elif stage > 0:  # fine-tuning continues from the best checkpoint of the first stage
                 best = workdir / CHECKPOINT_BEST
                 if not best.is_file():  # best_by metrics, and no epoch of stage 0 validated
@@ -350,8 +371,8 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
                 begin, lr_at_start = time.perf_counter(), scheduler.get_last_lr()[0]
                 batches = stream.batches(training_batches(params, len(train_set), session.rank,
                                                           session.world_size, epoch))
-                losses = run_epoch(wrapped, criterion, optimizer, scheduler, batches, params, epoch,
-                                   encoder, classes, device, session.progress)
+                losses = run_epoch(wrapped, criterion, optimizer, scheduler, scaler, batches,
+                                   params, epoch, encoder, classes, device, session.progress)
                 record = {"epoch": epoch, "stage": stage, "lr": lr_at_start,
                           "seconds": time.perf_counter() - begin,
                           **{f"train_{k}": v / session.world_size
@@ -375,7 +396,7 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
 
                 def save(path: Path) -> None:
                     save_checkpoint(path, model, optimizer, scheduler, epoch, stage, history,
-                                    params, criterion)
+                                    params, criterion, scaler)
 
                 save(workdir / CHECKPOINT_LAST)
                 save_best(workdir, history, best_by, save)
@@ -399,6 +420,7 @@ def train(params: Params, resume: bool = False, progress: bool = True, device: s
     `resume` continues from its last.pt. `uniseg3d train` runs the same loop through Ray
     (`ray_train.run_ray_train`); this is the reference it is measured against."""
     cfg = params.train
+    check_precision(cfg.precision, device, "train.precision")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     train_set, val_set = scene_sets(params, train_scenes, val_scenes)
