@@ -293,7 +293,7 @@ def configuration_table(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
             values = group[metric].astype(float) if metric in group else pd.Series([math.nan])
             row[f"{metric}_mean"] = float(values.mean())
             row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-        sides[row["changed"]] = [str(Path(folder) / "eval") for folder in group["folder"]]
+        sides[row["changed"]] = configuration_side(group)
         rows.append(row)
     configurations = pd.DataFrame(rows)
     for key in ("overall_delta", "ci_low", "ci_high", "p_value"):
@@ -311,12 +311,17 @@ def configuration_table(table: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
                                       na_position="last").reset_index(drop=True)
 
 
-def overall_difference(baseline: list[str], other: list[str]) -> dict:
-    """Overall of `other` minus `baseline` (evaluation folders, one per seed): `delta`,
+def configuration_side(trials: pd.DataFrame) -> Side:
+    """One configuration's completed `trials` as a bootstrap side: each trial's evaluation
+    statistics (`<folder>/eval/scene_stats`), read once."""
+    folders = [str(Path(folder) / "eval") for folder in trials["folder"]]
+    return Side(",".join(folders), [read_evaluation(folder) for folder in folders])
+
+
+def overall_difference(baseline: Side, other: Side) -> dict:
+    """Overall of `other` minus `baseline` (one evaluation per seed each): `delta`,
     `ci_low`, `ci_high`, `p_value`, `significant` (`uniseg3d.metrics.bootstrap`)."""
-    sides = [Side(",".join(folders), [read_evaluation(f) for f in folders])
-             for folders in (baseline, other)]
-    rows = paired_bootstrap(sides, 0, RESAMPLES, CONFIDENCE,
+    rows = paired_bootstrap([baseline, other], 0, RESAMPLES, CONFIDENCE,
                             composites={OVERALL: HEADLINE_KEYS})["metrics"]
     found = next(row for row in rows if (row["task"], row["metric"]) == OVERALL)
     return {"overall_delta": found["delta"], **{key: found[key] for key in
@@ -341,10 +346,10 @@ def best_configuration(table: pd.DataFrame, configurations: pd.DataFrame) -> dic
     if len(scored) < 2:
         return {**result, "runner_up": None}
     runner = scored.iloc[1]
-    folders = [[str(Path(f) / "eval") for f in table.loc[
-        (table["status"] == "completed") & (table["changed"] == row["changed"]), "folder"]]
-        for row in (runner, best)]
-    versus = overall_difference(*folders)
+    completed = table[table["status"] == "completed"]
+    versus = overall_difference(*(configuration_side(completed[completed["changed"]
+                                                                == row["changed"]])
+                                  for row in (runner, best)))
     return {**result, "runner_up": {
         "changed": runner["changed"], "overall": float(runner["overall_mean"]),
         "delta": versus["overall_delta"], "ci_low": versus["ci_low"],
