@@ -201,3 +201,39 @@ def test_bench_evaluate_leaves_the_stage_outputs_alone(evaluated):
     result = bench_evaluate(params)
     assert result["scannet_scenes"] == 2 and result["seconds"] >= result["total_s"] > 0
     assert (Path(params.evaluate.out) / METRICS_FILE).read_text() == before
+
+
+def test_workers_give_the_one_process_evaluation(evaluated, data):
+    """Two worker processes (one scene and no Replica scene, one scene and the Replica scene)
+    write what one process wrote: metrics (protocol included), per-scene statistics, prompts
+    and submission files."""
+    metrics, params = evaluated
+    assert metrics["interactive_protocol"]["single"]["curve"]  # the protocol ran
+    one = Path(params.evaluate.out)
+    two = data / "two_workers"
+    split = dataclasses.replace(params, evaluate=dataclasses.replace(params.evaluate,
+                                                                     out=str(two)))
+    parallel = run_evaluate(split, progress=False, workers=2)
+    assert parallel["timing"]["workers"] == 2 and metrics["timing"]["workers"] == 1
+
+    def numbers(found: dict) -> dict:
+        return {key: value for key, value in found.items() if key != "timing"}
+
+    assert json.dumps(numbers(parallel), sort_keys=True) == json.dumps(numbers(metrics),
+                                                                       sort_keys=True)
+    ones, twos = read_evaluation(one), read_evaluation(two)
+    assert ones.keys() == twos.keys() and "interactive_protocol" in ones
+    for task, stats in ones.items():
+        assert twos[task].scene_ids == stats.scene_ids and twos[task].meta == stats.meta
+        for name, values in stats.sums.items():
+            np.testing.assert_array_equal(twos[task].sums[name], values, err_msg=task)
+        for table, columns in stats.tables.items():
+            for column, values in columns.items():
+                np.testing.assert_array_equal(twos[task].tables[table][column], values,
+                                              err_msg=f"{task} {table}.{column}")
+    for folder in ("prompts", "predictions/instance", "predictions/semantic"):
+        files = sorted(p.relative_to(one) for p in (one / folder).rglob("*") if p.is_file())
+        assert files and files == sorted(p.relative_to(two) for p in (two / folder).rglob("*")
+                                         if p.is_file())
+        for name in files:
+            assert (two / name).read_bytes() == (one / name).read_bytes(), name

@@ -166,7 +166,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except PrecisionError as error:
         log.error("%s", error)
         return 2
-    metrics = run_evaluate(params, device=args.device, precision=args.precision)
+    if args.workers < 1:
+        log.error("--workers %d: expected a number of processes >= 1", args.workers)
+        return 2
+    metrics = run_evaluate(params, device=args.device, precision=args.precision,
+                           workers=args.workers)
     write_evaluation_leaderboards(metrics, params.evaluate.out)
     headline = {task: {k: v for k, v in section.items() if not isinstance(v, dict)}
                 for task, section in metrics.items() if isinstance(section, dict)
@@ -517,6 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "submission format to evaluate.out.")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     add_precision(evaluate)
+    evaluate.add_argument("--workers", type=int, default=1,
+                          help="processes that share the scenes, each with its own copy of the "
+                          "model (on CUDA one device each, in turn; train.threads divided among "
+                          "them); the metrics do not depend on the count (default: %(default)s)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     report = verbs.add_parser(

@@ -166,6 +166,14 @@ class OpenVocabTask:
         self._gts.append(gt)
         self._predictions.append(_pack(prediction))
 
+    def extend(self, other: OpenVocabTask) -> None:
+        """Append the scenes `other` (of the same class list) evaluated, in its order."""
+        if other.class_names != self.class_names:
+            raise ValueError("open-vocabulary tasks of different class lists cannot be joined")
+        self._ids += other._ids
+        self._gts += other._gts
+        self._predictions += other._predictions
+
     def scene_stats(self) -> SceneStats:
         """The per-scene match tables of every scene added."""
         return open_vocab_stats(self._gts, (p.unpack() for p in self._predictions),
@@ -223,6 +231,12 @@ class ScanNetTasks:
         if prediction.open_vocab is not None:  # None: predicted without a vocabulary
             self.open_vocab.add(instance_gt(scene.semantic200, scene.instance),
                                 prediction.open_vocab, scene.scene_id)
+
+    def extend(self, other: ScanNetTasks) -> None:
+        """Append the scenes `other` evaluated, in its order (an evaluation split across
+        workers is joined back into the one-process order this way)."""
+        self._scenes += other._scenes
+        self.open_vocab.extend(other.open_vocab)
 
     def scene_stats(self, tasks: Sequence[str] = TASKS) -> dict[str, SceneStats]:
         """The per-scene statistics of each of `tasks` (default: all six), keyed by task."""

@@ -27,14 +27,20 @@ The `evaluate` command then writes the leaderboards from `metrics.json` beside t
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import logging
 import math
+import multiprocessing
 import shutil
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -46,6 +52,7 @@ from uniseg3d.datasets.loader import Sample, evaluation_sample, read_scene_list,
 from uniseg3d.datasets.prompt_files import PROMPTS_DIR, prompts_document, write_prompts
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.metrics.instance import InstancePredictions
+from uniseg3d.metrics.interactive import protocol_stats
 from uniseg3d.metrics.scene_stats import SCENE_STATS_DIR, SceneStats, first_row, write_stats
 from uniseg3d.metrics.submission import (
     write_ids, write_instance_submission, write_semantic_submission)
@@ -57,7 +64,7 @@ from uniseg3d.model.inputs import scene_input
 from uniseg3d.model.precision import set_precision
 from uniseg3d.model.text_encoder import CachedTextEncoder, class_embeddings
 from uniseg3d.model.uniseg3d import UniSeg3D
-from uniseg3d.pipelines.interactive import protocol_section, protocol_statistics
+from uniseg3d.pipelines.interactive import protocol_section, scene_protocol
 from uniseg3d.pipelines.train import class_prompt_names, load_trained_model
 
 log = logging.getLogger(__name__)
@@ -134,25 +141,6 @@ def scannet_classes() -> list[str]:
     return class_prompt_names(scannet200().names)
 
 
-def evaluate_scannet(predictor: Predictor, params: Params, out: Path, progress: bool,
-                     prompts: list[dict]) -> ScanNetTasks:
-    """Every ScanNet-layout validation scene through the model; submission files on the way,
-    each scene's prompts appended to `prompts`."""
-    cfg = params.evaluate
-    scene_ids = validation_ids(cfg)
-    classes = scannet_classes()
-    vocabulary = predictor.vocabulary(classes)
-    tasks = ScanNetTasks()
-    for index, scene_id in enumerate(tqdm(scene_ids, desc="evaluate", unit="scene",
-                                          disable=not progress)):
-        sample = evaluation_sample(read_scene(Path(cfg.cache) / scene_id), params, index)
-        prediction = predictor(sample, vocabulary)
-        tasks.add(sample, prediction)
-        write_scene_files(out / PREDICTIONS_DIR, sample.scene, prediction)
-        prompts.append(prompts_document(sample, "scannet", index, classes))
-    return tasks
-
-
 def replica_task(scenes: list[Scene]) -> OpenVocabTask:
     """The zero-shot open-vocabulary task of the Replica scenes (their instance names); its
     class list as text is `[free_text(name) for name in task.class_names]`."""
@@ -162,25 +150,122 @@ def replica_task(scenes: list[Scene]) -> OpenVocabTask:
                          REPLICA_EXCLUDED)
 
 
-def evaluate_replica(predictor: Predictor, params: Params, progress: bool,
-                     prompts: list[dict]) -> OpenVocabTask | None:
-    """Zero-shot open-vocabulary instances on the Replica cache (None: no Replica scenes),
-    each scene's prompts appended to `prompts`."""
-    cache = params.evaluate.replica_cache
-    scenes = read_split(cache) if cache is not None else []
-    if not scenes:
-        log.info("no Replica scenes in %s: zero-shot evaluation skipped", cache)
-        return None
-    task = replica_task(scenes)
-    classes = [free_text(name) for name in task.class_names]
+@dataclass(frozen=True)
+class Share:
+    """The scenes one evaluation worker runs: a contiguous slice of the ScanNet-layout
+    validation ids and one of the Replica ids, each with its first scene's position in the
+    whole list (a scene's position seeds its prompts, so a scene gets the same prompts whichever
+    worker runs it)."""
+
+    scannet: tuple[str, ...]
+    scannet_start: int
+    replica: tuple[str, ...]
+    replica_start: int
+    device: str
+    threads: int
+
+    @property
+    def scenes(self) -> int:
+        """Scenes this share runs through the model (the protocol's runs not counted)."""
+        return len(self.scannet) + len(self.replica)
+
+
+@dataclass
+class ShareResult:
+    """What one share's scenes gave: the tasks' records (joined across shares in order), the
+    protocol's per-scene click curves, the prompts and the seconds spent."""
+
+    tasks: ScanNetTasks
+    replica: OpenVocabTask | None
+    protocol: list[SceneStats] = field(default_factory=list)
+    scannet_prompts: list[dict] = field(default_factory=list)
+    replica_prompts: list[dict] = field(default_factory=list)
+    scannet_seconds: float = 0.0
+    forward_seconds: float = 0.0
+    protocol_seconds: float = 0.0
+
+
+def split_scenes(scannet: list[str], replica: list[str], workers: int, device: str,
+                 threads: int) -> list[Share]:
+    """`workers` shares of contiguous, near-equal slices of both scene lists (never more
+    shares than ScanNet-layout scenes); on CUDA the shares take the devices in turn; the
+    threads are divided among the shares."""
+    workers = max(1, min(workers, len(scannet)))
+    cuda = torch.device(device).type == "cuda" and workers > 1
+    devices = [f"cuda:{i % torch.cuda.device_count()}" if cuda else device
+               for i in range(workers)]
+    a, b = (np.linspace(0, len(ids), workers + 1).round().astype(int) for ids in (scannet, replica))
+    return [Share(tuple(scannet[a[i]:a[i + 1]]), int(a[i]), tuple(replica[b[i]:b[i + 1]]),
+                  int(b[i]), devices[i], max(1, threads // workers)) for i in range(workers)]
+
+
+def evaluate_share(params: Params, share: Share, precision: str, replica: OpenVocabTask | None,
+                   tick: Callable[[], object]) -> ShareResult:
+    """Every scene of `share` through the checkpoint: the ScanNet-layout scenes' six tasks
+    (submission files written on the way), the Replica scenes' zero-shot instances against
+    `replica`'s class list (an empty task: its class names), then AGILE3D's protocol on the
+    ScanNet-layout scenes; `tick()` after each scene of each part."""
+    cfg = params.evaluate
+    torch.set_num_threads(share.threads)
+    predictor = Predictor(*load_trained_model(cfg.checkpoint, share.device), device=share.device)
+    set_precision(predictor.model, precision, share.device)
+    result = ShareResult(ScanNetTasks(), copy.deepcopy(replica) if share.replica else None)
+    classes = scannet_classes()
     vocabulary = predictor.vocabulary(classes)
-    for index, scene in enumerate(tqdm(scenes, desc="evaluate replica", unit="scene",
-                                       disable=not progress)):
-        sample = evaluation_sample(scene, params, index)
+    for index, scene_id in enumerate(share.scannet, share.scannet_start):
+        sample = evaluation_sample(read_scene(Path(cfg.cache) / scene_id), params, index)
         prediction = predictor(sample, vocabulary)
-        task.add(replica_gt(scene, task.class_names), prediction.open_vocab, scene.scene_id)
-        prompts.append(prompts_document(sample, "replica", index, classes))
-    return task
+        result.tasks.add(sample, prediction)
+        write_scene_files(Path(cfg.out) / PREDICTIONS_DIR, sample.scene, prediction)
+        result.scannet_prompts.append(prompts_document(sample, "scannet", index, classes))
+        tick()
+    result.scannet_seconds = predictor.seconds
+    if result.replica is not None:
+        classes = [free_text(name) for name in result.replica.class_names]
+        vocabulary = predictor.vocabulary(classes)
+        for index, scene_id in enumerate(share.replica, share.replica_start):
+            scene = read_scene(Path(cfg.replica_cache) / scene_id)
+            sample = evaluation_sample(scene, params, index)
+            prediction = predictor(sample, vocabulary)
+            result.replica.add(replica_gt(scene, result.replica.class_names),
+                               prediction.open_vocab, scene.scene_id)
+            result.replica_prompts.append(prompts_document(sample, "replica", index, classes))
+            tick()
+    result.forward_seconds = predictor.seconds
+    start = time.perf_counter()
+    for scene_id in share.scannet if cfg.protocol_clicks else ():
+        result.protocol.append(scene_protocol(
+            predictor.model, read_scene(Path(cfg.cache) / scene_id), predictor.encoder.dim,
+            params.prompts.min_points, cfg.protocol_clicks, share.device))
+        tick()
+    result.protocol_seconds = time.perf_counter() - start
+    return result
+
+
+def run_shares(params: Params, shares: list[Share], precision: str,
+               replica: OpenVocabTask | None, progress: bool) -> list[ShareResult]:
+    """Every share's result, in order: one share in this process, several each in a process of
+    its own (spawned: CUDA and torch's threads do not survive a fork), with one progress bar
+    over all of them."""
+    per_scene = 1 + bool(params.evaluate.protocol_clicks)
+    total = sum(len(s.scannet) * per_scene + len(s.replica) for s in shares)
+    with tqdm(total=total, desc="evaluate", unit="scene", disable=not progress) as bar:
+        if len(shares) == 1:
+            return [evaluate_share(params, shares[0], precision, replica, bar.update)]
+        context = multiprocessing.get_context("spawn")
+        with context.Manager() as manager, ProcessPoolExecutor(
+                len(shares), mp_context=context) as pool:
+            ticks = manager.Queue()
+            futures = [pool.submit(evaluate_share, params, share, precision, replica,
+                                   functools.partial(ticks.put, 1)) for share in shares]
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                while not ticks.empty():
+                    bar.update(ticks.get())
+                for future in done:
+                    future.result()  # a worker's error, raised here
+            return [future.result() for future in futures]
 
 
 def task_statistics(tasks: ScanNetTasks, replica: OpenVocabTask | None
@@ -239,49 +324,56 @@ def write_scene_stats(out: Path, stats: dict[str, SceneStats], dataset: str) -> 
 
 
 def run_evaluate(params: Params, progress: bool = True, device: str = "cpu",
-                 precision: str = "fp32") -> dict:
+                 precision: str = "fp32", workers: int = 1) -> dict:
     """Evaluate `evaluate.checkpoint` on every task (`precision`: the backbone's,
-    `uniseg3d.model.precision`); write the stage outputs; return the metrics (the content of
-    `metrics.json`)."""
+    `uniseg3d.model.precision`), the scenes split among `workers` processes (`split_scenes`;
+    the result does not depend on how many); write the stage outputs; return the metrics (the
+    content of `metrics.json`; its `timing` sums each part's seconds over the workers, and
+    `total_s` is the wall time)."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     cfg = params.evaluate
     start = time.perf_counter()
-    torch.set_num_threads(params.train.threads)
     out = Path(cfg.out)
     shutil.rmtree(out / PREDICTIONS_DIR, ignore_errors=True)  # no stale scenes in the folders
-    predictor = Predictor(*load_trained_model(cfg.checkpoint, device), device=device)
-    set_precision(predictor.model, precision, device)
-    prompts: list[dict] = []
-    tasks = evaluate_scannet(predictor, params, out, progress, prompts)
-    scannet_seconds = predictor.seconds
-    replica = evaluate_replica(predictor, params, progress, prompts)
-    stats, results, vocabularies = task_statistics(tasks, replica)
-    protocol_start = time.perf_counter()
-    scene_ids = validation_ids(cfg)
+    replica_ids = cached_scene_ids(cfg.replica_cache) if cfg.replica_cache is not None else []
+    replica = replica_task(read_split(cfg.replica_cache, replica_ids)) if replica_ids else None
+    if replica is None:
+        log.info("no Replica scenes in %s: zero-shot evaluation skipped", cfg.replica_cache)
+    shares = split_scenes(validation_ids(cfg), replica_ids, workers, device, params.train.threads)
+    results = run_shares(params, shares, precision, replica, progress)
+    tasks = ScanNetTasks()
+    for result in results:
+        tasks.extend(result.tasks)
+        if result.replica is not None:
+            replica.extend(result.replica)
+    stats, results_by_task, vocabularies = task_statistics(tasks, replica)
     if cfg.protocol_clicks:
-        stats[PROTOCOL] = protocol_statistics(
-            predictor.model, (read_scene(Path(cfg.cache) / scene_id) for scene_id in scene_ids),
-            predictor.encoder.dim, params.prompts.min_points, cfg.protocol_clicks, device,
-            progress, len(scene_ids))
+        stats[PROTOCOL] = protocol_stats([s for r in results for s in r.protocol],
+                                         cfg.protocol_clicks)
     protocol = protocol_section(stats[PROTOCOL]) if PROTOCOL in stats else None
-    protocol_seconds = time.perf_counter() - protocol_start
-    counts = counts_section(tasks, replica, results)
+    counts = counts_section(tasks, replica, results_by_task)
+    forward = sum(r.forward_seconds for r in results)
     metrics = {
         "dataset": cfg.dataset_label,
-        **{task: metric_section(result) for task, result in results.items()},
+        **{task: metric_section(result) for task, result in results_by_task.items()},
         **({PROTOCOL: metric_section(protocol)} if protocol else {}),
         "counts": counts,
-        "timing": {"forward_s": predictor.seconds, "scannet_forward_s": scannet_seconds,
-                   "forward_s_per_scene": predictor.seconds
+        "timing": {"workers": len(shares), "forward_s": forward,
+                   "scannet_forward_s": sum(r.scannet_seconds for r in results),
+                   "forward_s_per_scene": forward
                    / (counts["scannet_scenes"] + counts["replica_scenes"]),
-                   "interactive_protocol_s": protocol_seconds,
+                   "interactive_protocol_s": sum(r.protocol_seconds for r in results),
                    "total_s": time.perf_counter() - start},
     }
-    write_outputs(out, metrics, results, vocabularies)
+    write_outputs(out, metrics, results_by_task, vocabularies)
     write_scene_stats(out, stats, cfg.dataset_label)
-    write_prompts(out / PROMPTS_DIR, prompts)
+    write_prompts(out / PROMPTS_DIR, [p for r in results for p in r.scannet_prompts]
+                  + [p for r in results for p in r.replica_prompts])
     log.info("semantic mIoU %.3f, instance AP %.3f, PQ %.3f, interactive mIoU %.3f, referring "
-             "mIoU %.3f, ScanNet200 AP %.3f (%d scenes, %.1f s) -> %s",
-             results["semantic"]["miou"], results["instance"]["ap"], results["panoptic"]["pq"],
-             results["interactive"]["miou"], results["referring"]["miou"],
-             results["open_vocab"]["ap"], len(tasks), metrics["timing"]["total_s"], out)
+             "mIoU %.3f, ScanNet200 AP %.3f (%d scenes, %d worker(s), %.1f s) -> %s",
+             results_by_task["semantic"]["miou"], results_by_task["instance"]["ap"],
+             results_by_task["panoptic"]["pq"], results_by_task["interactive"]["miou"],
+             results_by_task["referring"]["miou"], results_by_task["open_vocab"]["ap"],
+             len(tasks), len(shares), metrics["timing"]["total_s"], out)
     return metrics
