@@ -19,7 +19,8 @@ from uniseg3d.datasets.streaming import SceneSet, SceneStream, epoch_batches, ep
 from uniseg3d.pipelines import train as train_module
 from uniseg3d.pipelines.official_training import official_training
 from uniseg3d.pipelines.samples import (
-    TRAIN, VALIDATION, metric_batches, preparation, training_batches, validation_batches)
+    TRAIN, VALIDATION, loader_workers, metric_batches, preparation, training_batches,
+    validation_batches)
 from uniseg3d.pipelines.train import train
 
 IDS = ("stream0", "stream1", "stream2", "stream3")  # three to train on, one to validate
@@ -61,10 +62,26 @@ def arrays(example) -> list[np.ndarray]:
             sample.click_instances, sample.text_instances, np.array(sample.texts), *targets]
 
 
-@pytest.mark.parametrize("cores, workers", [(1, 0), (2, 1), (3, 2), (16, 2)])
-def test_default_loader_workers_leave_a_core_to_the_step(monkeypatch, cores, workers):
+@pytest.mark.parametrize("cores, cpus, accelerated, workers", [
+    (1, 2, False, 0), (2, 2, False, 1), (3, 4, False, 2), (16, 2, False, 1), (16, 16, False, 2),
+    (16, 1, False, 0), (16, 8, True, 7), (4, 8, True, 3), (1, 8, True, 0)])
+def test_default_loader_workers_leave_a_core_to_the_step(monkeypatch, cores, cpus, accelerated,
+                                                         workers):
+    """The training process's CPUs (never more than the machine's) less one; at most two when
+    the step runs on the CPU too."""
     monkeypatch.setattr(streaming, "available_cores", lambda: cores)
-    assert streaming.default_loader_workers() == workers
+    assert streaming.default_loader_workers(cpus, accelerated) == workers
+
+
+def test_null_loader_workers_follow_the_ray_worker_cpus(monkeypatch):
+    monkeypatch.setattr(streaming, "available_cores", lambda: 16)
+    params = Params()
+    assert loader_workers(params) == 1  # ray.cpus_per_worker: 2
+    gpu = dataclasses.replace(params, ray=dataclasses.replace(params.ray, use_gpu=True,
+                                                              cpus_per_worker=6))
+    assert loader_workers(gpu) == 5 and loader_workers(gpu, cpus=1) == 0
+    fixed = dataclasses.replace(gpu, train=dataclasses.replace(gpu.train, loader_workers=3))
+    assert loader_workers(fixed, cpus=1) == 3
 
 
 def test_epoch_batches_follow_the_shard_in_a_seeded_order():

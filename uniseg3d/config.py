@@ -261,7 +261,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     loader_workers: int | None = None  # processes preparing samples ahead of the step; null:
-    #                                    min(2, cores - 1); 0: in the training process
+    #                                    the trainer's CPUs - 1 (at most 2 without a GPU);
+    #                                    0: in the training process
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast on CUDA (fp16 with a loss scaler)
     fine_tune_epochs: int = 0  # > 0: a second stage from the best checkpoint at lr, wd x 0.001
     init_backbone: str | None = None  # official: the released sstnet_scannet.pth backbone

@@ -34,10 +34,13 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def default_loader_workers() -> int:
-    """`train.loader_workers` when null: one core is left to the training step, at most two
-    workers (preparing a scene takes a fraction of a step), none on a single core."""
-    return max(0, min(2, available_cores() - 1))
+def default_loader_workers(cpus: int, accelerated: bool = False) -> int:
+    """Loader workers when `train.loader_workers` is null: the CPUs given to the process that
+    trains (`cpus`, never more than it may use) less one for the step; when the step runs on
+    the CPU as well (not `accelerated`) at most two, since a scene's preparation is a fraction
+    of a CPU step and the step wants the cores; none on a single core."""
+    spare = min(cpus, available_cores()) - 1
+    return max(0, spare if accelerated else min(2, spare))
 
 
 @dataclass(frozen=True)

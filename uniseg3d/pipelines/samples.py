@@ -60,10 +60,15 @@ class Preparation:
         return Example(sample, official_targets(sample, self.pseudo.of_scene(scene)))
 
 
-def loader_workers(params: Params) -> int:
-    """`train.loader_workers`, or when null what this machine allows."""
+def loader_workers(params: Params, cpus: int | None = None) -> int:
+    """`train.loader_workers`, or when null what the training process's CPUs allow (`cpus`,
+    default `ray.cpus_per_worker`: what Ray gives each training worker; GPU runs,
+    `ray.use_gpu`, leave the step one core and give the loader the rest)."""
     workers = params.train.loader_workers
-    return default_loader_workers() if workers is None else workers
+    if workers is not None:
+        return workers
+    return default_loader_workers(params.ray.cpus_per_worker if cpus is None else cpus,
+                                  params.ray.use_gpu)
 
 
 def preparation(params: Params) -> Preparation:
@@ -72,10 +77,11 @@ def preparation(params: Params) -> Preparation:
     return Preparation(params, PseudoMasks(params.train.pseudo_masks) if official else None)
 
 
-def open_stream(params: Params, train_set: SceneSet, val_set: SceneSet) -> SceneStream[Example]:
+def open_stream(params: Params, train_set: SceneSet, val_set: SceneSet,
+                cpus: int | None = None) -> SceneStream[Example]:
     """The stream of a run's examples (`params` as the run trains: the official recipe's
-    choices applied)."""
-    workers = loader_workers(params)
+    choices applied; `cpus`: the training process's CPUs, for `loader_workers`)."""
+    workers = loader_workers(params, cpus)
     log.info("%d loader worker(s) prepare the samples", workers)
     return SceneStream({TRAIN: train_set, VALIDATION: val_set}, preparation(params), workers)
 

@@ -338,7 +338,7 @@ def fit(params: Params, session: WorkerSession, train_set: SceneSet, val_set: Sc
     shard_size = -(-len(train_set) // session.world_size)  # epoch_shard's length
     val_plan = validation_batches(params, len(val_set), session.rank, session.world_size)
     metric_plan = metric_batches(len(val_set)) if session.rank == 0 else []
-    stream = open_stream(params, train_set, val_set)
+    stream = open_stream(params, train_set, val_set, session.threads)
     try:
         schedule = stages(params)
         total_epochs = sum(epochs for epochs, _, _ in schedule)
