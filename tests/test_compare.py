@@ -23,7 +23,7 @@ from uniseg3d.metrics.scene_stats import read_evaluation
 from uniseg3d.metrics.semantic import semantic_scores
 from uniseg3d.pipelines.evaluate import write_scene_stats
 from uniseg3d.pipelines.compare import compare_evaluations
-from uniseg3d.reports.comparison import COLUMNS, FILES, run_compare
+from uniseg3d.reports.comparison import COLUMNS, FILES, run_compare, side_labels
 
 RESAMPLES = 200
 
@@ -139,6 +139,19 @@ def test_outputs_and_the_command_line(evaluations, tmp_path):
     assert (out / FILES["forest"]).stat().st_size > 0 and (out / FILES["classes"]).is_file()
     markdown = (out / FILES["md"]).read_text()
     assert f"]({FILES['forest']})" in markdown and "ci_low" in markdown
+    # the sides are named once with their labels; the rows use the labels
+    assert f"A = `{a}`; B = `{b}`; the baseline is B" in markdown
+    assert markdown.count(a) == 1 and "| B          | A       |" in markdown
+
+
+def test_sides_of_several_seeds_get_short_labels(evaluations, tmp_path):
+    a, b = evaluations["a"], evaluations["b"]
+    document = run_compare([f"{a},{b}", b], tmp_path / "seeds", resamples=20)
+    assert {row["other"] for row in document["metrics"]} == {b}
+    markdown = (tmp_path / "seeds" / FILES["md"]).read_text()
+    assert f"A = `{a}`, `{b}` (2 seeds); B = `{b}`; the baseline is A" in markdown
+    assert markdown.count(a) == 1
+    assert side_labels([str(i) for i in range(28)])["27"] == "B2"
 
 
 def test_other_scenes_or_datasets_are_refused_and_nothing_is_written(evaluations, data,

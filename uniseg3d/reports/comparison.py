@@ -62,21 +62,37 @@ def _figures(metrics: pd.DataFrame, classes: pd.DataFrame, out: Path) -> list[Fi
     return figures
 
 
+def side_labels(sides: Sequence[str]) -> dict[str, str]:
+    """A short label per side (A, B, ..., then A2, B2, ...), for the tables and figures: a
+    side of several seeds is several folder paths long."""
+    return {side: chr(ord("A") + i % 26) + (str(i // 26 + 1) if i >= 26 else "")
+            for i, side in enumerate(sides)}
+
+
+def _side(spec: str, label: str) -> str:
+    folders = spec.split(",")
+    seeds = f" ({len(folders)} seeds)" if len(folders) > 1 else ""
+    return f"{label} = " + ", ".join(f"`{folder}`" for folder in folders) + seeds
+
+
 def write_comparison(settings: dict, out: Path) -> None:
-    """A `compare_evaluations` result as JSON, CSV, Markdown and HTML (with its figures) in
-    `out`."""
+    """A `compare_evaluations` result as JSON, CSV (both with the sides' folders), Markdown and
+    HTML (with its figures; the sides by their labels, `side_labels`) in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = pd.DataFrame(settings["metrics"], columns=COLUMNS)
     classes = pd.DataFrame(settings["classes"], columns=COLUMNS)
+    labels = side_labels(settings["sides"])
     document = {**settings, **{part: [{k: _json_value(v) for k, v in row.items()}
                                       for row in settings[part]]
                                for part in ("metrics", "classes")}}
     (out / FILES["json"]).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n",
                                      encoding="utf-8")
     pd.concat([metrics, classes], ignore_index=True).to_csv(out / FILES["csv"], index=False)
-    sides = ", ".join(f"`{side}`" for side in settings["sides"])
+    sides = "; ".join(_side(side, labels[side]) for side in settings["sides"])
+    metrics, classes = (frame.replace({"baseline": labels, "other": labels})
+                        for frame in (metrics, classes))
     blocks = [
-        Text(f"Sides {sides} against the baseline `{settings['baseline']}`: "
+        Text(f"Sides {sides}; the baseline is {labels[settings['baseline']]}: "
              f"{settings['resamples']} paired bootstrap resamples of the scenes (seed "
              f"{settings['seed']}), {100 * settings['confidence']:g} % percentile intervals of "
              "the difference b - a; `significant` when the interval excludes zero; p-value: "
