@@ -1,5 +1,5 @@
 """Units of the synthetic benchmark: description grammar and semantics, quads, furniture shapes,
-floor plans."""
+floor plans, a room's vertex count from its spacing."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from uniseg3d.datasets.primitives import box_surface, grid_patch, merge_meshes
 from uniseg3d.datasets.synthetic.catalog import COLOURS, KINDS, NOUNS
 from uniseg3d.datasets.synthetic.floorplan import plan_room
 from uniseg3d.datasets.synthetic.furniture import SHAPES, _cylinder
+from uniseg3d.datasets.synthetic.generate import (SceneTask, layout_vertices,
+                                                  spacing_for_vertices)
 from uniseg3d.datasets.synthetic.mesh import pair_quads
 from uniseg3d.datasets.synthetic.referring import (Anchor, Spec, check_description, parse,
                                                    render)
@@ -153,3 +155,16 @@ def test_programs_cover_scannet20_and_keep_novel_classes_out():
     assert {3, 4, 5, 6, 7, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39} <= nyu40
     used = {k for program in SCANNET_PROGRAMS for r in program.requests for k in r.kinds}
     assert not any(KINDS[k].novel for k in used)
+
+
+def test_spacing_for_vertices_gives_rooms_of_the_asked_size(tmp_path):
+    rooms = [SceneTask(str(tmp_path), "scannet", index, 0) for index in range(4)]
+    at_default = [layout_vertices(task) for task in rooms]
+    assert max(at_default) > 1.5 * min(at_default)  # rooms differ in size at one spacing
+    for task, vertices in zip(rooms, (10_000, 20_000, 60_000, 150_000)):
+        spacing = spacing_for_vertices(task, vertices)
+        assert layout_vertices(SceneTask(str(tmp_path), "scannet", task.index, 0, spacing)) \
+            == pytest.approx(vertices, rel=0.03)
+    assert not list(tmp_path.iterdir())  # nothing written
+    with pytest.raises(ValueError, match="vertices must be >= 1"):
+        spacing_for_vertices(rooms[0], 0)

@@ -238,3 +238,16 @@ def test_bad_arguments(tmp_path):
         run_synth(tmp_path, 0, 0, 0, 0)
     with pytest.raises(ValueError):
         run_synth(tmp_path, 1, 0, 0, 0, spacing=0.0)
+    with pytest.raises(ValueError, match="2 spacings for 3 scenes"):
+        run_synth(tmp_path, 2, 1, 0, 0, spacing=[0.05, 0.1])
+
+
+def test_a_spacing_per_scene(tmp_path):
+    """Each scene at its own spacing: the same file as a run of that spacing for all."""
+    summary = run_synth(tmp_path, 1, 1, 0, SEED, jobs=1, spacing=[0.1, 0.05], progress=False)
+    assert summary["spacing"] == "per scene"
+    run_synth(tmp_path / "one", 1, 0, 0, SEED, jobs=1, spacing=0.1, progress=False)
+    coarse, fine = (scene_files(tmp_path / "scans" / scene)["mesh"] for scene in SCANNET_IDS[:2])
+    assert coarse.read_bytes() == (tmp_path / "one" / "scans" / SCANNET_IDS[0] /
+                                   coarse.name).read_bytes()
+    assert summary["vertices_per_scene"]["max"] > 2 * summary["vertices_per_scene"]["min"]

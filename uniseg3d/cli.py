@@ -28,6 +28,25 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive_ints(text: str) -> tuple[int, ...]:
+    """`100,1000` -> (100, 1000)."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, "
+                                         f"got {text!r}")
+    return values
+
+
+def _nonnegative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive number, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -387,6 +406,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from uniseg3d.benchmarks.ray_bench import bench_sweep
 
         result = bench_sweep(params, params.sweep)
+    elif args.target == "scale":
+        from uniseg3d.benchmarks.scale_bench import ScaleSettings, VertexCounts, bench_scale
+
+        try:
+            settings = ScaleSettings(
+                rooms=args.rooms, vertices=VertexCounts.scannet_like(args.mean_vertices),
+                memory_scenes=args.memory_scenes, sleep_ms=args.sleep_ms,
+                steps=args.train_steps or 4, eval_scenes=args.eval_scenes,
+                protocol_scenes=args.protocol_scenes, jobs=args.jobs or params.prepare.jobs,
+                work=args.work)
+            settings.check(params.train.batch_size)
+        except ValueError as error:  # settings that cannot be measured
+            log.error("%s", error)
+            return 2
+        result = bench_scale(params, settings)
     elif args.target == "gpu":
         from uniseg3d.benchmarks.gpu_bench import bench_gpu
 
@@ -396,7 +430,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         from uniseg3d.benchmarks.model_bench import bench_model
 
-        result = bench_model(params, args.points, args.repeats, args.train_steps)
+        result = bench_model(params, args.points, args.repeats, args.train_steps or 10)
     _write_json(result, args.out or f"benchmarks/{args.target}.json")
     return 0
 
@@ -699,11 +733,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "command on a GPU machine: spconv's GPU algorithm against the CPU's, a "
                     "training step per precision, the latency at the paper's size, a Ray Train "
                     "epoch on the GPU and the loader's data-wait fraction (without CUDA: "
-                    "\"skipped\" in its JSON, exit 0).")
+                    "\"skipped\" in its JSON, exit 0). scale: at ScanNet's sizes (--rooms "
+                    "generated rooms, vertex counts log-normal around --mean-vertices) "
+                    "prepare throughput and cache bytes per scene, the loader's samples per "
+                    "second per worker at the paper's settings, steps per second and the "
+                    "share of each step spent waiting for data with 0, 1 and 2 loader workers "
+                    "(the real tiny and paper steps, and a stand-in accelerator sleeping "
+                    "--sleep-ms per step), the training process's peak memory after one epoch "
+                    "over each of --memory-scenes scenes (hard links to the rooms, each epoch "
+                    "in a fresh process) and evaluation seconds per scene; long: see "
+                    "docs/benchmarks-and-reports.md.")
     bench.add_argument("target", choices=["superpoints", "prepare", "synth", "instance-ap",
                                           "evaluate", "model", "latency", "ray-overhead",
                                           "sweep", "import-official", "serve", "corrective",
-                                          "compare", "gpu"],
+                                          "compare", "gpu", "scale"],
                        help="what to measure")
     bench.add_argument("--out", help="JSON file (default: benchmarks/TARGET.json)")
     bench.add_argument("--mesh", help="superpoints: PLY mesh (default: a generated room)")
@@ -726,7 +769,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--recipe", choices=["ours", "official"],
                        help="latency: the model recipe (default: params.yaml model.recipe)")
     bench.add_argument("--device", default="cpu", help="latency: cpu or cuda")
-    bench.add_argument("--jobs", type=_positive_int, help="prepare, synth: worker processes")
+    bench.add_argument("--jobs", type=_positive_int,
+                       help="prepare, synth, scale: worker processes generating and preparing "
+                            "scenes (default: params.yaml prepare.jobs)")
     bench.add_argument("--scenes-count", type=_positive_int,
                        help="synth: scenes to generate (default: 100); compare: scenes per "
                             "evaluation (default: 20 and 312, ScanNet's validation split)")
@@ -735,8 +780,31 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--points", type=_positive_int, default=100_000,
                        help="model, latency, serve, corrective, gpu: points of the generated "
                             "scene (default: %(default)s)")
-    bench.add_argument("--train-steps", type=_positive_int, default=10,
-                       help="model: timed training steps of tiny (default: %(default)s)")
+    bench.add_argument("--train-steps", type=_positive_int,
+                       help="model: timed training steps of tiny (default: 10); scale: timed "
+                            "real steps per configuration and loader-worker count, after one "
+                            "warm-up batch (default: 4)")
+    bench.add_argument("--rooms", type=_positive_int, default=100,
+                       help="scale: distinct rooms generated and prepared; the --memory-scenes "
+                            "caches link to them (default: %(default)s)")
+    bench.add_argument("--mean-vertices", type=_positive_int, default=150_000,
+                       help="scale: mean vertices per room, drawn log-normal (sigma 0.55) and "
+                            "clipped to [mean / 5, mean x 11 / 3] (default: %(default)s, "
+                            "ScanNet's)")
+    bench.add_argument("--memory-scenes", type=_positive_ints, default=(100, 1000),
+                       metavar="N,N", help="scale: scenes of each memory epoch "
+                       "(default: 100,1000)")
+    bench.add_argument("--sleep-ms", type=_nonnegative_float, default=300.0,
+                       help="scale: the stand-in accelerator's step in milliseconds "
+                            "(default: %(default)s)")
+    bench.add_argument("--eval-scenes", type=_positive_int, default=3,
+                       help="scale: rooms evaluated with the tiny model (default: %(default)s)")
+    bench.add_argument("--protocol-scenes", type=_count, default=0,
+                       help="scale: of them, rooms also run through AGILE3D's click protocol, "
+                            "minutes each (default: %(default)s, left out)")
+    bench.add_argument("--work", help="scale: where the temporary folder goes (about 16 MB "
+                       "per 150k-vertex room; removed afterwards) (default: the system's "
+                       "temporary folder)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

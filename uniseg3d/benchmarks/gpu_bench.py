@@ -12,7 +12,7 @@ generated rooms at the paper's size:
   (`bench latency` on the GPU);
 - a one-worker Ray Train epoch with `ray.use_gpu: true` on a few generated rooms;
 - the loader's data-wait fraction: the share of a training epoch spent waiting for the next
-  batch, with 0 and 2 loader workers.
+  batch, with 0 and 2 loader workers (`bench scale`'s `timed_stream`, the first batch apart).
 
 The versions of torch, its CUDA runtime and spconv come with the figures: the installed torch
 is built for CUDA 13.0 and spconv-cu120 bundles its own CUDA 12.0 runtime, which meet in one
@@ -32,18 +32,14 @@ import torch
 from uniseg3d.benchmarks.data_bench import machine
 from uniseg3d.benchmarks.latency import PAPER, bench_latency
 from uniseg3d.benchmarks.model_bench import benchmark_sample, benchmark_scene
+from uniseg3d.benchmarks.scale_bench import (
+    TrainingStep, timed_stream, with_config, with_workers)
 from uniseg3d.config import Params
-from uniseg3d.datasets.classes import scannet20
 from uniseg3d.datasets.streaming import SceneSet
 from uniseg3d.model.backbone import OFFICIAL_GRID, OURS_GRID, SparseUNet
-from uniseg3d.model.criterion import Criterion
 from uniseg3d.model.inputs import scene_targets
-from uniseg3d.model.precision import grad_scaler
-from uniseg3d.model.text_encoder import class_embeddings
-from uniseg3d.pipelines.samples import Example, open_stream, training_batches
-from uniseg3d.pipelines.train import (
-    build_model, class_prompt_names, epoch_generators, make_text_encoder, poly_schedule,
-    train_step, trainable)
+from uniseg3d.pipelines.samples import Example
+from uniseg3d.pipelines.train import encode_descriptions
 
 RECIPES = {"ours": (OURS_GRID, 1e-5), "official": (OFFICIAL_GRID, 1e-4)}
 
@@ -80,37 +76,24 @@ def spconv_agreement(params: Params, points: int) -> list[dict]:
 
 def step_per_precision(params: Params, points: int, repeats: int) -> list[dict]:
     """Seconds and peak GPU memory of one training step of the paper model, per precision."""
-    scene, _ = benchmark_scene(points)
-    params = dataclasses.replace(params, model=dataclasses.replace(params.model, config="paper"))
-    encoder = make_text_encoder(params, "cuda")
-    classes = class_embeddings(encoder, class_prompt_names(scannet20().names)).cuda()
+    sample = benchmark_sample(benchmark_scene(points)[0])
+    examples = [Example(sample, scene_targets(sample))]
+    params = with_config(params, "paper")
     rows = []
     for precision in ("fp32", "bf16", "fp16"):
-        run = dataclasses.replace(params, train=dataclasses.replace(params.train,
-                                                                    precision=precision))
-        torch.manual_seed(0)
-        model = build_model(run, classes.shape[1], "cuda")
-        criterion = Criterion(run.loss, len(scannet20()))
-        optimizer = torch.optim.AdamW(trainable(model, criterion), lr=run.train.lr)
-        scheduler = poly_schedule(optimizer, repeats + 1, run.train.poly_power)
-        scaler = grad_scaler(precision, "cuda")
-        sample = benchmark_sample(scene)
-        examples = [Example(sample, scene_targets(sample))]
-        rng, generator = epoch_generators(0, 0)
+        step = TrainingStep(dataclasses.replace(
+            params, train=dataclasses.replace(params.train, precision=precision)), "cuda",
+            total_steps=repeats + 1)
         seconds = []
         torch.cuda.reset_peak_memory_stats()
-        model.train()
-        for step in range(repeats + 1):
-            torch.cuda.synchronize()
+        for repeat in range(repeats + 1):
             start = time.perf_counter()
-            train_step(model, criterion, optimizer, scheduler, scaler, examples, run, encoder,
-                       classes, rng, generator, "cuda")
-            torch.cuda.synchronize()
-            if step:  # the first step is the warm-up
+            step(examples)  # synchronised
+            if repeat:  # the first step is the warm-up
                 seconds.append(time.perf_counter() - start)
         rows.append({"precision": precision, "median_s": statistics.median(seconds),
                      "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20})
-        del model, optimizer
+        del step
         torch.cuda.empty_cache()
     return rows
 
@@ -146,39 +129,13 @@ def ray_gpu_epoch(params: Params) -> dict:
 
 
 def data_wait(params: Params, workers: int) -> dict:
-    """The share of one training epoch on the GPU spent waiting for the next batch."""
-    params = dataclasses.replace(params, train=dataclasses.replace(params.train,
-                                                                   loader_workers=workers))
+    """The share of one training epoch on the GPU spent waiting for the next batch
+    (`scale_bench.timed_stream`: the first batch apart)."""
+    params = with_workers(params, workers)
     train_set = SceneSet.listed(params.train.cache, params.train.train_scenes)
-    encoder = make_text_encoder(params, "cuda")
-    encoder.encode_texts(train_set.descriptions())
-    classes = class_embeddings(encoder, class_prompt_names(scannet20().names)).cuda()
-    torch.manual_seed(0)
-    model = build_model(params, classes.shape[1], "cuda").train()
-    criterion = Criterion(params.loss, len(scannet20()))
-    optimizer = torch.optim.AdamW(trainable(model, criterion), lr=params.train.lr)
-    scheduler = poly_schedule(optimizer, len(train_set), params.train.poly_power)
-    scaler = grad_scaler(params.train.precision, "cuda")
-    rng, generator = epoch_generators(params.train.seed, 0)
-    stream = open_stream(params, train_set, SceneSet())
-    waited = stepped = 0.0
-    try:
-        batches = iter(stream.batches(training_batches(params, len(train_set), 0, 1, 0)))
-        while True:
-            start = time.perf_counter()
-            examples = next(batches, None)
-            waited += time.perf_counter() - start
-            if examples is None:
-                break
-            start = time.perf_counter()
-            train_step(model, criterion, optimizer, scheduler, scaler, examples, params,
-                       encoder, classes, rng, generator, "cuda")
-            torch.cuda.synchronize()
-            stepped += time.perf_counter() - start
-    finally:
-        stream.close()
-    return {"loader_workers": workers, "wait_s": waited, "step_s": stepped,
-            "wait_fraction": waited / (waited + stepped)}
+    step = TrainingStep(params, "cuda", total_steps=len(train_set))
+    encode_descriptions(step.encoder, train_set)
+    return timed_stream(params, train_set, step)
 
 
 def bench_gpu(params: Params, points: int = 100_000, repeats: int = 5, rooms: int = 8) -> dict:

@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -27,12 +28,21 @@ SPLITS = ("train", "val")
 SCENE_NAME = re.compile(r"scene\d{4}_00|room_\d+")
 
 
-def _tasks(out: Path, train: int, val: int, replica: int, seed: int, spacing: float
-           ) -> list[SceneTask]:
+def scene_tasks(out: Path, train: int, val: int, replica: int, seed: int,
+                spacing: float | Sequence[float] = DEFAULT_SPACING) -> list[SceneTask]:
+    """The tasks of a run: `train`, then `val` ScanNet-format scenes, then `replica`
+    Replica-format ones; `spacing`: one for every scene, or one per scene in that order."""
+    spacings = [spacing] * (train + val + replica) if isinstance(spacing, (int, float)) \
+        else [float(s) for s in spacing]
+    if len(spacings) != train + val + replica:
+        raise ValueError(f"{len(spacings)} spacings for {train + val + replica} scenes")
+    if not all(s > 0 for s in spacings):
+        raise ValueError(f"spacing must be > 0, got {min(spacings)}")
     splits = ["train"] * train + ["val"] * val
-    tasks = [SceneTask(str(out), "scannet", i, seed, spacing, split)
+    tasks = [SceneTask(str(out), "scannet", i, seed, spacings[i], split)
              for i, split in enumerate(splits)]
-    return tasks + [SceneTask(str(out), "replica", i, seed, spacing) for i in range(replica)]
+    return tasks + [SceneTask(str(out), "replica", i, seed, spacings[len(splits) + i])
+                    for i in range(replica)]
 
 
 def _generate(tasks: list[SceneTask], jobs: int, progress: bool) -> list[SceneResult]:
@@ -58,17 +68,16 @@ def _warn_stale(out: Path, tasks: list[SceneTask]) -> None:
 
 
 def run_synth(out: Path, train: int, val: int, replica: int, seed: int, jobs: int = 2,
-              spacing: float = DEFAULT_SPACING, progress: bool = True) -> dict:
+              spacing: float | Sequence[float] = DEFAULT_SPACING, progress: bool = True) -> dict:
     """Generate `train` + `val` ScanNet-format scenes (with ScanRefer descriptions) and
-    `replica` Replica-format scenes under `out`; returns a summary."""
+    `replica` Replica-format scenes under `out` (`spacing`: see `scene_tasks`); returns a
+    summary."""
     if min(train, val, replica) < 0 or train + val + replica == 0:
         raise ValueError(f"scene counts must be >= 0 and not all 0, got {train}, {val}, {replica}")
-    if not spacing > 0:
-        raise ValueError(f"spacing must be > 0, got {spacing}")
     start = time.perf_counter()
     out = Path(out)
+    tasks = scene_tasks(out, train, val, replica, seed, spacing)
     out.mkdir(parents=True, exist_ok=True)
-    tasks = _tasks(out, train, val, replica, seed, spacing)
     results = _generate(tasks, jobs, progress)
     scannet = [r for r in results if r.fmt == "scannet"]
     write_label_map(out, sum((r.categories for r in scannet), Counter()))
@@ -81,7 +90,8 @@ def run_synth(out: Path, train: int, val: int, replica: int, seed: int, jobs: in
     vertices = np.array([r.vertices for r in results])
     described = {(r.scene_id, d["object_id"]) for r in scannet for d in r.descriptions}
     summary = {
-        "out": str(out), "seed": seed, "jobs": jobs, "spacing": spacing,
+        "out": str(out), "seed": seed, "jobs": jobs,
+        "spacing": spacing if isinstance(spacing, (int, float)) else "per scene",
         "scenes": {"train": train, "val": val, "replica": replica},
         "rooms": dict(Counter(r.room for r in results)),
         "seconds": seconds, "scenes_per_second": len(results) / seconds,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,12 @@ class SceneTask:
     def scene_dir(self) -> Path:
         root = Path(self.out) / ("scans" if self.fmt == "scannet" else "replica")
         return root / self.scene_id
+
+    def generator(self) -> np.random.Generator:
+        """The scene's own generator, seeded from (seed, format, index)."""
+        if self.fmt not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {self.fmt!r}")
+        return np.random.default_rng([self.seed, FORMATS.index(self.fmt), self.index])
 
 
 @dataclass
@@ -94,9 +100,7 @@ def scanrefer_records(scene_id: str, view: SceneView, rng: np.random.Generator) 
 def generate_scene(task: SceneTask) -> SceneResult:
     """Generate and write one scene; returns what the dataset-level files need."""
     start = time.perf_counter()
-    if task.fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {task.fmt!r}")
-    rng = np.random.default_rng([task.seed, FORMATS.index(task.fmt), task.index])
+    rng = task.generator()
     room, objects = _layout(task, rng)
     mesh = assemble(objects, rng)
     labels = [o.raw for o in objects]
@@ -112,3 +116,22 @@ def generate_scene(task: SceneTask) -> SceneResult:
         result.descriptions = scanrefer_records(task.scene_id, view, rng)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def layout_vertices(task: SceneTask) -> int:
+    """How many vertices `generate_scene(task)` writes, from the room's layout alone (no noise,
+    segmentation, descriptions or files)."""
+    _, objects = _layout(task, task.generator())
+    return sum(len(part.vertices) for scene_object in objects for part in scene_object.parts)
+
+
+def spacing_for_vertices(task: SceneTask, vertices: int, rounds: int = 2) -> float:
+    """A vertex spacing at which `task`'s room has about `vertices` vertices: a room's layout
+    does not depend on its spacing and its vertex count goes about as spacing^-2, so each of
+    `rounds` corrections, from `task.spacing` on, counts the layout's vertices and rescales."""
+    if vertices < 1:
+        raise ValueError(f"vertices must be >= 1, got {vertices}")
+    spacing = task.spacing
+    for _ in range(rounds):
+        spacing *= float(np.sqrt(layout_vertices(replace(task, spacing=spacing)) / vertices))
+    return spacing
