@@ -27,7 +27,7 @@ import torch
 
 from uniseg3d.datasets.corrective_clicks import multi_object_labels, next_click
 from uniseg3d.datasets.loader import Sample, objects_of_clicks
-from uniseg3d.model.click_objects import combine_clicks, corrections
+from uniseg3d.model.click_objects import corrections
 from uniseg3d.model.decoder import GenericPass
 from uniseg3d.model.official.network import OfficialUniSeg3D
 from uniseg3d.model.inference import prompt_mask_rule
@@ -58,9 +58,8 @@ def clicked_superpoint_labels(model: UniSeg3D | OfficialUniSeg3D, inputs: SceneI
         click = model([inputs], features=[features])[0].part("click")
     else:
         click = model.scene_output(inputs, features, generic).part("click")
-    rule = prompt_mask_rule(model)
-    return combine_clicks(rule.scores(click.masks), inputs.objects_of_clicks(),
-                          inputs.superpoints[inputs.click_points], rule.threshold).labels
+    return prompt_mask_rule(model).click_objects(
+        click.masks, inputs.objects_of_clicks(), inputs.superpoints[inputs.click_points]).labels
 
 
 def forced_points(points: np.ndarray, instances: np.ndarray) -> np.ndarray:

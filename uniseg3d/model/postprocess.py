@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from uniseg3d.model.click_objects import combine_clicks, per_object_mean
+from uniseg3d.model.click_objects import ClickObjects, combine_clicks, per_object_mean
 from uniseg3d.model.decoder import QueryPredictions
 from uniseg3d.model.targets import STUFF_IDS
 
@@ -48,6 +48,12 @@ class MaskRule:
 
     def masks(self, logits: torch.Tensor) -> torch.Tensor:
         return self.scores(logits) > self.threshold
+
+    def click_objects(self, click_logits: torch.Tensor, objects: torch.Tensor,
+                      click_superpoints: torch.Tensor) -> ClickObjects:
+        """`combine_clicks` of the click queries' (Kc, M) mask logits in this rule's space."""
+        return combine_clicks(self.scores(click_logits), objects, click_superpoints,
+                              self.threshold)
 
 
 OUR_PROMPT_MASKS = MaskRule()  # mask logit > 0
@@ -188,8 +194,7 @@ def click_prompt_masks(click_logits: torch.Tensor, class_probs: torch.Tensor, io
     `rule`'s space): with one positive click per object and no negative click, each click
     query's own mask by `rule`; class probabilities and IoU: the means over the object's
     positive clicks."""
-    combined = combine_clicks(rule.scores(click_logits), objects, click_superpoints,
-                              rule.threshold)
+    combined = rule.click_objects(click_logits, objects, click_superpoints)
     return PromptMasks(to_points(combined.masks, superpoints),
                        per_object_mean(class_probs, objects).cpu().numpy(),
                        per_object_mean(iou, objects).cpu().numpy(),
