@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -203,24 +204,44 @@ def test_bench_evaluate_leaves_the_stage_outputs_alone(evaluated):
     assert (Path(params.evaluate.out) / METRICS_FILE).read_text() == before
 
 
+def flat_numbers(section: object, prefix: str = "") -> dict[str, object]:
+    """Every leaf of a metrics document by its dotted path."""
+    if isinstance(section, dict):
+        return {path: value for key, value in section.items()
+                for path, value in flat_numbers(value, f"{prefix}{key}.").items()}
+    if isinstance(section, list):
+        return {path: value for index, value in enumerate(section)
+                for path, value in flat_numbers(value, f"{prefix}{index}.").items()}
+    return {prefix: section}
+
+
 def test_workers_give_the_one_process_evaluation(evaluated, data):
     """Two worker processes (one scene and no Replica scene, one scene and the Replica scene)
-    write what one process wrote: metrics (protocol included), per-scene statistics, prompts
-    and submission files."""
+    give the one-process metrics (protocol included) to 1e-9, and with one thread per process
+    on both sides, the same per-scene statistics, prompts and submission files bit for bit
+    (a different thread count may round float sums differently in the last bits)."""
     metrics, params = evaluated
     assert metrics["interactive_protocol"]["single"]["curve"]  # the protocol ran
-    one = Path(params.evaluate.out)
-    two = data / "two_workers"
-    split = dataclasses.replace(params, evaluate=dataclasses.replace(params.evaluate,
-                                                                     out=str(two)))
-    parallel = run_evaluate(split, progress=False, workers=2)
-    assert parallel["timing"]["workers"] == 2 and metrics["timing"]["workers"] == 1
 
-    def numbers(found: dict) -> dict:
-        return {key: value for key, value in found.items() if key != "timing"}
+    def evaluation(folder: str, threads: int, workers: int) -> tuple[dict, Path]:
+        out = data / folder
+        run = dataclasses.replace(
+            params, train=dataclasses.replace(params.train, threads=threads),
+            evaluate=dataclasses.replace(params.evaluate, out=str(out)))
+        return run_evaluate(run, progress=False, workers=workers), out
 
-    assert json.dumps(numbers(parallel), sort_keys=True) == json.dumps(numbers(metrics),
-                                                                       sort_keys=True)
+    parallel, two = evaluation("two_workers", 2, 2)  # 1 thread each
+    single, one = evaluation("one_thread", 1, 1)
+    assert parallel["timing"]["workers"] == 2 and single["timing"]["workers"] == 1
+    for reference in (metrics, single):
+        found, expected = (flat_numbers({k: v for k, v in m.items() if k != "timing"})
+                           for m in (parallel, reference))
+        assert found.keys() == expected.keys()
+        for path, value in expected.items():
+            if isinstance(value, float):
+                assert math.isclose(found[path], value, rel_tol=0, abs_tol=1e-9), path
+            else:
+                assert found[path] == value, path
     ones, twos = read_evaluation(one), read_evaluation(two)
     assert ones.keys() == twos.keys() and "interactive_protocol" in ones
     for task, stats in ones.items():
