@@ -328,9 +328,9 @@ def run_evaluate(params: Params, progress: bool = True, device: str = "cpu",
     """Evaluate `evaluate.checkpoint` on every task (`precision`: the backbone's,
     `uniseg3d.model.precision`), the scenes split among `workers` processes (`split_scenes`;
     the records are joined in scene order, so the metrics do not depend on how many, up to
-    the last bits of float sums that a different thread count per process rounds otherwise); write the stage outputs; return the metrics (the
-    content of `metrics.json`; its `timing` sums each part's seconds over the workers, and
-    `total_s` is the wall time)."""
+    the last bits of float sums that another thread count per process rounds otherwise);
+    write the stage outputs; return the metrics (the content of `metrics.json`; its `timing`
+    sums each part's seconds over the workers, and `total_s` is the wall time)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     cfg = params.evaluate
