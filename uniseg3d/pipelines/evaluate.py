@@ -164,11 +164,6 @@ class Share:
     device: str
     threads: int
 
-    @property
-    def scenes(self) -> int:
-        """Scenes this share runs through the model (the protocol's runs not counted)."""
-        return len(self.scannet) + len(self.replica)
-
 
 @dataclass
 class ShareResult:
