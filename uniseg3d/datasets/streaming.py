@@ -3,8 +3,8 @@
 A `SceneStream` is one torch `DataLoader` over `Item`s (which scene of which set, which
 purpose, the key that seeds its generator) with persistent worker processes that read each
 scene memory-mapped, prepare it (augmentation, prompts: the pipeline's `prepare`) and drop it;
-the process that trains holds only the batches in flight (`prefetch_factor` per worker). The
-main process says which batches come next (`SceneStream.batches`): the seeded epoch order of its
+the process that trains holds only the batches in flight (`prefetch_factor` per worker), each
+handed over in one shared-memory block (`datasets.handover`). The main process says which batches come next (`SceneStream.batches`): the seeded epoch order of its
 shard, the validation scenes. A sample's generator derives from its item's key alone, so any
 number of workers, or none (`workers=0`: the same preparation in this process), gives the same
 samples.
@@ -22,6 +22,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from uniseg3d.datasets.cache import cached_scene_ids, read_scene
+from uniseg3d.datasets.handover import pack, unpack
 from uniseg3d.datasets.loader import read_scene_list
 from uniseg3d.datasets.scene import Scene
 
@@ -158,16 +159,17 @@ class SceneStream(Generic[T]):
 
     def __init__(self, sets: dict[str, SceneSet], prepare: Callable[[Scene, Item], T],
                  workers: int):
-        self.sampler = Planned()
+        self.sampler, self.workers = Planned(), workers
         ahead = {"persistent_workers": True, "prefetch_factor": PREFETCH_BATCHES} \
             if workers else {}
         self.loader = DataLoader(Prepared(sets, prepare), batch_sampler=self.sampler,
-                                 num_workers=workers, collate_fn=as_list, **ahead)
+                                 num_workers=workers, collate_fn=pack if workers else as_list,
+                                 **ahead)
 
     def batches(self, plan: list[list[Item]]) -> Iterator[list[T]]:
         """The prepared batches of `plan`, in its order."""
         self.sampler.plan = plan
-        return iter(self.loader)
+        return map(unpack, self.loader) if self.workers else iter(self.loader)
 
     def close(self) -> None:
         """Stop the worker processes (they persist across epochs until then)."""
