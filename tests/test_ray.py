@@ -430,6 +430,26 @@ def test_crashed_worker_restarts_from_its_checkpoint(root, tmp_path, monkeypatch
     assert ray.is_initialized()  # the caller's Ray is left running
 
 
+def test_a_worker_removes_the_folders_of_killed_workers(tmp_path, monkeypatch):
+    """A worker Ray killed mid-run never removes its scratch folder; the next worker to start
+    removes the folders whose process is gone, and no other."""
+    monkeypatch.setattr(ray_train.tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    killed = tmp_path / f"uniseg3d-worker-{dead}-abc"
+    (killed / "epoch").mkdir(parents=True)
+    (killed / "epoch" / "last.pt").write_bytes(b"left behind")
+    living = tmp_path / f"uniseg3d-worker-{os.getppid()}-def"
+    living.mkdir()
+    other = tmp_path / "uniseg3d-worker-notapid"
+    other.mkdir()
+    with ray_train.worker_folder() as folder:
+        assert Path(folder).parent == tmp_path
+        assert Path(folder).name.startswith(f"uniseg3d-worker-{os.getpid()}-")
+        assert not killed.exists() and living.is_dir() and other.is_dir()
+    assert not Path(folder).exists()
+
+
 # ------------------------------------------------------------ (c) a 2-trial sweep writes its table
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
 import torch
 
 from uniseg3d.config import Params, RayConfig
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 DDP_KWARGS = {"find_unused_parameters": True}  # a batch without texts leaves the text path idle
 CHECKPOINT_FILES = (CHECKPOINT_LAST, CHECKPOINT_BEST)
 RUN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # what Ray Train restores a run from
+WORKER_FOLDER = "uniseg3d-worker-"  # a training worker's scratch folder: this, its pid, a suffix
 # params fields holding paths: made absolute before they travel to workers
 PATH_FIELDS = {"text": ("cache_file", "clip_checkpoint"),
                "train": ("cache", "train_scenes", "val_scenes", "out"),
@@ -235,7 +237,7 @@ def train_loop_per_worker(config: dict) -> None:
     worker_logging()
     context = ray.train.get_context()
     with checkpoint_folder(ray.train.get_checkpoint()) as resume_from, \
-            tempfile.TemporaryDirectory(prefix="uniseg3d-worker-") as workdir:
+            worker_folder() as workdir:
         session = WorkerSession(
             report=_report_to_ray_train, resume_from=resume_from,
             rank=context.get_world_rank(), world_size=context.get_world_size(),
@@ -244,6 +246,17 @@ def train_loop_per_worker(config: dict) -> None:
                 synchronised_batch_norm(model, config["ray"].use_gpu, context.get_world_size()),
                 parallel_strategy_kwargs=DDP_KWARGS))
         fit(config["params"], session, config["train"], config["val"], Path(workdir))
+
+
+def worker_folder() -> tempfile.TemporaryDirectory:
+    """A training worker's scratch folder in the system's temporary folder, named after its
+    process id; first removes those of workers that died without removing theirs (a worker Ray
+    killed mid-run: its process is gone)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{WORKER_FOLDER}*-*"):
+        pid = folder.name[len(WORKER_FOLDER):].split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{WORKER_FOLDER}{os.getpid()}-")
 
 
 def export_checkpoint(checkpoint: Checkpoint, out: Path) -> TrainResult:
