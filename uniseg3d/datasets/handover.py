@@ -2,7 +2,7 @@
 
 Sent as it is, a batch of two ScanNet-sized rooms is ~18 MB of numpy arrays pickled through the
 worker's pipe and read back by the training process, plus one file descriptor per target
-tensor: ~35 ms of the training process's time per batch, whatever the number of workers.
+tensor: 30-35 ms of the training process's time per batch, whatever the number of workers.
 `pack` pickles the batch with its arrays and tensors out of band (pickle protocol 5), copies
 their bytes into one block of shared memory and keeps the small pickle; `unpack`, in the
 training process, rebuilds every array and tensor as a view of that block, so receiving a

@@ -4,10 +4,10 @@ A `SceneStream` is one torch `DataLoader` over `Item`s (which scene of which set
 purpose, the key that seeds its generator) with persistent worker processes that read each
 scene memory-mapped, prepare it (augmentation, prompts: the pipeline's `prepare`) and drop it;
 the process that trains holds only the batches in flight (`prefetch_factor` per worker), each
-handed over in one shared-memory block (`datasets.handover`). The main process says which batches come next (`SceneStream.batches`): the seeded epoch order of its
-shard, the validation scenes. A sample's generator derives from its item's key alone, so any
-number of workers, or none (`workers=0`: the same preparation in this process), gives the same
-samples.
+handed over in one shared-memory block (`datasets.handover`). The main process says which
+batches come next (`SceneStream.batches`): the seeded epoch order of its shard, the validation
+scenes. A sample's generator derives from its item's key alone, so any number of workers, or
+none (`workers=0`: the same preparation in this process), gives the same samples.
 """
 
 from __future__ import annotations
