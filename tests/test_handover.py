@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import pickle
 
 import numpy as np
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from scannet_files import described_scenes
 from uniseg3d.config import Params
+from uniseg3d.datasets import handover
 from uniseg3d.datasets.cache import read_scene, write_scene
 from uniseg3d.datasets.handover import ALIGN, pack, unpack
 from uniseg3d.datasets.streaming import Item
@@ -117,3 +119,17 @@ def test_a_loader_worker_hands_its_batch_over(batch):
     assert parcel.block.is_shared()
     for example, known in zip(unpack(parcel), batch, strict=True):
         assert_same(leaves(example), leaves(known))
+
+
+def test_a_batch_larger_than_the_free_shared_memory_is_refused(batch, monkeypatch):
+    needed = pack(batch).spans[-1][1]
+    monkeypatch.setattr(handover, "shared_memory_free", lambda: needed - 1)
+    with pytest.raises(handover.SharedMemoryFull, match=r"needs [0-9.]+ MB .* /dev/shm has [0-9.]+ MB free.*--shm-size"):
+        pack(batch)
+    monkeypatch.setattr(handover, "shared_memory_free", lambda: needed + ALIGN)
+    assert len(unpack(pack(batch))) == len(batch)
+
+
+def test_the_free_shared_memory_is_that_of_dev_shm():
+    stats = os.statvfs("/dev/shm")
+    assert abs(handover.shared_memory_free() - stats.f_bavail * stats.f_frsize) < 2**26

@@ -9,12 +9,15 @@ training process, rebuilds every array and tensor as a view of that block, so re
 batch costs one file descriptor and a pickle of its small objects. The block is freed when the
 last of its arrays is. A tensor shares memory with nothing but its block (views of one storage
 arrive as separate tensors); a tensor that requires grad, or whose dtype numpy lacks, travels
-in the pickle.
+in the pickle. The block lives in /dev/shm (torch's shared memory): a batch that would not fit
+in what is free there is refused with what to change, rather than killing the worker with a
+bus error.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import pickle
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +26,17 @@ import numpy as np
 import torch
 
 ALIGN = 64  # bytes: every array of a block starts on a cache line
+SHARED_MEMORY = "/dev/shm"
+
+
+class SharedMemoryFull(RuntimeError):
+    """A batch's block does not fit in the shared memory left."""
+
+
+def shared_memory_free() -> int:
+    """Bytes free in the shared-memory filesystem."""
+    stats = os.statvfs(SHARED_MEMORY)
+    return stats.f_bavail * stats.f_frsize
 
 
 class OutOfBand(pickle.Pickler):
@@ -53,6 +67,13 @@ def pack(value: Any) -> Parcel:
     OutOfBand(stream, protocol=5, buffer_callback=buffers.append).dump(value)
     raws = [buffer.raw() for buffer in buffers]
     starts = np.cumsum([0] + [-(-raw.nbytes // ALIGN) * ALIGN for raw in raws])
+    free = shared_memory_free()
+    if starts[-1] > free:
+        raise SharedMemoryFull(
+            f"a prepared batch needs {starts[-1] / 2**20:,.2f} MB of shared memory and "
+            f"{SHARED_MEMORY} has {free / 2**20:,.2f} MB free: give the machine more (in Docker "
+            "`--shm-size`, e.g. 8g), or fewer loader workers (`train.loader_workers`; each "
+            "keeps two batches ahead) or a smaller `train.batch_size`")
     block = torch.empty(int(starts[-1]), dtype=torch.uint8).share_memory_()
     target = block.numpy()
     for start, raw in zip(starts, raws):
