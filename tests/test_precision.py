@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from uniseg3d.benchmarks import gpu_bench
 from uniseg3d.cli import build_parser, main
 from uniseg3d.config import ConfigError, Params
 from uniseg3d.model.precision import (PrecisionError, autocast, check_precision, grad_scaler,
@@ -81,6 +82,35 @@ def test_the_train_command_refuses_half_precision_without_gpus(tmp_path, caplog)
     params.write_text(text)
     assert main(["train", "--params", str(params)]) == 2
     assert "train.precision bf16: mixed precision runs on a CUDA device only" in caplog.text
+
+
+def test_bench_gpu_reports_a_failed_figure_and_measures_the_rest(tmp_path, monkeypatch, caplog):
+    """On a GPU machine a figure that raises (here spconv without a kernel for the card, then
+    the rooms' generation) is reported with its exception, the figures after it still run, the
+    ones that need the failed rooms do not, and the command exits 1 with its JSON written."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpu_bench, "versions", lambda: {"device": "a card"})
+
+    def no_kernel(*args):
+        raise RuntimeError("CUDA error: no kernel image is available for execution")
+
+    ran = []
+    monkeypatch.setattr(gpu_bench, "spconv_agreement", no_kernel)
+    monkeypatch.setattr(gpu_bench, "step_per_precision",
+                        lambda *args: ran.append("step") or [{"precision": "fp32"}])
+    monkeypatch.setattr(gpu_bench, "latencies", lambda *args: ran.append("latency") or [])
+    monkeypatch.setattr(gpu_bench, "generated_dataset", no_kernel)
+    monkeypatch.setattr(gpu_bench, "ray_gpu_epoch", lambda data: ran.append("ray"))
+    monkeypatch.setattr(gpu_bench, "data_wait", lambda data, workers: ran.append("wait"))
+    out = tmp_path / "gpu.json"
+    assert main(["bench", "gpu", "--out", str(out)]) == 1
+    result = json.loads(out.read_text())
+    failure = "RuntimeError: CUDA error: no kernel image is available for execution"
+    assert result["errors"] == {"spconv_gpu_vs_cpu_native": failure, "generated_rooms": failure}
+    assert ran == ["step", "latency"]
+    assert result["training_step"] == [{"precision": "fp32"}] and result["latency"] == []
+    assert not {"spconv_gpu_vs_cpu_native", "ray_train_gpu_epoch", "data_wait"} & set(result)
+    assert "2 figure(s) failed: spconv_gpu_vs_cpu_native, generated_rooms" in caplog.text
 
 
 def test_bench_gpu_without_cuda_says_skipped_and_exits_0(tmp_path, caplog):

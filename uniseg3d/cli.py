@@ -432,6 +432,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         result = bench_model(params, args.points, args.repeats, args.train_steps or 10)
     _write_json(result, args.out or f"benchmarks/{args.target}.json")
+    if result.get("errors"):
+        log.error("bench %s: %d figure(s) failed: %s (their exceptions are in the JSON's "
+                  "`errors`)", args.target, len(result["errors"]), ", ".join(result["errors"]))
+        return 1
     return 0
 
 

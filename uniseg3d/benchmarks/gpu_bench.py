@@ -16,15 +16,19 @@ generated rooms at the paper's size:
 
 The versions of torch, its CUDA runtime and spconv come with the figures: the installed torch
 is built for CUDA 13.0 and spconv-cu120 bundles its own CUDA 12.0 runtime, which meet in one
-process only here.
+process only here. Each figure is measured on its own: one that fails (a kernel missing for
+the card, memory running out) is reported under `errors` with its exception and the others
+still run, so one run shows everything that works.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -40,6 +44,8 @@ from uniseg3d.model.backbone import OFFICIAL_GRID, OURS_GRID, SparseUNet
 from uniseg3d.model.inputs import scene_targets
 from uniseg3d.pipelines.samples import Example
 from uniseg3d.pipelines.train import encode_descriptions
+
+log = logging.getLogger(__name__)
 
 RECIPES = {"ours": (OURS_GRID, 1e-5), "official": (OFFICIAL_GRID, 1e-4)}
 
@@ -138,22 +144,45 @@ def data_wait(params: Params, workers: int) -> dict:
     return timed_stream(params, train_set, step)
 
 
+def measure(result: dict, name: str, figure: Callable[[], object], report: bool = True):
+    """`figure()`, also as `result[name]` where `report`; where it raises, None, and its
+    exception in `result["errors"]` (the GPU's memory released) so that the figures after it
+    still run."""
+    log.info("bench gpu: %s", name)
+    try:
+        value = figure()
+    except Exception as error:  # noqa: BLE001 -- reported, and the other figures still run
+        log.exception("bench gpu: %s failed", name)
+        result.setdefault("errors", {})[name] = f"{type(error).__name__}: {error}"
+        torch.cuda.empty_cache()
+        return None
+    if report:
+        result[name] = value
+    return value
+
+
+def latencies(params: Params, points: int, repeats: int) -> list[dict]:
+    """`bench latency` of the paper configuration on the GPU, both recipes."""
+    return [{"recipe": recipe, "total_ms": found["total_ms"], "components": found["components"]}
+            for recipe in RECIPES
+            for found in [bench_latency(params, "paper", points, None, repeats, "cuda", recipe)]]
+
+
 def bench_gpu(params: Params, points: int = 100_000, repeats: int = 5, rooms: int = 8) -> dict:
-    """Every figure above on the first CUDA device, or `skipped` without one."""
+    """Every figure above on the first CUDA device, or `skipped` without one; a figure that
+    failed is in `errors` instead."""
     if not torch.cuda.is_available():
         return {"benchmark": "gpu", "skipped": "no CUDA device: torch.cuda.is_available() is "
                 "False, so there is nothing to measure here", "machine": machine()}
     result = {"benchmark": "gpu", "versions": versions(), "points": points,
-              "spconv_gpu_vs_cpu_native": spconv_agreement(params, points),
-              "training_step": step_per_precision(params, points, repeats),
-              "latency": [{"recipe": recipe, "total_ms": found["total_ms"],
-                           "components": found["components"]}
-                          for recipe in ("ours", "official")
-                          for found in [bench_latency(params, "paper", points, None, repeats,
-                                                      "cuda", recipe)]],
               "paper_latency_ms": PAPER["components"]["total"], "machine": machine()}
+    measure(result, "spconv_gpu_vs_cpu_native", lambda: spconv_agreement(params, points))
+    measure(result, "training_step", lambda: step_per_precision(params, points, repeats))
+    measure(result, "latency", lambda: latencies(params, points, repeats))
     with tempfile.TemporaryDirectory() as tmp:
-        data = generated_dataset(params, Path(tmp), rooms)
-        result["ray_train_gpu_epoch"] = ray_gpu_epoch(data)
-        result["data_wait"] = [data_wait(data, workers) for workers in (0, 2)]
+        data = measure(result, "generated_rooms",
+                       lambda: generated_dataset(params, Path(tmp), rooms), report=False)
+        if data is not None:
+            measure(result, "ray_train_gpu_epoch", lambda: ray_gpu_epoch(data))
+            measure(result, "data_wait", lambda: [data_wait(data, workers) for workers in (0, 2)])
     return result
