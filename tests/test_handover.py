@@ -101,8 +101,10 @@ def test_what_numpy_cannot_view_travels_in_the_pickle():
     half = torch.linspace(0, 1, 5, dtype=torch.bfloat16)
     strided = np.arange(20, dtype=np.int64).reshape(4, 5)[:, ::2]  # neither C nor F contiguous
     fortran = np.asfortranarray(np.arange(12.0).reshape(3, 4))
+    sparse = torch.eye(3).to_sparse()
     got = unpack(pack({"weights": weights, "half": half, "strided": strided,
-                       "fortran": fortran, "none": None}))
+                       "fortran": fortran, "sparse": sparse, "none": None}))
+    assert got["sparse"].is_sparse and torch.equal(got["sparse"].to_dense(), torch.eye(3))
     assert got["weights"].requires_grad and torch.equal(got["weights"], weights)
     assert got["half"].dtype == torch.bfloat16 and torch.equal(got["half"], half)
     np.testing.assert_array_equal(got["strided"], strided)
@@ -124,7 +126,8 @@ def test_a_loader_worker_hands_its_batch_over(batch):
 def test_a_batch_larger_than_the_free_shared_memory_is_refused(batch, monkeypatch):
     needed = pack(batch).spans[-1][1]
     monkeypatch.setattr(handover, "shared_memory_free", lambda: needed - 1)
-    with pytest.raises(handover.SharedMemoryFull, match=r"needs [0-9.]+ MB .* /dev/shm has [0-9.]+ MB free.*--shm-size"):
+    refusal = r"needs [0-9.]+ MB .* /dev/shm has [0-9.]+ MB free.*--shm-size"
+    with pytest.raises(handover.SharedMemoryFull, match=refusal):
         pack(batch)
     monkeypatch.setattr(handover, "shared_memory_free", lambda: needed + ALIGN)
     assert len(unpack(pack(batch))) == len(batch)

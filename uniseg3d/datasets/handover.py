@@ -8,10 +8,10 @@ their bytes into one block of shared memory and keeps the small pickle; `unpack`
 training process, rebuilds every array and tensor as a view of that block, so receiving a
 batch costs one file descriptor and a pickle of its small objects. The block is freed when the
 last of its arrays is. A tensor shares memory with nothing but its block (views of one storage
-arrive as separate tensors); a tensor that requires grad, or whose dtype numpy lacks, travels
-in the pickle. The block lives in /dev/shm (torch's shared memory): a batch that would not fit
-in what is free there is refused with what to change, rather than killing the worker with a
-bus error.
+arrive as separate tensors); a tensor that requires grad, is sparse or has a dtype numpy lacks
+travels in the pickle. The block lives in /dev/shm (torch's shared memory): a batch that would
+not fit in what is free there is refused with what to change, rather than killing the worker
+with a bus error.
 """
 
 from __future__ import annotations
@@ -44,9 +44,11 @@ class OutOfBand(pickle.Pickler):
     go out of band like an array's."""
 
     def reducer_override(self, obj: Any):
-        if isinstance(obj, torch.Tensor) and obj.device.type == "cpu" \
-                and not obj.requires_grad and obj.dtype != torch.bfloat16:
-            return torch.from_numpy, (obj.numpy(),)
+        if isinstance(obj, torch.Tensor) and obj.device.type == "cpu" and not obj.requires_grad:
+            try:
+                return torch.from_numpy, (obj.numpy(),)
+            except (TypeError, RuntimeError):  # a dtype numpy lacks (bfloat16), a sparse tensor
+                pass
         return NotImplemented
 
 
