@@ -48,7 +48,7 @@ from tqdm import tqdm
 from uniseg3d.config import EvaluateConfig, Params
 from uniseg3d.datasets.cache import cached_scene_ids, read_scene
 from uniseg3d.datasets.classes import scannet20, scannet200
-from uniseg3d.datasets.loader import Sample, evaluation_sample, read_scene_list, read_split
+from uniseg3d.datasets.loader import Sample, evaluation_sample, read_scene_list
 from uniseg3d.datasets.prompt_files import PROMPTS_DIR, prompts_document, write_prompts
 from uniseg3d.datasets.scene import Scene
 from uniseg3d.metrics.instance import InstancePredictions
@@ -333,7 +333,10 @@ def run_evaluate(params: Params, progress: bool = True, device: str = "cpu",
     out = Path(cfg.out)
     shutil.rmtree(out / PREDICTIONS_DIR, ignore_errors=True)  # no stale scenes in the folders
     replica_ids = cached_scene_ids(cfg.replica_cache) if cfg.replica_cache is not None else []
-    replica = replica_task(read_split(cfg.replica_cache, replica_ids)) if replica_ids else None
+    # the class list: the scenes' instance names (their arrays mapped, not read; the workers
+    # read their share's)
+    replica = replica_task([read_scene(Path(cfg.replica_cache) / scene_id, mmap=True)
+                            for scene_id in replica_ids]) if replica_ids else None
     if replica is None:
         log.info("no Replica scenes in %s: zero-shot evaluation skipped", cfg.replica_cache)
     shares = split_scenes(validation_ids(cfg), replica_ids, workers, device, params.train.threads)
