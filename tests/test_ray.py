@@ -432,21 +432,24 @@ def test_crashed_worker_restarts_from_its_checkpoint(root, tmp_path, monkeypatch
 
 def test_a_worker_removes_the_folders_of_killed_workers(tmp_path, monkeypatch):
     """A worker Ray killed mid-run never removes its scratch folder; the next worker to start
-    removes the folders whose process is gone, and no other."""
+    on the same host removes the folders whose process is gone, and no other (a living
+    process's, another host's sharing the temporary folder, a stranger's)."""
     monkeypatch.setattr(ray_train.tempfile, "tempdir", str(tmp_path))
+    host = socket.gethostname()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    killed = tmp_path / f"uniseg3d-worker-{dead}-abc"
+    killed = tmp_path / f"uniseg3d-worker-{host}.{dead}-abc"
     (killed / "epoch").mkdir(parents=True)
     (killed / "epoch" / "last.pt").write_bytes(b"left behind")
-    living = tmp_path / f"uniseg3d-worker-{os.getppid()}-def"
-    living.mkdir()
-    other = tmp_path / "uniseg3d-worker-notapid"
-    other.mkdir()
+    kept = [tmp_path / f"uniseg3d-worker-{host}.{os.getppid()}-def",  # alive
+            tmp_path / f"uniseg3d-worker-{host}x.{dead}-ghi",  # another host's
+            tmp_path / f"uniseg3d-worker-{host}.notapid-jkl"]
+    for other in kept:
+        other.mkdir()
     with ray_train.worker_folder() as folder:
         assert Path(folder).parent == tmp_path
-        assert Path(folder).name.startswith(f"uniseg3d-worker-{os.getpid()}-")
-        assert not killed.exists() and living.is_dir() and other.is_dir()
+        assert Path(folder).name.startswith(f"uniseg3d-worker-{host}.{os.getpid()}-")
+        assert not killed.exists() and all(other.is_dir() for other in kept)
     assert not Path(folder).exists()
 
 

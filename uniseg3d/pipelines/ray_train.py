@@ -20,6 +20,7 @@ problems are reported before anything starts, naming the params.yaml keys to cha
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 DDP_KWARGS = {"find_unused_parameters": True}  # a batch without texts leaves the text path idle
 CHECKPOINT_FILES = (CHECKPOINT_LAST, CHECKPOINT_BEST)
 RUN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # what Ray Train restores a run from
-WORKER_FOLDER = "uniseg3d-worker-"  # a training worker's scratch folder: this, its pid, a suffix
+WORKER_FOLDER = "uniseg3d-worker-"  # a training worker's scratch folder: this, host.pid-suffix
 # params fields holding paths: made absolute before they travel to workers
 PATH_FIELDS = {"text": ("cache_file", "clip_checkpoint"),
                "train": ("cache", "train_scenes", "val_scenes", "out"),
@@ -249,14 +250,16 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def worker_folder() -> tempfile.TemporaryDirectory:
-    """A training worker's scratch folder in the system's temporary folder, named after its
-    process id; first removes those of workers that died without removing theirs (a worker Ray
-    killed mid-run: its process is gone)."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{WORKER_FOLDER}*-*"):
-        pid = folder.name[len(WORKER_FOLDER):].split("-", 1)[0]
+    """A training worker's scratch folder in the system's temporary folder, named after its host
+    and process id; first removes those of this host's workers that died without removing
+    theirs (a worker Ray killed mid-run: its process is gone). Another host's folders, in a
+    temporary folder that machines or containers share, are left alone."""
+    mine = f"{WORKER_FOLDER}{socket.gethostname()}."
+    for folder in Path(tempfile.gettempdir()).glob(f"{glob.escape(mine)}*-*"):
+        pid = folder.name[len(mine):].split("-", 1)[0]
         if pid.isdigit() and not psutil.pid_exists(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-    return tempfile.TemporaryDirectory(prefix=f"{WORKER_FOLDER}{os.getpid()}-")
+    return tempfile.TemporaryDirectory(prefix=f"{mine}{os.getpid()}-")
 
 
 def export_checkpoint(checkpoint: Checkpoint, out: Path) -> TrainResult:
