@@ -4,6 +4,7 @@ sweep), leaving every output that dvc.yaml declares, so a broken stage fails CI.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -45,6 +46,59 @@ def test_dag_has_every_stage_in_order():
     assert {("evaluate", "report"), ("bench", "report"), ("sweep", "report"),
             ("prepare", "sweep")} <= set(edges)
     assert all(STAGES.index(a) < STAGES.index(b) for a, b in edges)  # no edge goes backwards
+
+
+# the modules each stage's command runs (what `uniseg3d.cli` imports for that verb)
+STAGE_ENTRIES = {"synth": ["uniseg3d.pipelines.synth"], "prepare": ["uniseg3d.pipelines.prepare"],
+                 "train": ["uniseg3d.pipelines.ray_train"],
+                 "evaluate": ["uniseg3d.pipelines.evaluate", "uniseg3d.benchmarks.leaderboard"],
+                 "bench": ["uniseg3d.benchmarks.latency"], "sweep": ["uniseg3d.pipelines.sweep"],
+                 "report": ["uniseg3d.reports.report"]}
+# a fresh interpreter imports the heavy libraries once, then each stage's entries in a fork of
+# its own; prints {stage: [file of every uniseg3d module then loaded]}
+IMPORTED = """
+import importlib, json, os, sys
+import numpy, pandas, ray, scipy, torch
+found = {}
+for stage, entries in json.loads(sys.argv[1]).items():
+    read, write = os.pipe()
+    if os.fork() == 0:
+        for entry in entries:
+            importlib.import_module(entry)
+        files = [m.__file__ for n, m in list(sys.modules.items())
+                 if n.split('.')[0] == 'uniseg3d' and getattr(m, '__file__', None)]
+        os.write(write, json.dumps(files).encode())
+        os._exit(0)
+    os.close(write)
+    found[stage] = json.loads(b''.join(iter(lambda: os.read(read, 1 << 16), b'')))
+    os.close(read)
+    os.wait()
+print(json.dumps(found))
+"""
+
+
+def docstring_only(path: Path) -> bool:
+    body = ast.parse(path.read_text()).body
+    return all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+               for node in body)
+
+
+def test_each_stage_depends_on_the_code_it_runs():
+    """A change to any module a stage's command imports reruns the stage: every such module is
+    one of the stage's deps or lies in a folder that is (a package's `__init__.py`, which holds
+    only its docstring, apart)."""
+    result = subprocess.run([sys.executable, "-c", IMPORTED, json.dumps(STAGE_ENTRIES)],
+                            cwd=REPO, capture_output=True, text=True, check=True, timeout=300)
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for stage, files in json.loads(result.stdout.splitlines()[-1]).items():
+        paths = {Path(f).resolve().relative_to(REPO) for f in files}
+        assert len(paths) > len(STAGE_ENTRIES[stage])  # the entries and what they import
+        packages = {p for p in paths if p.name == "__init__.py"}
+        assert all(docstring_only(REPO / p) for p in packages)
+        deps = [Path(d) for d in stages[stage]["deps"] if d.startswith("uniseg3d")]
+        missing = sorted(p.as_posix() for p in paths - packages
+                         if not any(p == d or d in p.parents for d in deps))
+        assert not missing, f"stage {stage} runs code it does not depend on: {missing}"
 
 
 def tracked_files() -> list[str]:
