@@ -159,7 +159,7 @@ class SceneStream(Generic[T]):
 
     def __init__(self, sets: dict[str, SceneSet], prepare: Callable[[Scene, Item], T],
                  workers: int):
-        self.sampler, self.workers = Planned(), workers
+        self.sampler = Planned()
         ahead = {"persistent_workers": True, "prefetch_factor": PREFETCH_BATCHES} \
             if workers else {}
         self.loader = DataLoader(Prepared(sets, prepare), batch_sampler=self.sampler,
@@ -169,7 +169,7 @@ class SceneStream(Generic[T]):
     def batches(self, plan: list[list[Item]]) -> Iterator[list[T]]:
         """The prepared batches of `plan`, in its order."""
         self.sampler.plan = plan
-        return map(unpack, self.loader) if self.workers else iter(self.loader)
+        return map(unpack, self.loader) if self.loader.num_workers else iter(self.loader)
 
     def close(self) -> None:
         """Stop the worker processes (they persist across epochs until then)."""
